@@ -1,0 +1,2 @@
+"""From annotations to the paper's Table 2: ingest, counts, exact tests, corrections, agreement,
+robustness and tables. Never imports torch or cage."""

@@ -1,0 +1,49 @@
+"""The contract between the CAGE pipeline and an experiment kind (``mog``, ``digits``, ...).
+
+An experiment is a TOML file (the built-ins live in ``cage/experiments/``) whose ``kind`` names a
+module ``cage.experiment_<kind>``. That module provides
+
+``setup(config: ExperimentConfig, *, cache_dir: pathlib.Path) -> ExperimentSetup``
+    train or load the generator, encode the annotated data, return everything CAGE needs;
+
+``finish(setup: ExperimentSetup, result: CageResult, run_dir: pathlib.Path, config) -> dict``  (optional)
+    called after the engine has written its files into the (staging) run directory; writes extra
+    outputs (e.g. counterfactual pairs) and returns entries merged into ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cage.generator import LatentGenerator
+
+
+@dataclass
+class ExperimentSetup:
+    """What an experiment kind hands to the CAGE engine.
+
+    Attributes
+    ----------
+    generator : LatentGenerator
+        The trained generator (encode available for flows / VAEs).
+    data_latents : np.ndarray, shape (n, d)
+        ``ENC(x_D)``: encoded annotated observations, used to fit the latent classifiers.
+    attributes : dict[str, np.ndarray]
+        Binary labels (0/1, shape ``(n,)``) per attribute, aligned with ``data_latents``.
+    observation_classifier : callable or None
+        ``f(x: torch.Tensor (n, *obs_shape)) -> dict[str, np.ndarray]`` of ``P(attribute = 1)`` per
+        attribute, for the eq. 9 variant; None when the experiment has none.
+    info : dict
+        Extra, JSON-serialisable facts for the manifest (training losses, dataset sizes, ...).
+    """
+
+    generator: LatentGenerator
+    data_latents: np.ndarray
+    attributes: dict[str, np.ndarray]
+    observation_classifier: Callable[[torch.Tensor], dict[str, np.ndarray]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,67 @@
+"""The ``cage-eval`` command line: a thin shell over the libraries.
+
+Each group of commands lives in its own module (``cmd_*.py``) and exports ``COMMANDS``; this file
+only assembles them and turns user-facing errors into ``Error: ...`` and exit code 1. Heavy imports
+(torch, pandas, boto3) happen inside command bodies, so ``cage-eval --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cage_eval import __version__, cmd_analyze, cmd_crowd, cmd_generate, cmd_hits, cmd_turkle
+from cage_eval.errors import CageEvalError
+
+
+class CageGroup(click.Group):
+    """A click group that reports every user mistake as ``Error: ...`` with exit code 1."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("Aborted: nothing more was done.", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        except CageEvalError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: nothing more was done.", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=CageGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cage-eval")
+def cli() -> None:
+    """CAGE end to end: probe a generator for causal directions, make counterfactual image
+    pairs, ask people which looks more real, and analyse their answers.
+
+    \b
+    Typical session:
+      cage-eval generate --out runs/digits        # CAGE + counterfactual pairs
+      cage-eval publish runs/digits --sandbox     # HITs on the MTurk sandbox
+      cage-eval collect runs/digits               # answers -> runs/digits/results.csv
+      cage-eval analyze runs/digits/results.csv   # Table 2
+    """
+
+
+for _module in (cmd_generate, cmd_hits, cmd_crowd, cmd_turkle, cmd_analyze):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="cage-eval")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,7 @@
+"""``cage-eval`` commands: crowd."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

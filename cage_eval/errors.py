@@ -1,0 +1,32 @@
+"""One exception hierarchy for user-facing errors.
+
+The CLI converts every :class:`CageEvalError` into ``Error: <message>`` on stderr and exit code 1.
+Messages name the file, row, field or value at fault and say what to do. Programmer errors stay
+``ValueError`` / ``TypeError`` and are not caught.
+"""
+
+from __future__ import annotations
+
+
+class CageEvalError(Exception):
+    """A user-facing error: printed as ``Error: <message>``, exit code 1."""
+
+
+class ConfigError(CageEvalError):
+    """An experiment or command option has an invalid value."""
+
+
+class InputFileError(CageEvalError):
+    """A user-supplied file is missing, unreadable or malformed."""
+
+
+class RunDirError(CageEvalError):
+    """A run directory is missing, incomplete, or inconsistent with the request."""
+
+
+class BackendError(CageEvalError):
+    """A crowd backend (MTurk, S3, Turkle) refused a request or is unreachable."""
+
+
+class SpendingRefused(CageEvalError):
+    """A publish would spend more than allowed, or spending was not confirmed."""
