@@ -11,7 +11,15 @@ import sys
 
 import click
 
-from cage_eval import __version__, cmd_analyze, cmd_crowd, cmd_generate, cmd_hits, cmd_turkle
+from cage_eval import (
+    __version__,
+    cmd_analyze,
+    cmd_crowd,
+    cmd_generate,
+    cmd_hits,
+    cmd_train,
+    cmd_turkle,
+)
 from cage_eval.errors import CageEvalError
 
 
@@ -53,7 +61,7 @@ def cli() -> None:
     """
 
 
-for _module in (cmd_generate, cmd_hits, cmd_crowd, cmd_turkle, cmd_analyze):
+for _module in (cmd_generate, cmd_train, cmd_hits, cmd_crowd, cmd_turkle, cmd_analyze):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

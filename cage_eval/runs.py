@@ -15,7 +15,8 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       sheets/*.png         contact sheets per DAG and setting
       hit_items.csv        local blinding map: which image is shown where    -- HIT_ITEMS_COLUMNS
       analysis_plan.json   frozen at publish time
-      ledger.sqlite        publishing ledger (MTurk / Turkle)
+      ledger.sqlite        MTurk publishing ledger (one environment per run)
+      turkle_ledger.sqlite local Turkle server publishing ledger
       results.csv          collected answers, MTurk batch-results layout
       raw_answers/         raw answers archived by collect
 
@@ -52,6 +53,7 @@ SHEETS_DIR = "sheets"
 HIT_ITEMS = "hit_items.csv"
 ANALYSIS_PLAN = "analysis_plan.json"
 LEDGER = "ledger.sqlite"
+TURKLE_LEDGER = "turkle_ledger.sqlite"
 RESULTS = "results.csv"
 RAW_ANSWERS_DIR = "raw_answers"
 
@@ -107,6 +109,25 @@ HIT_ITEMS_COLUMNS = (
 #: The form field a worker answers with, and its values.
 ANSWER_FIELD = "choice"
 ANSWER_VALUES = ("top", "bottom")
+
+#: results.csv written by ``cage-eval collect`` (MTurk): the requester website's batch-results layout
+#: (crowdsourcing.md section 2.12), with these HIT inputs and answers. ``Input.image_*`` hold the opaque
+#: image file names (inside ``images/``), never URLs; ``RequesterAnnotation`` is ``cage-eval:<run_id>``.
+RESULTS_META_COLUMNS = (
+    "HITId", "HITTypeId", "Title", "Description", "Keywords", "Reward", "CreationTime",
+    "MaxAssignments", "RequesterAnnotation", "AssignmentDurationInSeconds",
+    "AutoApprovalDelayInSeconds", "Expiration", "NumberOfSimilarHITs", "LifetimeInSeconds",
+    "AssignmentId", "WorkerId", "AssignmentStatus", "AcceptTime", "SubmitTime", "AutoApprovalTime",
+    "ApprovalTime", "RejectionTime", "RequesterFeedback", "WorkTimeInSeconds",
+    "LifetimeApprovalRate", "Last30DaysApprovalRate", "Last7DaysApprovalRate",
+)
+RESULTS_INPUT_COLUMNS = ("Input.item_id", "Input.image_top", "Input.image_bottom", "Input.run_id")
+RESULTS_ANSWER_COLUMNS = ("Answer.choice", "Answer.item_id", "Answer.elapsed_ms")
+RESULTS_TAIL_COLUMNS = ("Approve", "Reject")
+RESULTS_COLUMNS = (
+    RESULTS_META_COLUMNS + RESULTS_INPUT_COLUMNS + RESULTS_ANSWER_COLUMNS + RESULTS_TAIL_COLUMNS
+)
+REQUESTER_ANNOTATION_PREFIX = "cage-eval:"
 
 
 def dag_name(cause: str, effect: str) -> str:

@@ -1,0 +1,7 @@
+"""``cage-eval`` commands: train."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
