@@ -1,14 +1,20 @@
 """The contract between the CAGE pipeline and an experiment kind (``mog``, ``digits``, ...).
 
-An experiment is a TOML file (the built-ins live in ``cage/experiments/``) whose ``kind`` names a
-module ``cage.experiment_<kind>``. That module provides
+An experiment is a TOML file (the built-ins live in ``cage/experiments/``, see :mod:`cage.config`)
+whose ``[experiment] kind`` names a module ``cage.experiment_<kind>``. That module provides
 
 ``setup(config: ExperimentConfig, *, cache_dir: pathlib.Path) -> ExperimentSetup``
-    train or load the generator, encode the annotated data, return everything CAGE needs;
+    validate its own sections (``config.kind_options``; raise ``cage_eval.errors.ConfigError``
+    naming ``config.where(section, key)``), train or load the generator (cache it under
+    ``cache_dir``), encode the annotated data, return everything CAGE needs;
 
 ``finish(setup: ExperimentSetup, result: CageResult, run_dir: pathlib.Path, config) -> dict``  (optional)
     called after the engine has written its files into the (staging) run directory; writes extra
-    outputs (e.g. counterfactual pairs) and returns entries merged into ``manifest.json``.
+    outputs (e.g. counterfactual pairs) and returns entries merged into ``manifest.json`` (keys the
+    engine writes itself are refused).
+
+``result`` is a :class:`cage.pipeline.CageResult` (latent classifiers, per-pair directions,
+intervention directions); interventions for pair making are in :mod:`cage.interventions`.
 """
 
 from __future__ import annotations
@@ -37,9 +43,14 @@ class ExperimentSetup:
         Binary labels (0/1, shape ``(n,)``) per attribute, aligned with ``data_latents``.
     observation_classifier : callable or None
         ``f(x: torch.Tensor (n, *obs_shape)) -> dict[str, np.ndarray]`` of ``P(attribute = 1)`` per
-        attribute, for the eq. 9 variant; None when the experiment has none.
+        attribute, for the eq. 9 variant; None when the experiment has none. Called under
+        ``torch.no_grad()`` on decoded counterfactuals, in batches.
     info : dict
         Extra, JSON-serialisable facts for the manifest (training losses, dataset sizes, ...).
+    observation_accuracy : dict[str, float]
+        Held-out accuracy of the observation classifier per attribute (reported in classifiers.csv).
+    observation_sizes : dict[str, tuple[int, int]]
+        ``(n_train, n_test)`` behind each observation accuracy.
     """
 
     generator: LatentGenerator
@@ -47,3 +58,5 @@ class ExperimentSetup:
     attributes: dict[str, np.ndarray]
     observation_classifier: Callable[[torch.Tensor], dict[str, np.ndarray]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    observation_accuracy: dict[str, float] = field(default_factory=dict)
+    observation_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)

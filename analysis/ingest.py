@@ -1,0 +1,359 @@
+"""Read annotation files in any supported layout into one long table of raw judgements.
+
+Four layouts are recognised (``detect_format``):
+
+``mturk``
+    ``RUN/results.csv`` written by ``cage-eval collect`` (``cage_eval.runs.RESULTS_COLUMNS``, the
+    requester website's batch-results layout, ``RequesterAnnotation`` = ``cage-eval:<run_id>``).
+``batch``
+    The MTurk requester website's ``Batch_NNNNNNN_batch_results.csv`` (same 27 metadata columns,
+    then ``Input.*``, ``Answer.*``, ``Approve``, ``Reject``; ``RequesterAnnotation`` is
+    ``BatchId:NNNN;``). Answers from a ``crowd-form`` template (``Answer.taskAnswers`` JSON) are
+    accepted too.
+``turkle``
+    Turkle's results CSV: a subset of the MTurk columns plus ``Turkle.Username``; integer
+    ``HITId``/``WorkerId``; multi-valued answers written as a Python list repr (``['top']``); no
+    ``AssignmentStatus``, ``Approve`` or ``Reject`` (Turkle has no rejections).
+``tidy``
+    Backend-neutral: one row per judgement with ``dag, setting, pair_id, worker_id, preferred``
+    (``preferred`` is ``cause`` or ``effect``); optional ``assignment_id``, ``cause_position``
+    (``top``/``bottom``, where the cause image was shown) and ``work_time_s``.
+
+Every reader returns a :class:`pandas.DataFrame` with the columns :data:`RAW_COLUMNS`, all
+strings except ``line`` (the 1-based line of the row in the file, header = line 1) and
+``work_time_s`` (float seconds, NaN when unknown). Columns a layout lacks are empty strings.
+Errors are :class:`~cage_eval.errors.InputFileError` naming the file, line, column and what to do.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cage_eval import runs
+from cage_eval.errors import InputFileError
+
+FORMATS = ("mturk", "batch", "turkle", "tidy")
+TIDY_COLUMNS = ("dag", "setting", "pair_id", "worker_id", "preferred")
+TIDY_OPTIONAL = ("assignment_id", "cause_position", "work_time_s")
+#: The columns every MTurk-style layout must have (crowdsourcing.md section 2.12: "key the
+#: analyzer on Input.*, Answer.*, WorkerId, AssignmentId, HITId, and treat the rest as optional").
+MTURK_REQUIRED = ("HITId", "AssignmentId", "WorkerId", "Input.item_id")
+MTURK_OPTIONAL = (
+    "AssignmentStatus", "Approve", "Reject", "WorkTimeInSeconds", "SubmitTime",
+    "RequesterAnnotation", "Input.run_id", "Answer.item_id", "Turkle.Username",
+)
+
+RAW_COLUMNS = (
+    "line",            # int: line in the file (header is line 1)
+    "source",          # one of FORMATS
+    "hit_id",
+    "assignment_id",
+    "worker_id",
+    "worker_name",     # Turkle.Username; else the worker id
+    "status",          # AssignmentStatus ('' when the layout has none)
+    "marked_reject",   # the Reject column's text ('' when absent)
+    "submit_time",     # as written in the file
+    "work_time_s",     # float seconds
+    "run_id",          # Input.run_id or from RequesterAnnotation ('' when absent)
+    "item_id",         # Input.item_id ('' for tidy)
+    "answer_item_id",  # Answer.item_id echoed by the form ('' when absent)
+    "choice",          # 'top' / 'bottom' ('' for tidy)
+    "dag",             # tidy only ('' otherwise; filled by the join)
+    "setting",
+    "pair_id",
+    "preferred",       # tidy only
+    "cause_position",  # tidy only
+)
+
+
+@dataclass(frozen=True)
+class CsvHeader:
+    """The header of a CSV file and how to read the rest."""
+
+    path: Path
+    columns: tuple[str, ...]
+    encoding: str
+
+
+def read_header(path: str | Path) -> CsvHeader:
+    """Read and check the header line of ``path``; raise InputFileError for non-CSV input."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file; give the results CSV to analyse")
+    if not path.is_file():
+        raise InputFileError(f"{path}: is not a file; give the results CSV to analyse")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not head.strip():
+        raise InputFileError(f"{path}: the file is empty; download the results again")
+    if b"\x00" in head:
+        raise InputFileError(f"{path}: not a CSV file (binary content at the start); "
+                             "give the results CSV, not a spreadsheet or archive")
+    encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
+    try:
+        text = head.decode(encoding)
+    except UnicodeDecodeError:
+        try:
+            text = head.decode("cp1252")
+            encoding = "cp1252"
+        except UnicodeDecodeError:
+            raise InputFileError(f"{path}: not a text CSV file (undecodable bytes); "
+                                 "save it as UTF-8 CSV") from None
+    if text.lstrip().startswith(("{", "[", "<")):
+        raise InputFileError(f"{path}: line 1: not a CSV file (it looks like JSON/HTML/XML); "
+                             "give the results CSV")
+    first = text.splitlines()[0] if text.splitlines() else ""
+    try:
+        columns = tuple(c.strip() for c in next(csv.reader(io.StringIO(first))))
+    except (csv.Error, StopIteration):
+        raise InputFileError(f"{path}: line 1: not a CSV header; give the results CSV") from None
+    if len(columns) < 2:
+        raise InputFileError(
+            f"{path}: line 1: not a CSV results file (header has {len(columns)} column); "
+            "expected the results layout or the tidy columns " + ", ".join(TIDY_COLUMNS))
+    dupes = sorted({c for c in columns if columns.count(c) > 1 and c})
+    if dupes:
+        raise InputFileError(f"{path}: line 1: column(s) {', '.join(dupes)} appear twice; "
+                             "remove the duplicate columns")
+    return CsvHeader(path=path, columns=columns, encoding=encoding)
+
+
+def detect_format(header: CsvHeader) -> str:
+    """The layout of a file from its header: ``mturk``, ``batch``, ``turkle`` or ``tidy``.
+
+    ``mturk`` and ``batch`` share a layout; a file is ``mturk`` when its first data row's
+    ``RequesterAnnotation`` starts with ``cage-eval:`` (written by ``cage-eval collect``).
+    """
+    cols = set(header.columns)
+    if "Turkle.Username" in cols:
+        return "turkle"
+    if "HITId" in cols or "AssignmentId" in cols or any(c.startswith("Input.") for c in cols):
+        if "RequesterAnnotation" in cols:
+            first = _read_columns(header, ["RequesterAnnotation"], nrows=1)
+            if len(first) and first["RequesterAnnotation"].iloc[0].startswith(
+                    runs.REQUESTER_ANNOTATION_PREFIX):
+                return "mturk"
+        return "batch"
+    if set(TIDY_COLUMNS) & cols:
+        return "tidy"
+    raise InputFileError(
+        f"{header.path}: line 1: unrecognised header ({', '.join(header.columns[:6])}"
+        f"{', ...' if len(header.columns) > 6 else ''}); expected a results CSV (HITId, "
+        f"AssignmentId, WorkerId, Input.item_id, Answer.choice, ...) or the tidy columns "
+        f"{', '.join(TIDY_COLUMNS)}")
+
+
+def _read_columns(header: CsvHeader, usecols: list[str], nrows: int | None = None) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(
+            header.path, usecols=usecols, dtype=str, keep_default_na=False, na_filter=False,
+            encoding=header.encoding, nrows=nrows, skipinitialspace=False,
+        )
+    except pd.errors.EmptyDataError:
+        raise InputFileError(f"{header.path}: the file is empty; download the results again") from None
+    except pd.errors.ParserError as exc:
+        raise InputFileError(f"{header.path}: not a well-formed CSV ({_first_line(exc)}); "
+                             "repair the file or download it again") from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{header.path}: undecodable text at byte {exc.start}; "
+                             "save it as UTF-8 CSV") from None
+    except ValueError as exc:  # usecols not found (header stripped differently)
+        raise InputFileError(f"{header.path}: line 1: {_first_line(exc)}") from None
+    df.columns = [c.strip() for c in df.columns]
+    return df
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _require(header: CsvHeader, required: tuple[str, ...], fmt: str) -> None:
+    missing = [c for c in required if c not in header.columns]
+    if missing:
+        raise InputFileError(
+            f"{header.path}: line 1: missing column(s) {', '.join(missing)} required for the "
+            f"{fmt} layout; give the unmodified results file, or --format to choose another layout")
+
+
+def _lines(n: int) -> np.ndarray:
+    return np.arange(2, n + 2, dtype=np.int64)
+
+
+def _unwrap_list_repr(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """Turkle writes repeated form fields as a Python list repr: ``['top']`` -> ``top``."""
+    mask = values.str.startswith("[")
+    if not mask.any():
+        return values
+    out = values.copy()
+    for idx in np.flatnonzero(mask.to_numpy()):
+        raw = values.iloc[idx]
+        try:
+            parsed = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            raise InputFileError(f"{path}: line {idx + 2}: column {column}: unreadable value "
+                                 f"{raw!r}; expected top or bottom")
+        distinct = sorted(set(parsed))
+        if len(distinct) != 1:
+            raise InputFileError(
+                f"{path}: line {idx + 2}: column {column}: several answers {raw!r} in one "
+                "assignment; fix or remove the row")
+        out.iloc[idx] = distinct[0]
+    return out
+
+
+def _task_answers_choice(values: pd.Series, path: Path) -> pd.Series:
+    """``Answer.taskAnswers`` (crowd-form JSON) -> the chosen ``top``/``bottom``."""
+    out = []
+    for i, raw in enumerate(values.tolist()):
+        choice = ""
+        try:
+            data = json.loads(raw) if raw else []
+        except json.JSONDecodeError:
+            raise InputFileError(f"{path}: line {i + 2}: column Answer.taskAnswers: not JSON "
+                                 f"({raw[:40]!r}); give the unmodified batch results") from None
+        entry = data[0] if isinstance(data, list) and data else data
+        value = entry.get(runs.ANSWER_FIELD) if isinstance(entry, dict) else None
+        if isinstance(value, str):
+            choice = value
+        elif isinstance(value, dict):  # crowd-radio-group: {"top": true, "bottom": false}
+            picked = [k for k, v in value.items() if v is True]
+            choice = picked[0] if len(picked) == 1 else "|".join(picked)
+        out.append(choice)
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
+    """Read an ``mturk``/``batch``/``turkle`` file into :data:`RAW_COLUMNS`."""
+    answer_col = f"Answer.{runs.ANSWER_FIELD}"
+    has_answer = answer_col in header.columns
+    has_task_answers = "Answer.taskAnswers" in header.columns
+    _require(header, MTURK_REQUIRED, fmt)
+    if not has_answer and not has_task_answers:
+        raise InputFileError(
+            f"{header.path}: line 1: missing column {answer_col} (the worker's answer); give "
+            "the results of a HIT made by cage-eval, whose form field is 'choice'")
+    wanted = list(MTURK_REQUIRED) + [c for c in MTURK_OPTIONAL if c in header.columns]
+    wanted.append(answer_col if has_answer else "Answer.taskAnswers")
+    df = _read_columns(header, wanted)
+    n = len(df)
+    if n == 0:
+        raise InputFileError(f"{header.path}: no data rows after the header; nothing to analyse")
+    empty = pd.Series("", index=df.index, dtype=object)
+
+    def col(name: str) -> pd.Series:
+        return df[name].str.strip() if name in df.columns else empty
+
+    if has_answer:
+        choice = _unwrap_list_repr(col(answer_col), header.path, answer_col)
+    else:
+        choice = _task_answers_choice(df["Answer.taskAnswers"], header.path)
+    run_id = col("Input.run_id")
+    annotation = col("RequesterAnnotation")
+    if "Input.run_id" not in df.columns and "RequesterAnnotation" in df.columns:
+        prefix = runs.REQUESTER_ANNOTATION_PREFIX
+        run_id = annotation.where(annotation.str.startswith(prefix), "").str.slice(len(prefix))
+    worker = col("WorkerId")
+    name = col("Turkle.Username") if "Turkle.Username" in df.columns else worker
+    work_time = pd.to_numeric(col("WorkTimeInSeconds"), errors="coerce") if (
+        "WorkTimeInSeconds" in df.columns) else pd.Series(np.nan, index=df.index)
+    return pd.DataFrame({
+        "line": _lines(n),
+        "source": fmt,
+        "hit_id": col("HITId"),
+        "assignment_id": col("AssignmentId"),
+        "worker_id": worker,
+        "worker_name": name,
+        "status": col("AssignmentStatus"),
+        "marked_reject": col("Reject"),
+        "submit_time": col("SubmitTime"),
+        "work_time_s": work_time.astype(float),
+        "run_id": run_id,
+        "item_id": col("Input.item_id"),
+        "answer_item_id": _unwrap_list_repr(col("Answer.item_id"), header.path, "Answer.item_id"),
+        "choice": choice,
+        "dag": empty, "setting": empty, "pair_id": empty, "preferred": empty,
+        "cause_position": empty,
+    }, columns=list(RAW_COLUMNS))
+
+
+def read_tidy(header: CsvHeader) -> pd.DataFrame:
+    """Read a tidy file (``dag, setting, pair_id, worker_id, preferred`` + optional columns)."""
+    _require(header, TIDY_COLUMNS, "tidy")
+    wanted = list(TIDY_COLUMNS) + [c for c in TIDY_OPTIONAL if c in header.columns]
+    df = _read_columns(header, wanted)
+    n = len(df)
+    if n == 0:
+        raise InputFileError(f"{header.path}: no data rows after the header; nothing to analyse")
+    empty = pd.Series("", index=df.index, dtype=object)
+
+    def col(name: str) -> pd.Series:
+        return df[name].str.strip() if name in df.columns else empty
+
+    for name in TIDY_COLUMNS:
+        blank = (col(name) == "").to_numpy()
+        if blank.any():
+            i = int(np.flatnonzero(blank)[0])
+            raise InputFileError(f"{header.path}: line {i + 2}: column {name} is empty; "
+                                 "every judgement needs dag, setting, pair_id, worker_id, preferred")
+    if "work_time_s" in df.columns:
+        raw = col("work_time_s")
+        work_time = pd.to_numeric(raw, errors="coerce")
+        bad = (work_time.isna() & (raw != "")).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputFileError(f"{header.path}: line {i + 2}: column work_time_s: "
+                                 f"{raw.iloc[i]!r} is not a number of seconds")
+    else:
+        work_time = pd.Series(np.nan, index=df.index)
+    assignment = col("assignment_id")
+    return pd.DataFrame({
+        "line": _lines(n),
+        "source": "tidy",
+        "hit_id": empty,
+        "assignment_id": assignment,
+        "worker_id": col("worker_id"),
+        "worker_name": col("worker_id"),
+        "status": empty,
+        "marked_reject": empty,
+        "submit_time": empty,
+        "work_time_s": work_time.astype(float),
+        "run_id": empty,
+        "item_id": empty,
+        "answer_item_id": empty,
+        "choice": empty,
+        "dag": col("dag"),
+        "setting": col("setting"),
+        "pair_id": col("pair_id"),
+        "preferred": col("preferred"),
+        "cause_position": col("cause_position"),
+    }, columns=list(RAW_COLUMNS))
+
+
+def read_annotations(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, str]:
+    """Read an annotation file of layout ``fmt`` (or detected when ``"auto"``).
+
+    Returns
+    -------
+    (DataFrame with :data:`RAW_COLUMNS`, the layout name)
+    """
+    header = read_header(path)
+    if fmt == "auto":
+        fmt = detect_format(header)
+    elif fmt not in FORMATS:
+        raise InputFileError(f"--format {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
+    if fmt == "tidy":
+        return read_tidy(header), fmt
+    return read_mturk_layout(header, fmt), fmt

@@ -1,0 +1,211 @@
+"""The pre-registered analysis plan, frozen into the run directory at publish time.
+
+``cage-eval publish`` (MTurk) and ``cage-eval turkle publish`` call :func:`freeze_plan` before the
+first HIT goes out, so the test, the multiple-testing correction and its family, the significance
+level and the exclusion rules are fixed before any answer is seen. ``cage-eval analyze`` reads the
+plan back with :func:`load_plan`, follows it, and reports every command-line option that overrides
+it (:func:`plan_overrides`).
+
+The file ``RUN/analysis_plan.json`` looks like::
+
+    {"plan": {"alpha": 0.05, "correction": "bonferroni", ...},
+     "plan_version": 1, "frozen_at": "2026-11-28T16:38:44Z"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cage_eval import runs
+from cage_eval.errors import ConfigError, RunDirError
+
+PLAN_VERSION = 1
+
+TESTS = ("binomial-two-sided",)
+CORRECTIONS = ("bonferroni", "holm", "none")
+FAMILIES = ("setting", "all")
+DUPLICATE_POLICIES = ("keep-first", "keep-all")
+
+
+@dataclass(frozen=True)
+class AnalysisPlan:
+    """What ``analyze`` computes, decided before the data are seen.
+
+    Parameters
+    ----------
+    test : str
+        The headline test. Only ``"binomial-two-sided"``: the exact two-sided binomial test of the
+        share of judgements preferring the cause-manipulated image against ``null_p`` (paper
+        section 4.1, Table 2), p-value by the "minlike" convention of ``scipy.stats.binomtest``.
+    correction : str
+        ``"bonferroni"`` (the paper's choice), ``"holm"`` or ``"none"``; passed explicitly to
+        ``statsmodels.stats.multitest.multipletests``.
+    family : str
+        ``"setting"``: each setting's DAGs form one family (the paper's choice); ``"all"``: every
+        (DAG, setting) cell is one family.
+    alpha : float
+        Family-wise significance level, in (0, 1).
+    null_p : float
+        The preference rate under the null hypothesis (0.5: no preference).
+    confidence_level : float
+        Level of the Clopper-Pearson interval reported per cell (not multiplicity-adjusted).
+    attention_min_accuracy : float
+        Exclusion rule: a worker whose attention-check accuracy is below this share loses every
+        judgement. Workers who answered no attention check are kept (there is nothing to judge
+        them by); the report says how many there were.
+    exclude_rejected : bool
+        Drop assignments whose ``AssignmentStatus`` is ``Rejected`` (MTurk only; Turkle has no
+        rejections).
+    duplicates : str
+        ``"keep-first"``: when one worker judged the same pair more than once, only the earliest
+        judgement counts (all are flagged); ``"keep-all"`` counts them all.
+    """
+
+    test: str = "binomial-two-sided"
+    correction: str = "bonferroni"
+    family: str = "setting"
+    alpha: float = 0.05
+    null_p: float = 0.5
+    confidence_level: float = 0.95
+    attention_min_accuracy: float = 0.75
+    exclude_rejected: bool = True
+    duplicates: str = "keep-first"
+
+    def __post_init__(self) -> None:
+        _choice("test", self.test, TESTS)
+        _choice("correction", self.correction, CORRECTIONS)
+        _choice("family", self.family, FAMILIES)
+        _choice("duplicates", self.duplicates, DUPLICATE_POLICIES)
+        _open_unit("alpha", self.alpha)
+        _open_unit("null_p", self.null_p)
+        _open_unit("confidence_level", self.confidence_level)
+        acc = self.attention_min_accuracy
+        if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not 0.0 <= acc <= 1.0:
+            raise ConfigError(
+                f"attention_min_accuracy={acc!r}: must be a number in [0, 1] (0 keeps everyone)"
+            )
+        if not isinstance(self.exclude_rejected, bool):
+            raise ConfigError(f"exclude_rejected={self.exclude_rejected!r}: must be true or false")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as a plain JSON-ready dict (field name -> value)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnalysisPlan:
+        """Build a plan from :meth:`to_dict` output; unknown or mistyped fields raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"analysis plan: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> AnalysisPlan:
+        """A copy with some fields changed (validated like any plan)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+
+
+def _open_unit(name: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}={value!r}: must be a number strictly between 0 and 1")
+
+
+def plan_path(run_dir: str | Path) -> Path:
+    """``RUN/analysis_plan.json``."""
+    return Path(run_dir) / runs.ANALYSIS_PLAN
+
+
+def freeze_plan(run_dir: str | Path, plan: AnalysisPlan | None = None) -> Path:
+    """Write ``RUN/analysis_plan.json`` atomically unless it already exists; return its path.
+
+    An existing plan is never overwritten (a pre-registration that could be rewritten after the
+    data arrive would be worthless); it is validated instead, so a corrupt file is caught at
+    publish time rather than at analysis time.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory (must exist).
+    plan : AnalysisPlan, optional
+        The plan to freeze; the defaults (the paper's analysis) when omitted.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory; run `cage-eval generate` first")
+    path = plan_path(run_dir)
+    if path.exists():
+        load_plan(run_dir)
+        return path
+    plan = plan if plan is not None else AnalysisPlan()
+    frozen_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    runs.atomic_write_json(
+        path, {"plan_version": PLAN_VERSION, "frozen_at": frozen_at, "plan": plan.to_dict()}
+    )
+    return path
+
+
+def load_plan(run_dir: str | Path) -> AnalysisPlan | None:
+    """The frozen plan of a run, or ``None`` when none was frozen.
+
+    Raises
+    ------
+    RunDirError
+        The file exists but is not a valid plan.
+    """
+    path = plan_path(run_dir)
+    if not path.exists():
+        return None
+    return read_plan_file(path)
+
+
+def read_plan_file(path: str | Path) -> AnalysisPlan:
+    """Read a plan JSON file (the ``RUN/analysis_plan.json`` layout)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: unreadable analysis plan ({exc}); restore it from a backup "
+                          "or delete it and freeze a new one before publishing") from None
+    if not isinstance(data, dict) or data.get("plan_version") != PLAN_VERSION:
+        version = data.get("plan_version") if isinstance(data, dict) else None
+        raise RunDirError(f"{path}: field plan_version is {version!r} (expected {PLAN_VERSION}); "
+                          "this plan was written by another version of cage-eval")
+    body = data.get("plan")
+    if not isinstance(body, dict):
+        raise RunDirError(f"{path}: field plan is missing or not an object")
+    try:
+        return AnalysisPlan.from_dict(body)
+    except (ConfigError, TypeError) as exc:
+        raise RunDirError(f"{path}: invalid analysis plan: {exc}") from None
+
+
+def plan_frozen_at(run_dir: str | Path) -> str | None:
+    """The UTC time stamp at which the plan was frozen, or ``None``."""
+    path = plan_path(run_dir)
+    if not path.exists():
+        return None
+    read_plan_file(path)
+    value = json.loads(path.read_text(encoding="utf-8")).get("frozen_at")
+    return str(value) if value is not None else None
+
+
+def plan_overrides(frozen: AnalysisPlan, used: AnalysisPlan) -> list[tuple[str, Any, Any]]:
+    """Fields where ``used`` departs from ``frozen``: ``[(field, frozen_value, used_value), ...]``."""
+    out = []
+    for field in dataclasses.fields(AnalysisPlan):
+        a, b = getattr(frozen, field.name), getattr(used, field.name)
+        if a != b:
+            out.append((field.name, a, b))
+    return out

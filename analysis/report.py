@@ -1,0 +1,133 @@
+"""From one annotation file to every number of the analysis: :func:`analyze_file`.
+
+Steps: read the file (:mod:`analysis.ingest`), join it with the run's blinding map
+(:mod:`analysis.join`), settle the analysis plan (the run's frozen plan, else the defaults, then
+explicit overrides, each reported), apply the exclusion rules (:mod:`analysis.exclusions`),
+compute the headline test (:mod:`analysis.stats`), the robustness checks
+(:mod:`analysis.robustness`) and the per-worker summary (:mod:`analysis.workers`).
+Nothing is written here; :mod:`analysis.tables` renders and writes the outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import ingest, join
+from analysis import plan as plan_mod
+from analysis.exclusions import Exclusions, apply_exclusions
+from analysis.plan import AnalysisPlan
+from analysis.robustness import overall, robustness
+from analysis.stats import headline
+from analysis.workers import worker_summary
+from cage_eval.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Settings of one analysis that are not part of the pre-registered plan.
+
+    ``n_boot`` bootstrap draws per cell and cluster kind (0 skips the bootstraps), ``random_state``
+    their seed; ``gee`` switches the GEE column; ``drop_unknown`` sets aside rows whose item or
+    pair is not in the run instead of failing.
+    """
+
+    fmt: str = "auto"
+    n_boot: int = 2000
+    random_state: int = 0
+    gee: bool = True
+    drop_unknown: bool = False
+
+
+@dataclass
+class AnalysisResult:
+    """Everything :func:`analyze_file` found."""
+
+    source: Path
+    fmt: str
+    run_dir: Path | None
+    run_id: str
+    plan: AnalysisPlan
+    plan_origin: str                     # "frozen" | "file" | "default"
+    plan_frozen_at: str | None
+    overrides: list[tuple[str, Any, Any]]
+    options: AnalysisOptions
+    table: pd.DataFrame                  # one row per (DAG, setting): headline + robustness
+    overall: dict
+    exclusions: Exclusions
+    workers: pd.DataFrame
+    join: join.JoinReport
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_plan(run_dir: Path | None, plan_file: Path | None, overrides: dict[str, Any]
+                 ) -> tuple[AnalysisPlan, str, str | None, list[tuple[str, Any, Any]]]:
+    """The plan in force: frozen (or from ``plan_file``) or defaults, then ``overrides``.
+
+    Returns ``(plan, origin, frozen_at, departures)``; ``departures`` lists the fields where the
+    options changed the frozen (or default) plan.
+    """
+    base, origin, frozen_at = None, "default", None
+    if plan_file is not None:
+        base, origin = plan_mod.read_plan_file(plan_file), "file"
+    elif run_dir is not None:
+        base = plan_mod.load_plan(run_dir)
+        if base is not None:
+            origin, frozen_at = "frozen", plan_mod.plan_frozen_at(run_dir)
+    base = base if base is not None else AnalysisPlan()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    used = base.replace(**given) if given else base
+    return used, origin, frozen_at, plan_mod.plan_overrides(base, used)
+
+
+def analyze_file(
+    path: str | Path, *, run_dir: str | Path | None = None, plan_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None, options: AnalysisOptions | None = None,
+) -> AnalysisResult:
+    """Analyse one annotation file.
+
+    Parameters
+    ----------
+    path : the results CSV (MTurk, requester-website batch, Turkle) or a tidy CSV.
+    run_dir : the run directory; found from the file when omitted (not needed for tidy files).
+    plan_file : a plan JSON to follow instead of the run's frozen plan.
+    overrides : plan fields set on the command line (``None`` values are ignored).
+    options : settings outside the plan.
+    """
+    options = options or AnalysisOptions()
+    path = Path(path)
+    raw, fmt = ingest.read_annotations(path, options.fmt)
+    judgements, jrep = join.join_judgements(raw, fmt, path, run_dir,
+                                            drop_unknown=options.drop_unknown)
+    del raw
+    plan, origin, frozen_at, departures = resolve_plan(
+        jrep.run_dir, None if plan_file is None else Path(plan_file), overrides or {})
+    kept, annotated, ex = apply_exclusions(judgements, plan)
+    if ex.pair_rows_out == 0:
+        raise InputFileError(
+            f"{path}: no pair judgement is left to analyse ({ex.pair_rows_in} in the file, "
+            f"{ex.rejected_pair_rows} rejected, {ex.attention_dropped_rows} from workers who "
+            "failed the attention checks); check the file and the exclusion rule")
+    cells = headline(kept, correction=plan.correction, family=plan.family, alpha=plan.alpha,
+                     null_p=plan.null_p, confidence_level=plan.confidence_level)
+    robust = robustness(kept, cells, correction=plan.correction, family=plan.family,
+                        alpha=plan.alpha, null_p=plan.null_p,
+                        confidence_level=plan.confidence_level, n_boot=options.n_boot,
+                        random_state=options.random_state, gee=options.gee)
+    table = pd.concat([cells, robust], axis=1)
+    notes = []
+    if ex.rejected_kept:
+        notes.append(f"{ex.rejected_kept} rejected assignment(s) kept (plan: exclude_rejected "
+                     "is false)")
+    if ex.attention_rows_in == 0 and fmt != "tidy":
+        notes.append("no attention-check items in this file; the exclusion rule had nothing "
+                     "to act on")
+    return AnalysisResult(
+        source=path, fmt=fmt, run_dir=jrep.run_dir, run_id=jrep.run_id, plan=plan,
+        plan_origin=origin, plan_frozen_at=frozen_at, overrides=departures, options=options,
+        table=table, overall=overall(kept), exclusions=ex, workers=worker_summary(annotated),
+        join=jrep, notes=notes,
+    )

@@ -1,0 +1,197 @@
+"""The built-in thickness -> intensity digits: a Morpho-MNIST-style dataset made offline.
+
+MNIST cannot be downloaded here, so the digits come from scikit-learn's bundled ``load_digits``
+(1,797 images, 8x8, values 0..16), upsampled bicubically to 20x20 and padded to 28x28 as MNIST is.
+Each digit is drawn ``draws`` times with the DeepSCM thickness -> intensity mechanism (Pawlowski et
+al. 2020, ``create_synth_thickness_intensity_data.py``):
+
+* thickness ``t = 0.5 + Gamma(concentration=10, rate=5)``;
+* intensity ``i = 64 + 191 * sigmoid(2 * (t - 2.5) + 0.5 * eps)``, ``eps ~ N(0, 1)``;
+* the digit is set to thickness ``t`` (:func:`cage.morpho.set_thickness`) and rescaled so that the
+  median foreground value equals ``i`` (out of 255).
+
+Binary attributes (``ATTRIBUTES``): ``thick`` = ``t`` above its median, ``bright`` = ``i`` above its
+median (the sampled causal variables, as DeepSCM saves them); ``slanted`` and ``wide`` = measured
+slant / width of the final image above their medians; ``round`` = the digit class is 0, 6, 8 or 9.
+The causal graph of the data is ``thick -> bright``; class and style are exogenous.
+
+The build is seeded and cached as ``digits-<key>.npz`` in a cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cage import morpho
+from cage_eval.runs import atomic_write_bytes
+
+ATTRIBUTES = ("thick", "bright", "slanted", "wide", "round")
+ROUND_DIGITS = (0, 6, 8, 9)
+IMAGE_SIZE = 28
+#: Bump when the construction changes, so stale caches are not reused.
+DATASET_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DigitsConfig:
+    """How the dataset is built.
+
+    Attributes
+    ----------
+    draws : int
+        Thickness draws per source digit.
+    n_digits : int or None
+        Use only the first ``n_digits`` of the 1,797 (None: all).
+    seed : int
+        Seed of the thickness / intensity draws.
+    scale : int
+        Morpho-MNIST upsampling factor.
+    """
+
+    draws: int = 3
+    n_digits: int | None = None
+    seed: int = 0
+    scale: int = morpho.SCALE
+
+    def key(self) -> str:
+        """A short hash of the configuration and dataset version (the cache key)."""
+        blob = json.dumps({**asdict(self), "version": DATASET_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DigitsDataset:
+    """The annotated images.
+
+    Attributes
+    ----------
+    images : np.ndarray, shape (n, 28, 28), uint8
+    labels : np.ndarray, shape (n,), int64  -- digit class
+    source : np.ndarray, shape (n,), int64  -- index into ``load_digits``
+    thickness, intensity : np.ndarray, shape (n,)  -- sampled t (pixels) and i (0..255)
+    measured : dict[str, np.ndarray]  -- morphometrics of the final images
+    attributes : dict[str, np.ndarray]  -- binary 0/1 int64 labels, keys ``ATTRIBUTES``
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    source: np.ndarray
+    thickness: np.ndarray
+    intensity: np.ndarray
+    measured: dict[str, np.ndarray]
+    attributes: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def float_images(self) -> np.ndarray:
+        """Images as float32 in [0, 1], shape (n, 1, 28, 28)."""
+        return (self.images.astype(np.float32) / 255.0)[:, None]
+
+
+def base_digits(n_digits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as 28x28 float images in [0, 1] (20x20 bicubic, 4-pixel border).
+
+    Returns
+    -------
+    images : np.ndarray, shape (n, 28, 28), float64
+    labels : np.ndarray, shape (n,), int64
+    """
+    from skimage.transform import resize
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images, labels = bunch.images, bunch.target.astype(np.int64)
+    if n_digits is not None:
+        images, labels = images[:n_digits], labels[:n_digits]
+    out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE))
+    for n, image in enumerate(images):
+        small = resize(image / 16.0, (20, 20), order=3, mode="edge", anti_aliasing=False)
+        out[n] = np.pad(np.clip(small, 0.0, 1.0), 4)
+    return out, labels
+
+
+def sample_thickness_intensity(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """DeepSCM's mechanism: ``t = 0.5 + Gamma(10, rate 5)``, ``i = 64 + 191 sigmoid(2(t-2.5) + 0.5 eps)``."""
+    t = 0.5 + rng.gamma(shape=10.0, scale=1.0 / 5.0, size=n)
+    loc = 2.0 * (t - 2.5)
+    i = 64.0 + 191.0 / (1.0 + np.exp(-(loc + 0.5 * rng.standard_normal(n))))
+    return t, i
+
+
+def build(config: DigitsConfig) -> DigitsDataset:
+    """Build the dataset (deterministic in ``config``); a full build takes about a minute."""
+    base, base_labels = base_digits(config.n_digits)
+    rng = np.random.default_rng(config.seed)
+    n = len(base) * config.draws
+    source = np.repeat(np.arange(len(base)), config.draws)
+    t, i = sample_thickness_intensity(n, rng)
+    current = [morpho.thickness(image, scale=config.scale) for image in base]
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    fields = ("thickness", "area", "slant", "width", "height", "intensity")
+    measured = {name: np.empty(n) for name in fields}
+    for k in range(n):
+        s = source[k]
+        shaped = morpho.set_thickness(base[s], t[k], scale=config.scale, current=current[s])
+        fg = shaped[morpho.binarise(shaped)]
+        avg = float(np.median(fg)) if fg.size else 1.0
+        scaled = np.clip(shaped * 255.0 * (i[k] / 255.0) / max(avg, 1e-6), 0.0, 255.0)
+        images[k] = np.round(scaled).astype(np.uint8)
+        metrics = morpho.measure(images[k].astype(np.float64), scale=config.scale)
+        for name in fields:
+            measured[name][k] = getattr(metrics, name)
+    labels = base_labels[source]
+    return DigitsDataset(
+        images=images,
+        labels=labels,
+        source=source,
+        thickness=t,
+        intensity=i,
+        measured=measured,
+        attributes=annotate(t, i, measured, labels),
+    )
+
+
+def annotate(t: np.ndarray, i: np.ndarray, measured: dict[str, np.ndarray],
+             labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Binary attributes (see module docstring): median splits and the ``round`` class set."""
+
+    def above_median(v: np.ndarray) -> np.ndarray:
+        return (v > np.median(v)).astype(np.int64)
+
+    return {
+        "thick": above_median(t),
+        "bright": above_median(i),
+        "slanted": above_median(measured["slant"]),
+        "wide": above_median(measured["width"]),
+        "round": np.isin(labels, ROUND_DIGITS).astype(np.int64),
+    }
+
+
+def load(config: DigitsConfig, cache_dir: str | os.PathLike[str] | None) -> DigitsDataset:
+    """The dataset from ``cache_dir/digits-<key>.npz``, building and caching it if absent."""
+    path = Path(cache_dir) / f"digits-{config.key()}.npz" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            measured = {k[2:]: z[k] for k in z.files if k.startswith("m_")}
+            attributes = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
+            return DigitsDataset(z["images"], z["labels"], z["source"], z["thickness"],
+                                 z["intensity"], measured, attributes)
+    data = build(config)
+    if path is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, images=data.images, labels=data.labels, source=data.source,
+            thickness=data.thickness, intensity=data.intensity,
+            **{f"m_{k}": v for k, v in data.measured.items()},
+            **{f"a_{k}": v for k, v in data.attributes.items()},
+        )
+        atomic_write_bytes(path, buf.getvalue())
+    return data

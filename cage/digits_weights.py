@@ -1,0 +1,178 @@
+"""The trained models of the digits experiment (VAE + observation classifier) as one weights bundle.
+
+A bundle is a directory with ``digits_vae.pt``, ``digits_obs.pt`` and ``digits_weights.json`` (the
+configs that made them, their training reports and a key). The key is a hash of the dataset config,
+the VAE config and the classifier config: a bundle is used only for exactly the config it was trained
+with. :func:`load_or_train` looks in the package's shipped ``cage/weights/`` first, then in the cache
+directory, and trains (and caches) otherwise; :func:`train_bundle` always trains from scratch (the
+``cage-eval train`` command).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cage import digits_data
+from cage.generator_vae import (
+    VAEConfig,
+    VAEGenerator,
+    deterministic_torch,
+    state_to_bytes,
+    train_vae,
+    vae_from_bytes,
+)
+from cage.obs_classifiers import (
+    AttributeCNN,
+    ObsClassifierConfig,
+    ObservationClassifier,
+    train_obs_classifier,
+)
+from cage_eval.errors import InputFileError, RunDirError
+from cage_eval.runs import atomic_write_bytes
+
+VAE_FILE = "digits_vae.pt"
+OBS_FILE = "digits_obs.pt"
+META_FILE = "digits_weights.json"
+BUNDLE_FILES = (VAE_FILE, OBS_FILE, META_FILE)
+
+
+@dataclass(frozen=True)
+class ModelConfigs:
+    """Everything that determines the trained weights."""
+
+    data: digits_data.DigitsConfig
+    vae: VAEConfig
+    obs: ObsClassifierConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": asdict(self.data), "vae": self.vae.to_dict(), "obs": asdict(self.obs),
+                "attributes": list(digits_data.ATTRIBUTES),
+                "dataset_version": digits_data.DATASET_VERSION}
+
+    def key(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class DigitsModels:
+    """A loaded bundle: the generator, the observation classifier and the bundle's metadata."""
+
+    generator: VAEGenerator
+    psi: ObservationClassifier
+    meta: dict[str, Any]
+    origin: str  # "shipped", "cache" or "trained"
+
+
+def shipped_dir() -> Path:
+    """The package's ``cage/weights`` directory."""
+    return Path(str(resources.files("cage") / "weights"))
+
+
+def cache_bundle_dir(cache_dir: str | os.PathLike[str], configs: ModelConfigs) -> Path:
+    return Path(cache_dir) / f"digits-weights-{configs.key()}"
+
+
+def _read_bundle(directory: Path, configs: ModelConfigs) -> DigitsModels | None:
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"{meta_path}: unreadable ({exc}); delete it or run "
+                             "`cage-eval train` again") from None
+    if meta.get("key") != configs.key():
+        return None
+    try:
+        vae_bytes = (directory / VAE_FILE).read_bytes()
+        obs_bytes = (directory / OBS_FILE).read_bytes()
+    except OSError as exc:
+        raise InputFileError(f"{directory}: incomplete weights bundle ({exc}); run "
+                             "`cage-eval train` again") from None
+    for name, data in ((VAE_FILE, vae_bytes), (OBS_FILE, obs_bytes)):
+        if hashlib.sha256(data).hexdigest() != meta["sha256"][name]:
+            raise InputFileError(f"{directory / name}: checksum differs from {META_FILE}; "
+                                 "run `cage-eval train` again")
+    model = AttributeCNN(len(meta["attributes"]))
+    model.load_state_dict(torch.load(io.BytesIO(obs_bytes), weights_only=True))
+    return DigitsModels(
+        generator=VAEGenerator(vae_from_bytes(vae_bytes, configs.vae)),
+        psi=ObservationClassifier(model, meta["attributes"]),
+        meta=meta,
+        origin="",
+    )
+
+
+def train_bundle(configs: ModelConfigs, data: digits_data.DigitsDataset) -> tuple[
+        DigitsModels, dict[str, bytes]]:
+    """Train the VAE, then the observation classifier on real images and VAE reconstructions.
+
+    Returns the models and the bundle's files (name -> bytes), not yet written.
+    """
+    x = data.float_images()
+    vae, vae_report = train_vae(x, configs.vae)
+    generator = VAEGenerator(vae)
+    with deterministic_torch():
+        recon = generator.decode(generator.encode(torch.as_tensor(x))).numpy()
+    recon = np.round(recon * 255.0) / 255.0
+    labels = {a: data.attributes[a] for a in digits_data.ATTRIBUTES}
+    psi, obs_report = train_obs_classifier(x, recon.astype(np.float32), labels, configs.obs)
+    vae_bytes = state_to_bytes(vae)
+    obs_bytes = state_to_bytes(psi.model)
+    meta = {
+        "key": configs.key(),
+        "configs": configs.to_dict(),
+        "attributes": list(digits_data.ATTRIBUTES),
+        "vae": {"losses": [round(v, 4) for v in vae_report.losses],
+                "recon_mse": round(vae_report.recon_mse, 6), "steps": vae_report.steps},
+        "obs": obs_report.to_dict(),
+        "sha256": {VAE_FILE: hashlib.sha256(vae_bytes).hexdigest(),
+                   OBS_FILE: hashlib.sha256(obs_bytes).hexdigest()},
+        "torch": torch.__version__,
+    }
+    meta_bytes = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    models = DigitsModels(generator=generator, psi=psi, meta=meta, origin="trained")
+    return models, {VAE_FILE: vae_bytes, OBS_FILE: obs_bytes, META_FILE: meta_bytes}
+
+
+def write_bundle(directory: str | os.PathLike[str], files: dict[str, bytes]) -> Path:
+    """Write a bundle's files (atomically, each) into ``directory``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in (VAE_FILE, OBS_FILE):
+            atomic_write_bytes(directory / name, files[name])
+        atomic_write_bytes(directory / META_FILE, files[META_FILE])
+    except OSError as exc:
+        raise RunDirError(f"{directory}: cannot write the weights ({exc.strerror}); choose a "
+                          "writable directory") from None
+    return directory
+
+
+def load_or_train(configs: ModelConfigs, data: digits_data.DigitsDataset,
+                  cache_dir: str | os.PathLike[str] | None) -> DigitsModels:
+    """Shipped weights if they match ``configs``, else cached ones, else train and cache."""
+    found = _read_bundle(shipped_dir(), configs)
+    if found is not None:
+        found.origin = "shipped"
+        return found
+    if cache_dir is not None:
+        found = _read_bundle(cache_bundle_dir(cache_dir, configs), configs)
+        if found is not None:
+            found.origin = "cache"
+            return found
+    models, files = train_bundle(configs, data)
+    if cache_dir is not None:
+        write_bundle(cache_bundle_dir(cache_dir, configs), files)
+    return models

@@ -1,0 +1,236 @@
+"""The mixture-of-Gaussians experiment (paper section 4, Q1; cage_method.md section 4).
+
+Data (2-D, ``[data] n`` points, seeded):
+
+- ``m_c = 0``: an 8-component ring, centre ``ring_center``, radius ``ring_radius``, component
+  standard deviation ``ring_std`` (all below the cut: ``m_e = 1`` there);
+- ``m_c = 1``: 3 clusters in a row at ``clusters`` (std ``cluster_std``) on the other side;
+- ``m_e = 1[mean(x, y) < 2.5]``: the cut crosses the clusters, so ``P(m_e = 1 | m_c = 0) = 1`` and
+  ``P(m_e = 1 | m_c = 1)`` is about 0.43: ``m_e`` depends on ``m_c`` without being a function of it.
+
+Default layout (chosen after trying several, docs/engine.md): ring centre (2, -5), radius 2.5,
+std 0.4; clusters at (-1, 4), (1.5, 4), (4, 4), std 0.8. Both attributes are linearly separable in
+the trained flow's latent space (held-out accuracy about 0.9 or more) while ``x + y < 5`` crosses
+the middle cluster.
+
+Generator: a zuko MAF trained by maximum likelihood (``[flow]``), optionally on the reversed
+variable order (``[flow] reverse = true``, the paper's second variant). Trained flows are cached
+under ``cache_dir/mog/`` keyed by a hash of everything that determines them.
+
+Observation-space classifiers (eq. 9): logistic regressions on ``x`` (both attributes are linear in
+``x``: ``m_e`` exactly, ``m_c`` because the two mixtures sit on either side of a line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cage.config import ExperimentConfig
+from cage.experiment import ExperimentSetup
+from cage.generator_flow import FlowGenerator, MAFSpec, build_maf, train_maf
+from cage_eval.errors import ConfigError
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "n": 5000,
+    "ring_center": [2.0, -5.0],
+    "ring_radius": 2.5,
+    "ring_std": 0.4,
+    "clusters": [[-1.0, 4.0], [1.5, 4.0], [4.0, 4.0]],
+    "cluster_std": 0.8,
+    "cut": 2.5,
+    "test_fraction": 0.25,
+}
+FLOW_DEFAULTS: dict[str, Any] = {
+    "transforms": 5,
+    "hidden": [64, 64],
+    "steps": 1000,
+    "lr": 3e-3,
+    "reverse": False,
+}
+ATTRIBUTES = ("m_c", "m_e")
+
+
+def _options(config: ExperimentConfig, section: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(config.kind_options.get(section, {}))
+    for key in raw:
+        if key not in defaults:
+            raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
+                              f"{', '.join(sorted(defaults))}")
+    return {**defaults, **raw}
+
+
+def _number(config: ExperimentConfig, section: str, key: str, value: Any, *, positive: bool = True,
+            integer: bool = False) -> float:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or (positive and not value > 0) or not np.isfinite(value):
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{config.where(section, key)} = {value!r}: must be {kind}")
+    return value
+
+
+def _point(config: ExperimentConfig, section: str, key: str, value: Any) -> list[float]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ConfigError(f"{config.where(section, key)} = {value!r}: must be a point [x, y]")
+    return [float(v) for v in value]
+
+
+def data_options(config: ExperimentConfig) -> dict[str, Any]:
+    """Validated ``[data]`` section."""
+    o = _options(config, "data", DATA_DEFAULTS)
+    o["n"] = int(_number(config, "data", "n", o["n"], integer=True))
+    if o["n"] < 100:
+        raise ConfigError(f"{config.where('data', 'n')} = {o['n']}: use at least 100 points")
+    o["ring_center"] = _point(config, "data", "ring_center", o["ring_center"])
+    if not isinstance(o["clusters"], list) or len(o["clusters"]) != 3:
+        raise ConfigError(f"{config.where('data', 'clusters')}: give exactly 3 points [x, y]")
+    o["clusters"] = [_point(config, "data", "clusters", c) for c in o["clusters"]]
+    for key in ("ring_radius", "ring_std", "cluster_std"):
+        o[key] = float(_number(config, "data", key, o[key]))
+    o["cut"] = float(_number(config, "data", "cut", o["cut"], positive=False))
+    tf = _number(config, "data", "test_fraction", o["test_fraction"])
+    if not tf < 1:
+        raise ConfigError(f"{config.where('data', 'test_fraction')} = {tf}: must be in (0, 1)")
+    o["test_fraction"] = float(tf)
+    return o
+
+
+def flow_options(config: ExperimentConfig) -> dict[str, Any]:
+    """Validated ``[flow]`` section."""
+    o = _options(config, "flow", FLOW_DEFAULTS)
+    o["transforms"] = int(_number(config, "flow", "transforms", o["transforms"], integer=True))
+    o["steps"] = int(_number(config, "flow", "steps", o["steps"], integer=True))
+    o["lr"] = float(_number(config, "flow", "lr", o["lr"]))
+    hidden = o["hidden"]
+    if (not isinstance(hidden, list) or not hidden
+            or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)):
+        raise ConfigError(f"{config.where('flow', 'hidden')} = {hidden!r}: must be a list of "
+                          "positive layer widths, e.g. [64, 64]")
+    if not isinstance(o["reverse"], bool):
+        raise ConfigError(f"{config.where('flow', 'reverse')} = {o['reverse']!r}: must be true/false")
+    return o
+
+
+def sample_mog(opts: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw the data set.
+
+    Returns
+    -------
+    x : np.ndarray, shape (n, 2), float32
+    m_c : np.ndarray, shape (n,), int64 (1 = the 3-cluster mixture)
+    m_e : np.ndarray, shape (n,), int64 (``1[mean(x) < cut]``)
+    """
+    rng = np.random.default_rng(seed)
+    n = opts["n"]
+    angles = np.arange(8) * 2 * np.pi / 8
+    cx, cy = opts["ring_center"]
+    ring = np.stack([cx + opts["ring_radius"] * np.cos(angles),
+                     cy + opts["ring_radius"] * np.sin(angles)], axis=1)
+    clusters = np.asarray(opts["clusters"], dtype=np.float64)
+    m_c = rng.integers(0, 2, n)
+    x = np.empty((n, 2))
+    i0, i1 = np.flatnonzero(m_c == 0), np.flatnonzero(m_c == 1)
+    x[i0] = ring[rng.integers(0, 8, i0.size)] + opts["ring_std"] * rng.standard_normal((i0.size, 2))
+    x[i1] = (clusters[rng.integers(0, 3, i1.size)]
+             + opts["cluster_std"] * rng.standard_normal((i1.size, 2)))
+    m_e = (x.mean(axis=1) < opts["cut"]).astype(np.int64)
+    return x.astype(np.float32), m_c.astype(np.int64), m_e
+
+
+def _cache_key(data: dict[str, Any], flow: dict[str, Any], seed: int) -> str:
+    import zuko
+
+    blob = json.dumps({"data": data, "flow": flow, "seed": seed, "zuko": zuko.__version__,
+                       "torch": torch.__version__.split("+")[0], "format": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_or_train(x: np.ndarray, spec: MAFSpec, seed: int, path: Path
+                   ) -> tuple[torch.nn.Module, list[float], bool, float]:
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            flow = build_maf(spec)
+            flow.load_state_dict(saved["state"])
+            return flow.eval(), [float(v) for v in saved["losses"]], True, 0.0
+        except (OSError, RuntimeError, KeyError, ValueError):
+            pass  # unreadable or stale cache entry: retrain and overwrite it below
+    start = time.perf_counter()
+    flow, losses = train_maf(x, spec, seed=seed)
+    seconds = time.perf_counter() - start
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({"state": flow.state_dict(), "losses": losses}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache only costs a retraining next time
+    return flow, losses, False, seconds
+
+
+class _ObservationClassifier:
+    """Logistic regressions on ``x`` for every attribute: ``x (n, 2) -> {attr: P(attr = 1)}``."""
+
+    def __init__(self, models: dict[str, Any]) -> None:
+        self.models = models
+
+    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        xn = np.asarray(x.detach().cpu().numpy(), dtype=np.float64)
+        return {a: m.predict_proba(xn)[:, 1] for a, m in self.models.items()}
+
+
+def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
+    """Sample the data, train (or load) the MAF, encode, fit the observation classifiers."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cage.classifiers import train_test_mask
+
+    data = data_options(config)
+    flow_opts = flow_options(config)
+    x, m_c, m_e = sample_mog(data, config.seed)
+    spec = MAFSpec(features=2, transforms=flow_opts["transforms"],
+                   hidden=tuple(flow_opts["hidden"]), steps=flow_opts["steps"], lr=flow_opts["lr"])
+    order = [1, 0] if flow_opts["reverse"] else [0, 1]
+    key = _cache_key(data, flow_opts, config.seed)
+    path = Path(cache_dir) / "mog" / f"maf-{key}.pt"
+    flow, losses, cached, seconds = _load_or_train(x[:, order], spec, config.seed, path)
+    generator = FlowGenerator(flow, order=order)
+    z = generator.encode(torch.as_tensor(x)).numpy()
+
+    attributes = {"m_c": m_c, "m_e": m_e}
+    models, accuracy, sizes = {}, {}, {}
+    for a, y in attributes.items():
+        mask = train_test_mask(y, data["test_fraction"], config.seed + 17)
+        model = LogisticRegression(C=100.0, max_iter=2000).fit(x[~mask], y[~mask])
+        models[a] = model
+        accuracy[a] = float(model.score(x[mask], y[mask]))
+        sizes[a] = (int((~mask).sum()), int(mask.sum()))
+    with torch.no_grad():
+        nll = float(-generator.log_prob(torch.as_tensor(x)).mean())
+    info = {
+        "mog": {
+            "n": data["n"],
+            "p_m_e_given_m_c": {"0": float(m_e[m_c == 0].mean()), "1": float(m_e[m_c == 1].mean())},
+            "p_m_c": float(m_c.mean()),
+            "p_m_e": float(m_e.mean()),
+        },
+        "flow": {
+            "cache_file": path.name,
+            "cached": cached,
+            "train_seconds": round(seconds, 2),
+            "losses_every_100_steps": [round(v, 5) for v in losses],
+            "data_nll": round(nll, 5),
+            "variable_order": order,
+        },
+    }
+    return ExperimentSetup(generator=generator, data_latents=z, attributes=attributes,
+                           observation_classifier=_ObservationClassifier(models), info=info,
+                           observation_accuracy=accuracy, observation_sizes=sizes)

@@ -1,0 +1,358 @@
+"""Same-source and same-destination counterfactual pairs (paper section 4.1; cage_method.md section 5).
+
+For a DAG ``cause -> effect`` found by CAGE:
+
+* **same source**: one real image ``x`` (latent ``z = ENC(x)``) is manipulated twice, once on the
+  cause (towards the opposite of its cause label) and once on the effect (towards the opposite of
+  its effect label);
+* **same destination**: a target combination ``(c*, e*)`` is reached from two *different* real
+  images: one labelled ``(1 - c*, e*)`` has its cause set to ``c*``, one labelled ``(c*, 1 - e*)``
+  has its effect set to ``e*``. The four combinations are used in turn.
+
+A manipulation of attribute ``a`` towards target ``y`` moves ``z`` along a unit direction ``u_a``
+(the normal ``h_a`` of the latent classifier, eq. 4), ``z + s alpha u_a`` with ``s = +1`` for ``y = 1`` and ``-1`` for
+``y = 0``. ``alpha`` is chosen per image so that the latent classifier's probability of the target
+reaches ``target_probability``: ``alpha = max(alpha_min, (logit(p*) - s l(z)) / (w_a . u_a))`` with
+the logit ``l(z) = w_a . z + b_a`` (``w_a . u_a = |w_a|`` for the plain normal). The decoded, 8-bit quantised counterfactual is then checked by the
+observation-space classifier ``psi_a``; if it has not reached the target (``P(a = y) < 0.5``),
+alpha is multiplied by ``alpha_growth`` up to ``alpha_steps - 1`` times, and if it still fails the
+source image is replaced by the next unused one. Every pair records the alpha used, the check
+probability and how many candidate rounds it took; the statistics of the failures are returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cage.images import ImageStore, to_uint8
+from cage_eval.errors import ConfigError
+from cage_eval.runs import dag_name
+
+#: The four target combinations of the same-destination setting, in the order they are used.
+COMBINATIONS = ((1, 1), (0, 0), (1, 0), (0, 1))
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """How pairs are made (section ``[pairs]`` of an image experiment)."""
+
+    n_same_source: int = 100
+    n_same_destination: int = 100
+    target_probability: float = 0.9
+    alpha_min: float = 0.5
+    alpha_growth: float = 1.5
+    alpha_steps: int = 3
+    check_threshold: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LinearAttribute:
+    """The latent classifier of one attribute, ``logit(z) = coef . z + intercept``, and the unit
+    direction ``u`` along which it is manipulated (default: the classifier's normal, eq. 4; the
+    CAGE run's conditional direction when it used one)."""
+
+    name: str
+    coef: np.ndarray
+    intercept: float
+    direction: np.ndarray | None = None
+
+    @property
+    def unit(self) -> np.ndarray:
+        u = self.coef if self.direction is None else self.direction
+        u = np.asarray(u, dtype=np.float64)
+        return u / np.linalg.norm(u)
+
+    @property
+    def rate(self) -> float:
+        """How fast the logit moves per unit of alpha along :attr:`unit` (``coef . u``)."""
+        return float(np.asarray(self.coef, dtype=np.float64) @ self.unit)
+
+
+@dataclass
+class Manipulation:
+    """Outcome of manipulating a batch of latents (arrays of shape (m,) unless stated)."""
+
+    images: np.ndarray  # (m, H, W) uint8
+    alpha: np.ndarray
+    check: np.ndarray  # psi's probability of the target value
+    ok: np.ndarray  # bool
+    tries: np.ndarray  # alpha levels tried (1 .. alpha_steps)
+    target: np.ndarray  # the 0/1 value aimed at
+
+
+@dataclass
+class PairSet:
+    """The pairs of one DAG and setting, with what is needed for its contact sheet."""
+
+    dag: str
+    setting: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sheet_rows: list[list[np.ndarray]] = field(default_factory=list)
+    sheet_labels: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+ObsClassifier = Callable[[torch.Tensor], dict[str, np.ndarray]]
+
+
+class PairMaker:
+    """Makes counterfactual pairs for one generator and one pool of real source images.
+
+    Parameters
+    ----------
+    generator : object with ``decode(z) -> (m, 1, H, W)`` in [0, 1]
+    latents : np.ndarray, shape (n, d)
+        ``ENC(x)`` of every pool image.
+    images : np.ndarray, shape (n, H, W), uint8
+        The real pool images (written as the pairs' sources).
+    labels : dict[str, np.ndarray]
+        0/1 attribute labels of the pool images, shape (n,) each.
+    ids : np.ndarray, shape (n,)
+        Dataset ids of the pool images (``source_*_id`` in pairs.csv).
+    psi : callable
+        Observation-space classifier: images ``(m, 1, H, W)`` -> ``{attribute: P(attribute = 1)}``.
+    store : ImageStore
+        Where PNGs go.
+    config : PairConfig
+    """
+
+    def __init__(self, generator: Any, latents: np.ndarray, images: np.ndarray,
+                 labels: dict[str, np.ndarray], ids: np.ndarray, psi: ObsClassifier,
+                 store: ImageStore, config: PairConfig) -> None:
+        self.generator = generator
+        self.latents = np.asarray(latents, dtype=np.float32)
+        self.images = images
+        self.labels = labels
+        self.ids = np.asarray(ids)
+        self.psi = psi
+        self.store = store
+        self.config = config
+        self.decoded = 0
+
+    # ------------------------------------------------------------------ one manipulation
+
+    def manipulate(self, idx: np.ndarray, attr: LinearAttribute, targets: np.ndarray) -> Manipulation:
+        """Move pool latents ``idx`` towards ``targets`` on ``attr``, escalating alpha on failure."""
+        cfg = self.config
+        z = self.latents[idx].astype(np.float64)
+        sign = np.where(targets == 1, 1.0, -1.0)
+        logit0 = z @ attr.coef + attr.intercept
+        goal = math.log(cfg.target_probability / (1.0 - cfg.target_probability))
+        rate = attr.rate
+        needed = (goal - sign * logit0) / rate if rate > 1e-9 else np.zeros(len(idx))
+        base = np.maximum(cfg.alpha_min, needed)
+        unit = attr.unit
+        m = len(idx)
+        out = Manipulation(images=np.zeros((m,) + self.images.shape[1:], dtype=np.uint8),
+                           alpha=np.zeros(m), check=np.zeros(m), ok=np.zeros(m, dtype=bool),
+                           tries=np.zeros(m, dtype=np.int64),
+                           target=np.asarray(targets, dtype=np.int64))
+        pending = np.arange(m)
+        for level in range(cfg.alpha_steps):
+            if pending.size == 0:
+                break
+            alpha = base[pending] * cfg.alpha_growth**level
+            moved = z[pending] + (sign[pending] * alpha)[:, None] * unit[None, :]
+            decoded = self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
+            self.decoded += len(pending)
+            quantised = to_uint8(decoded.numpy()[:, 0])
+            prob = self.psi(torch.as_tensor(quantised[:, None], dtype=torch.float32) / 255.0)
+            p_target = np.where(targets[pending] == 1, prob[attr.name], 1.0 - prob[attr.name])
+            out.images[pending] = quantised
+            out.alpha[pending] = alpha
+            out.check[pending] = p_target
+            out.tries[pending] = level + 1
+            passed = p_target >= cfg.check_threshold
+            out.ok[pending] = passed
+            pending = pending[~passed]
+        return out
+
+    # ------------------------------------------------------------------ the two settings
+
+    def same_source(self, cause: LinearAttribute, effect: LinearAttribute, n: int,
+                    pool: np.ndarray) -> PairSet:
+        """``n`` same-source pairs from the pool indices ``pool`` (in that order of preference)."""
+        dag = dag_name(cause.name, effect.name)
+        if n > len(pool):
+            raise ConfigError(
+                f"[pairs] n_same_source = {n}: only {len(pool)} source images are available for "
+                f"{dag}; ask for at most {len(pool)} pairs")
+        result = PairSet(dag=dag, setting="same_source")
+        queue = list(pool)
+        slots: list[int | None] = [None] * n
+        tries = np.zeros(n, dtype=np.int64)
+        done: dict[int, tuple[int, Manipulation, Manipulation, int]] = {}
+        tried = 0
+        stats = _Counter()
+        while len(done) < n:
+            waiting = [j for j in range(n) if j not in done]
+            if len(queue) < len(waiting):
+                raise ConfigError(
+                    f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
+                    f"after trying {tried} source images; lower [pairs] n_same_source or raise "
+                    "[pairs] alpha_steps")
+            for j in waiting:
+                slots[j] = int(queue.pop(0))
+                tries[j] += 1
+            idx = np.array([slots[j] for j in waiting])
+            tried += len(idx)
+            t_c = 1 - self.labels[cause.name][idx]
+            t_e = 1 - self.labels[effect.name][idx]
+            mc = self.manipulate(idx, cause, t_c)
+            me = self.manipulate(idx, effect, t_e)
+            stats.add(mc, me)
+            for k, j in enumerate(waiting):
+                if mc.ok[k] and me.ok[k]:
+                    done[j] = (int(idx[k]), _take(mc, k), _take(me, k), int(tries[j]))
+        for j in range(n):
+            src, mc, me, attempts = done[j]
+            result.rows.append(self._row(dag, cause, effect, "same_source", src, src, mc, me,
+                                         attempts))
+            result.sheet_rows.append([self.images[src], mc.images[0], me.images[0]])
+            result.sheet_labels.append(
+                f"{cause.name} ->{1 - self.labels[cause.name][src]}, "
+                f"{effect.name} ->{1 - self.labels[effect.name][src]}")
+        result.stats = stats.summary(n, tried, n)
+        return result
+
+    def same_destination(self, cause: LinearAttribute, effect: LinearAttribute, n: int,
+                         pool: np.ndarray) -> PairSet:
+        """``n`` same-destination pairs, two different pool images per pair."""
+        dag = dag_name(cause.name, effect.name)
+        lc = self.labels[cause.name][pool]
+        le = self.labels[effect.name][pool]
+        queues = {(a, b): [int(i) for i in pool[(lc == a) & (le == b)]] for a in (0, 1)
+                  for b in (0, 1)}
+        combos = [COMBINATIONS[j % 4] for j in range(n)]
+        need = {key: 0 for key in queues}
+        for c, e in combos:
+            need[(1 - c, e)] += 1
+            need[(c, 1 - e)] += 1
+        for key, count in need.items():
+            if count > len(queues[key]):
+                raise ConfigError(
+                    f"[pairs] n_same_destination = {n}: {dag} needs {count} source images with "
+                    f"{cause.name}={key[0]}, {effect.name}={key[1]} but only {len(queues[key])} "
+                    "exist; ask for fewer pairs")
+        result = PairSet(dag=dag, setting="same_destination")
+        side_a: list[int | None] = [None] * n
+        side_b: list[int | None] = [None] * n
+        ok_a: dict[int, Manipulation] = {}
+        ok_b: dict[int, Manipulation] = {}
+        rounds = np.zeros(n, dtype=np.int64)
+        tried = 0
+        stats = _Counter()
+        while len(ok_a) < n or len(ok_b) < n:
+            need_a = [j for j in range(n) if j not in ok_a]
+            need_b = [j for j in range(n) if j not in ok_b]
+            for j in sorted(set(need_a) | set(need_b)):
+                rounds[j] += 1
+            for side, waiting, key_of in ((side_a, need_a, lambda c, e: (1 - c, e)),
+                                          (side_b, need_b, lambda c, e: (c, 1 - e))):
+                for j in waiting:
+                    queue = queues[key_of(*combos[j])]
+                    if not queue:
+                        raise ConfigError(
+                            f"{dag} same_destination: only {min(len(ok_a), len(ok_b))} of {n} "
+                            f"pairs passed the classifier checks after trying {tried} source "
+                            "images; lower [pairs] n_same_destination or raise [pairs] alpha_steps")
+                    side[j] = queue.pop(0)
+                    tried += 1
+            ia = np.array([side_a[j] for j in need_a], dtype=np.int64)
+            ib = np.array([side_b[j] for j in need_b], dtype=np.int64)
+            mc = self.manipulate(ia, cause, np.array([combos[j][0] for j in need_a], dtype=np.int64))
+            me = self.manipulate(ib, effect, np.array([combos[j][1] for j in need_b],
+                                                      dtype=np.int64))
+            stats.add(mc, me)
+            for k, j in enumerate(need_a):
+                if mc.ok[k]:
+                    ok_a[j] = _take(mc, k)
+            for k, j in enumerate(need_b):
+                if me.ok[k]:
+                    ok_b[j] = _take(me, k)
+        for j in range(n):
+            a, b = int(side_a[j]), int(side_b[j])  # type: ignore[arg-type]
+            result.rows.append(self._row(dag, cause, effect, "same_destination", a, b, ok_a[j],
+                                         ok_b[j], int(rounds[j])))
+            result.sheet_rows.append([self.images[a], ok_a[j].images[0], self.images[b],
+                                      ok_b[j].images[0]])
+            result.sheet_labels.append(f"-> {cause.name}={combos[j][0]}, {effect.name}={combos[j][1]}")
+        result.stats = stats.summary(n, tried, 2 * n)
+        return result
+
+    # ------------------------------------------------------------------ rows
+
+    def _row(self, dag: str, cause: LinearAttribute, effect: LinearAttribute, setting: str,
+             src_c: int, src_e: int, mc: Manipulation, me: Manipulation,
+             attempts: int) -> dict[str, Any]:
+        img_sc = self.store.add(self.images[src_c])
+        img_se = img_sc if src_c == src_e else self.store.add(self.images[src_e])
+        return {
+            "pair_id": "",
+            "dag": dag,
+            "cause": cause.name,
+            "effect": effect.name,
+            "setting": setting,
+            "source_cause_id": int(self.ids[src_c]),
+            "source_effect_id": int(self.ids[src_e]),
+            "image_source_cause": img_sc,
+            "image_source_effect": img_se,
+            "image_cause": self.store.add(mc.images[0]),
+            "image_effect": self.store.add(me.images[0]),
+            "target_cause": int(mc.target[0]),
+            "target_effect": int(me.target[0]),
+            "alpha_cause": f"{mc.alpha[0]:.4f}",
+            "alpha_effect": f"{me.alpha[0]:.4f}",
+            "check_cause": f"{mc.check[0]:.4f}",
+            "check_effect": f"{me.check[0]:.4f}",
+            "ok_cause": int(mc.ok[0]),
+            "ok_effect": int(me.ok[0]),
+            "attempts": attempts,
+        }
+
+
+def _take(m: Manipulation, k: int) -> Manipulation:
+    return Manipulation(images=m.images[k:k + 1], alpha=m.alpha[k:k + 1], check=m.check[k:k + 1],
+                        ok=m.ok[k:k + 1], tries=m.tries[k:k + 1], target=m.target[k:k + 1])
+
+
+class _Counter:
+    """Success statistics of the manipulations (first alpha, after escalation) and replacements."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.first = 0
+        self.passed = 0
+
+    def add(self, *ms: Manipulation) -> None:
+        for m in ms:
+            self.total += len(m.ok)
+            self.first += int(np.sum(m.ok & (m.tries == 1)))
+            self.passed += int(np.sum(m.ok))
+
+    def summary(self, n: int, tried: int, needed: int) -> dict[str, Any]:
+        return {
+            "pairs": n,
+            "source_images_tried": tried,
+            "manipulations": self.total,
+            "success_first_alpha": round(self.first / max(self.total, 1), 4),
+            "success_after_escalation": round(self.passed / max(self.total, 1), 4),
+            "replaced_sources": tried - needed,
+        }
+
+
+def number_pairs(sets: Sequence[PairSet]) -> list[dict[str, Any]]:
+    """Give every row a run-wide opaque id ``p0001``, ``p0002``, ... in order; return all rows."""
+    rows = []
+    for s in sets:
+        for row in s.rows:
+            row["pair_id"] = f"p{len(rows) + 1:04d}"
+            rows.append(row)
+    return rows

@@ -1,0 +1,538 @@
+"""Run CAGE on an experiment and write the run directory.
+
+Contract (also in docs/engine.md)
+---------------------------------
+``run_experiment(config, out, *, force=False, cache_dir=None) -> CageResult``
+    imports ``cage.experiment_<config.kind>``, calls its ``setup(config, cache_dir=...)`` (an
+    :class:`cage.experiment.ExperimentSetup`), runs :func:`run_cage`, writes the engine files into a
+    staged run directory (``cage_eval.runs.staged_run_dir``), then calls the kind's optional
+    ``finish(setup, result, stage_dir, config) -> dict`` and merges its dict into ``manifest.json``,
+    which is written last (``complete: true``, ``run_id``, ``schema_version``).
+
+``CageResult``
+    ``classifiers[attr]``: a fitted :class:`cage.classifiers.LatentClassifier` with ``coef_`` (d,),
+    ``intercept_``, ``normal_`` (unit, (d,)), ``accuracy_`` (held out), ``predict_proba(z) -> (n,)``;
+    ``directions``: one :class:`PairDirection` per attribute pair and outcome variant
+    (``latent`` = eq. 8, ``observation`` = eq. 9) with GATEs, delta tau, p-values, the call
+    ``direction`` in ``{"->", "<-", "⊥"}`` and ``cause``/``effect`` names when a direction is called;
+    ``direction_for(m1, m2, outcome)`` picks one; ``prior_latents`` (k, d) float32;
+    ``interventions[(m1, m2)][attr]``: the unit direction used to intervene on ``attr`` in that pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import platform
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cage.classifiers import LatentClassifier, fit_attribute_classifier
+from cage.config import ExperimentConfig, default_cache_dir
+from cage.effects import (
+    decide,
+    delta_tau,
+    empirical_p_value,
+    gate_from_logits,
+    gate_materialised,
+)
+from cage.experiment import ExperimentSetup
+from cage.interventions import make_intervention
+from cage.mmd import mmd_test
+from cage.nulls import permutation_normals, random_directions
+from cage_eval import runs
+from cage_eval.errors import ConfigError
+
+#: Rows decoded at once for observation-space outcomes.
+DECODE_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class PairDirection:
+    """CAGE's verdict on one attribute pair for one outcome variant (a row of directions.csv).
+
+    ``gate_12 = GATE(m1 -> m2)``, ``gate_21 = GATE(m2 -> m1)``, ``delta_tau = |gate_12| - |gate_21|``
+    at the headline ``alpha``; ``p_*`` from the decision null (``null``), ``p_values[kind]`` holds
+    ``(p_gate_12, p_gate_21, p_delta_tau)`` for every null kind computed. ``direction`` follows
+    :func:`cage.effects.decide`; ``cause``/``effect`` are empty for ``⊥``.
+    """
+
+    m1: str
+    m2: str
+    outcome: str
+    alpha: float
+    k: int
+    gate_12: float
+    gate_21: float
+    delta_tau: float
+    null: str
+    p_gate_12: float
+    p_gate_21: float
+    p_delta_tau: float
+    p_values: dict[str, tuple[float, float, float]]
+    direction: str
+    cause: str
+    effect: str
+    delta_tau_significant: bool
+    sign_stable: bool
+    cos_normals: float
+    norm_w1: float
+    norm_w2: float
+    acc_1: float
+    acc_2: float
+    separable: bool
+    mmd: float
+    p_mmd: float
+    mmd_2: float
+    p_mmd_2: float
+    n_null_k: int
+
+
+@dataclass
+class CageResult:
+    """Everything CAGE computed; see the module docstring for the contract."""
+
+    config: ExperimentConfig
+    classifiers: dict[str, LatentClassifier]
+    directions: list[PairDirection]
+    prior_latents: np.ndarray
+    interventions: dict[tuple[str, str], dict[str, np.ndarray]]
+    null_directions: dict[tuple[str, str, str, str], np.ndarray]
+    sweep_rows: list[dict[str, Any]]
+    null_rows: list[dict[str, Any]]
+    classifier_rows: list[dict[str, Any]]
+    seeds: dict[str, int]
+    test_masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def direction_for(self, m1: str, m2: str, outcome: str | None = None) -> PairDirection:
+        """The record of pair ``(m1, m2)`` (either order given) for ``outcome`` (default: the
+        observation variant when computed, else latent)."""
+        rows = [d for d in self.directions if {d.m1, d.m2} == {m1, m2}]
+        if not rows:
+            raise KeyError(f"no pair ({m1}, {m2}) in this result")
+        if outcome is None:
+            outcome = "observation" if any(r.outcome == "observation" for r in rows) else "latent"
+        for r in rows:
+            if r.outcome == outcome:
+                return r
+        raise KeyError(f"pair ({m1}, {m2}) has no {outcome!r} outcome in this result")
+
+
+def stage_seed(seed: int, *parts: str) -> int:
+    """A 31-bit seed for one named stage, derived from the master seed (order independent)."""
+    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+# --------------------------------------------------------------------------- computation
+
+
+def _check_setup(setup: ExperimentSetup, config: ExperimentConfig) -> list[str]:
+    z = np.asarray(setup.data_latents)
+    if z.ndim != 2 or z.shape[0] < 4:
+        raise ConfigError(f"experiment {config.name!r}: data latents have shape {z.shape}; "
+                          "expected (n, d) with n >= 4")
+    if not np.all(np.isfinite(z)):
+        bad = int((~np.isfinite(z)).any(axis=1).sum())
+        raise ConfigError(f"experiment {config.name!r}: {bad} encoded data latents are NaN or "
+                          "infinite; retrain the generator (cached weights may be corrupt: delete "
+                          "the cache directory)")
+    names = sorted({a for pair in config.cage.pairs for a in pair})
+    for a in names:
+        if a not in setup.attributes:
+            raise ConfigError(f"{config.where('cage', 'pairs')}: unknown attribute {a!r}; this "
+                              f"experiment has {', '.join(sorted(setup.attributes))}")
+        if np.asarray(setup.attributes[a]).shape != (z.shape[0],):
+            raise ValueError(f"attribute {a!r} labels do not align with data_latents")
+    if "observation" in config.cage.outcomes and setup.observation_classifier is None:
+        raise ConfigError(f"{config.where('cage', 'outcomes')}: experiment kind {config.kind!r} has "
+                          "no observation-space classifier; use outcomes = [\"latent\"]")
+    return names
+
+
+def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
+    """Algorithm 1 plus significance, sweeps and diagnostics for every configured pair.
+
+    Pure computation (no files). See docs/engine.md for the definitions of every output.
+    """
+    cc = config.cage
+    names = _check_setup(setup, config)
+    seeds = {"master": config.seed, "prior": stage_seed(config.seed, "prior")}
+
+    # Step 2: latent classifiers with held-out accuracy (the separability check).
+    z_data = np.asarray(setup.data_latents, dtype=np.float64)
+    classifiers: dict[str, LatentClassifier] = {}
+    masks: dict[str, np.ndarray] = {}
+    for a in names:
+        seeds[f"split:{a}"] = stage_seed(config.seed, "split", a)
+        clf, mask = fit_attribute_classifier(a, z_data, np.asarray(setup.attributes[a]),
+                                             kind=cc.classifier, C=cc.C,
+                                             test_fraction=cc.test_fraction,
+                                             seed=seeds[f"split:{a}"])
+        classifiers[a], masks[a] = clf, mask
+
+    # Step 3: prior latents.
+    gen = torch.Generator().manual_seed(seeds["prior"])
+    with torch.no_grad():
+        z_prior = setup.generator.sample_latent(cc.k, generator=gen).to(torch.float32)
+    if z_prior.shape != (cc.k, z_data.shape[1]):
+        raise ValueError(f"sample_latent returned {tuple(z_prior.shape)}, expected "
+                         f"({cc.k}, {z_data.shape[1]})")
+    if not torch.isfinite(z_prior).all():
+        raise ConfigError(f"experiment {config.name!r}: the prior latents are not finite; check the "
+                          "generator's sample_latent")
+    logits = {a: classifiers[a].decision_function(z_prior) for a in names}
+
+    def outcome_obs(zb: torch.Tensor) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            probs = setup.observation_classifier(setup.generator.decode(zb))  # type: ignore[misc]
+        if cc.outcome_scale == "label":
+            return {k: (np.asarray(v) > 0.5).astype(np.float64) for k, v in probs.items()}
+        return probs
+
+    n_null_k = min(cc.k, cc.k_null_observation)
+    result_dirs: list[PairDirection] = []
+    sweep_rows: list[dict[str, Any]] = []
+    null_rows: list[dict[str, Any]] = []
+    interventions: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    null_dirs: dict[tuple[str, str, str, str], np.ndarray] = {}
+    mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
+    alphas = np.asarray(cc.alphas)
+
+    for m1, m2 in cc.pairs:
+        others = [classifiers[a].normal_ for a in names if a not in (m1, m2)]
+        inter = make_intervention(cc.intervention, conditions=np.asarray(others).reshape(-1, z_data.shape[1]))
+        u = {a: inter.direction(classifiers[a]) for a in (m1, m2)}
+        interventions[(m1, m2)] = u
+        # Null directions for each treated attribute, mapped through the same intervention.
+        for a in (m1, m2):
+            for kind in cc.nulls:
+                seed = stage_seed(config.seed, "null", kind, a)
+                seeds[f"null:{kind}:{a}"] = seed
+                if kind == "random":
+                    raw = random_directions(cc.n_null, z_data.shape[1], seed)
+                else:
+                    train = ~masks[a]
+                    raw = permutation_normals(z_data[train], np.asarray(setup.attributes[a])[train],
+                                              cc.n_null, C=cc.C, seed=seed)
+                null_dirs[(m1, m2, a, kind)] = np.stack(
+                    [inter.direction(_Normal(r)) for r in raw]) if cc.intervention != "linear" else raw
+
+        mmd_rows = {a: [_mmd_for(a, u[a], al, z_prior, classifiers[a], cc, config.seed, mmd_cache)
+                        for al in alphas] for a in (m1, m2)}
+        mmd_head = {a: _mmd_for(a, u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
+                                mmd_cache) for a in (m1, m2)}
+
+        for outcome in cc.outcomes:
+            if outcome == "latent":
+                w1, w2 = classifiers[m1].coef_, classifiers[m2].coef_
+                sweep12 = gate_from_logits(logits[m2], float(w2 @ u[m1]), alphas, scale=cc.outcome_scale)
+                sweep21 = gate_from_logits(logits[m1], float(w1 @ u[m2]), alphas, scale=cc.outcome_scale)
+                g12 = float(gate_from_logits(logits[m2], float(w2 @ u[m1]), cc.alpha, scale=cc.outcome_scale))
+                g21 = float(gate_from_logits(logits[m1], float(w1 @ u[m2]), cc.alpha, scale=cc.outcome_scale))
+                nulls = {}
+                bands = {}
+                for kind in cc.nulls:
+                    s12 = null_dirs[(m1, m2, m1, kind)] @ w2
+                    s21 = null_dirs[(m1, m2, m2, kind)] @ w1
+                    n12 = gate_from_logits(logits[m2], s12, cc.alpha, scale=cc.outcome_scale)
+                    n21 = gate_from_logits(logits[m1], s21, cc.alpha, scale=cc.outcome_scale)
+                    nulls[kind] = (np.atleast_1d(n12), np.atleast_1d(n21))
+                    if kind == cc.null:
+                        a12 = gate_from_logits(logits[m2], s12, alphas, scale=cc.outcome_scale)
+                        a21 = gate_from_logits(logits[m1], s21, alphas, scale=cc.outcome_scale)
+                        dt = delta_tau(np.atleast_2d(a12), np.atleast_2d(a21))
+                        bands = {"lo": np.quantile(dt, 0.025, axis=1),
+                                 "hi": np.quantile(dt, 0.975, axis=1)}
+                k_used = cc.k
+            else:
+                sweep12, sweep21 = np.empty(alphas.size), np.empty(alphas.size)
+                for i, al in enumerate(alphas):
+                    sweep12[i] = _obs_gate(z_prior, u[m1], al, outcome_obs)[m2]
+                    sweep21[i] = _obs_gate(z_prior, u[m2], al, outcome_obs)[m1]
+                g12 = _obs_gate(z_prior, u[m1], cc.alpha, outcome_obs)[m2]
+                g21 = _obs_gate(z_prior, u[m2], cc.alpha, outcome_obs)[m1]
+                # Nulls on the first n_null_k latents; the observed statistic for the p-values is
+                # recomputed on the same latents so that both sides are comparable.
+                z_sub = z_prior[:n_null_k]
+                g12_sub = _obs_gate(z_sub, u[m1], cc.alpha, outcome_obs)[m2]
+                g21_sub = _obs_gate(z_sub, u[m2], cc.alpha, outcome_obs)[m1]
+                nulls = {}
+                for kind in cc.nulls:
+                    n12 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome_obs)[m2]
+                                    for d in null_dirs[(m1, m2, m1, kind)]])
+                    n21 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome_obs)[m1]
+                                    for d in null_dirs[(m1, m2, m2, kind)]])
+                    nulls[kind] = (n12, n21)
+                bands = {}
+                k_used = n_null_k
+
+            obs12, obs21 = (g12, g21) if outcome == "latent" else (g12_sub, g21_sub)
+            dt_obs = float(delta_tau(g12, g21))
+            p_values = {}
+            for kind, (n12, n21) in nulls.items():
+                ndt = delta_tau(n12, n21)
+                p_values[kind] = (empirical_p_value(n12, obs12), empirical_p_value(n21, obs21),
+                                  empirical_p_value(ndt, delta_tau(obs12, obs21)))
+                for b in range(n12.size):
+                    null_rows.append({"m1": m1, "m2": m2, "outcome": outcome, "null": kind,
+                                      "draw": b, "alpha": cc.alpha, "k": k_used,
+                                      "gate_12": n12[b], "gate_21": n21[b], "delta_tau": ndt[b]})
+            p12, p21, pdt = p_values[cc.null]
+            sweep_dt = delta_tau(sweep12, sweep21)
+            call = decide(dt_obs, p12, p21, cc.level)
+            cause, effect = {"->": (m1, m2), "<-": (m2, m1)}.get(call, ("", ""))
+            stable = bool(np.all(np.sign(sweep_dt) == np.sign(dt_obs))) and dt_obs != 0
+            c1, c2 = classifiers[m1], classifiers[m2]
+            result_dirs.append(PairDirection(
+                m1=m1, m2=m2, outcome=outcome, alpha=cc.alpha, k=cc.k, gate_12=g12, gate_21=g21,
+                delta_tau=dt_obs, null=cc.null, p_gate_12=p12, p_gate_21=p21, p_delta_tau=pdt,
+                p_values=p_values, direction=call, cause=cause, effect=effect,
+                delta_tau_significant=pdt <= cc.level, sign_stable=stable,
+                cos_normals=float(c1.normal_ @ c2.normal_), norm_w1=c1.weight_norm_,
+                norm_w2=c2.weight_norm_, acc_1=c1.accuracy_, acc_2=c2.accuracy_,
+                separable=min(c1.accuracy_, c2.accuracy_) >= cc.min_accuracy,
+                mmd=mmd_head[m1][0], p_mmd=mmd_head[m1][1], mmd_2=mmd_head[m2][0],
+                p_mmd_2=mmd_head[m2][1], n_null_k=k_used))
+            for i, al in enumerate(alphas):
+                sweep_rows.append({
+                    "m1": m1, "m2": m2, "outcome": outcome, "alpha": float(al),
+                    "gate_12": sweep12[i], "gate_21": sweep21[i], "delta_tau": sweep_dt[i],
+                    "null_lo": bands["lo"][i] if bands else "",
+                    "null_hi": bands["hi"][i] if bands else "",
+                    "mmd_1": mmd_rows[m1][i][0], "p_mmd_1": mmd_rows[m1][i][1],
+                    "mmd_2": mmd_rows[m2][i][0], "p_mmd_2": mmd_rows[m2][i][1]})
+
+    classifier_rows = [{
+        "attribute": a, "space": "latent", "kind": cc.classifier, "accuracy": classifiers[a].accuracy_,
+        "n_train": classifiers[a].n_train_, "n_test": classifiers[a].n_test_,
+        "positive_rate": float(np.mean(setup.attributes[a])), "weight_norm": classifiers[a].weight_norm_,
+        "intercept": classifiers[a].intercept_,
+        "separable": "yes" if classifiers[a].accuracy_ >= cc.min_accuracy else "no",
+    } for a in names]
+    for a, acc in sorted(setup.observation_accuracy.items()):
+        if a in names:
+            classifier_rows.append({
+                "attribute": a, "space": "observation", "kind": "experiment", "accuracy": acc,
+                "n_train": setup.observation_sizes.get(a, ("", ""))[0],
+                "n_test": setup.observation_sizes.get(a, ("", ""))[1],
+                "positive_rate": float(np.mean(setup.attributes[a])), "weight_norm": "",
+                "intercept": "", "separable": "yes" if acc >= cc.min_accuracy else "no"})
+    return CageResult(config=config, classifiers=classifiers, directions=result_dirs,
+                      prior_latents=z_prior.numpy(), interventions=interventions,
+                      null_directions=null_dirs, sweep_rows=sweep_rows, null_rows=null_rows,
+                      classifier_rows=classifier_rows, seeds=seeds, test_masks=masks)
+
+
+@dataclass(frozen=True)
+class _Normal:
+    """A bare direction seen as a classifier by the interventions (null directions)."""
+
+    normal_: np.ndarray
+
+    @property
+    def coef_(self) -> np.ndarray:
+        return self.normal_
+
+    @property
+    def intercept_(self) -> float:
+        return 0.0
+
+
+def _obs_gate(z: torch.Tensor, u: np.ndarray, alpha: float,
+              outcome: Callable[[torch.Tensor], dict[str, np.ndarray]]) -> dict[str, float]:
+    ut = torch.as_tensor(np.asarray(u), dtype=z.dtype)
+    return gate_materialised(z, lambda zb, s: zb + (s * alpha) * ut, outcome, batch_size=DECODE_BATCH)
+
+
+def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: LatentClassifier,
+             cc: Any, seed: int, cache: dict) -> tuple[float, float]:
+    """MMD^2 between p(z | m=1) (prior latents the classifier calls 1) and p(z | do(m=1))
+    (other prior latents shifted by alpha u), with its permutation p-value."""
+    key = (attr, np.asarray(u).tobytes(), float(alpha))
+    if key in cache:
+        return cache[key]
+    rng = np.random.default_rng(stage_seed(seed, "mmd", attr))
+    zn = z.numpy().astype(np.float64)
+    order = rng.permutation(zn.shape[0])
+    positive = clf.predict(zn[order]) == 1
+    cond_idx = order[positive][: cc.mmd_n]
+    rest = order[~np.isin(order, cond_idx)][: cc.mmd_n]
+    if cond_idx.size < 2 or rest.size < 2:
+        cache[key] = (float("nan"), float("nan"))
+        return cache[key]
+    res = mmd_test(zn[cond_idx], zn[rest] + alpha * np.asarray(u), n_perm=cc.mmd_permutations,
+                   seed=stage_seed(seed, "mmd-perm", attr, repr(float(alpha))))
+    cache[key] = (res.mmd2, res.p_value)
+    return cache[key]
+
+
+# --------------------------------------------------------------------------- files
+
+DIRECTIONS_COLUMNS = (
+    "m1", "m2", "outcome", "direction", "cause", "effect", "alpha", "k", "gate_12", "gate_21",
+    "delta_tau", "null", "p_gate_12", "p_gate_21", "p_delta_tau", "delta_tau_significant",
+    "sign_stable", "p_gate_12_permutation", "p_gate_21_permutation", "p_delta_tau_permutation",
+    "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "n_null_k", "cos_normals",
+    "norm_w1", "norm_w2", "acc_1", "acc_2", "separable", "mmd", "p_mmd", "mmd_2", "p_mmd_2",
+)
+CLASSIFIERS_COLUMNS = ("attribute", "space", "kind", "accuracy", "n_train", "n_test",
+                       "positive_rate", "weight_norm", "intercept", "separable")
+SWEEP_COLUMNS = ("m1", "m2", "outcome", "alpha", "gate_12", "gate_21", "delta_tau", "null_lo",
+                 "null_hi", "mmd_1", "p_mmd_1", "mmd_2", "p_mmd_2")
+NULL_COLUMNS = ("m1", "m2", "outcome", "null", "draw", "alpha", "k", "gate_12", "gate_21",
+                "delta_tau")
+
+
+def fmt(value: Any) -> Any:
+    """CSV cell: floats with 10 significant digits (stable bytes across runs), bools yes/no."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v != v:
+            return "nan"
+        return format(v, ".10g") if v != 0 else "0"
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _fmt_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: fmt(v) for k, v in r.items()} for r in rows]
+
+
+def direction_rows(result: CageResult) -> list[dict[str, Any]]:
+    """directions.csv rows."""
+    rows = []
+    for d in result.directions:
+        row = {k: v for k, v in asdict(d).items() if k in DIRECTIONS_COLUMNS}
+        for kind in ("permutation", "random"):
+            p = d.p_values.get(kind, ("", "", ""))
+            row[f"p_gate_12_{kind}"], row[f"p_gate_21_{kind}"], row[f"p_delta_tau_{kind}"] = p
+        rows.append(row)
+    return _fmt_rows(rows)
+
+
+def artifact_arrays(result: CageResult, setup: ExperimentSetup) -> dict[str, np.ndarray]:
+    """Arrays of artifacts.npz (keys documented in docs/engine.md)."""
+    arrays: dict[str, np.ndarray] = {
+        "prior_latents": result.prior_latents.astype(np.float32),
+        "data_latents": np.asarray(setup.data_latents, dtype=np.float32),
+        "alphas": np.asarray(result.config.cage.alphas, dtype=np.float64),
+    }
+    for a, clf in result.classifiers.items():
+        arrays[f"clf__{a}__coef"] = clf.coef_
+        arrays[f"clf__{a}__intercept"] = np.asarray(clf.intercept_)
+        arrays[f"labels__{a}"] = np.asarray(setup.attributes[a]).astype(np.int8)
+        arrays[f"test_mask__{a}"] = result.test_masks[a]
+    for (m1, m2), dirs in result.interventions.items():
+        for a, u in dirs.items():
+            arrays[f"direction__{m1}__{m2}__{a}"] = u
+    for (m1, m2, a, kind), dirs in result.null_directions.items():
+        arrays[f"null__{kind}__{m1}__{m2}__{a}"] = dirs
+    return arrays
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the numbers."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("cage-eval", "torch", "numpy", "scipy", "scikit-learn", "zuko", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_engine_files(result: CageResult, setup: ExperimentSetup, stage: Path) -> list[str]:
+    """Write every engine file into ``stage``; return the names written."""
+    from cage.plots import write_plots
+
+    runs.atomic_write_csv(stage / runs.CLASSIFIERS, _fmt_rows(result.classifier_rows),
+                          CLASSIFIERS_COLUMNS)
+    runs.atomic_write_csv(stage / runs.DIRECTIONS, direction_rows(result), DIRECTIONS_COLUMNS)
+    runs.atomic_write_csv(stage / runs.ALPHA_SWEEP, _fmt_rows(result.sweep_rows), SWEEP_COLUMNS)
+    runs.atomic_write_csv(stage / runs.NULL_DRAWS, _fmt_rows(result.null_rows), NULL_COLUMNS)
+    arrays = artifact_arrays(result, setup)
+    tmp = stage / f".{runs.ARTIFACTS}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(stage / runs.ARTIFACTS)
+    plots = write_plots(result, stage / runs.PLOTS_DIR)
+    return [runs.CLASSIFIERS, runs.DIRECTIONS, runs.ALPHA_SWEEP, runs.NULL_DRAWS, runs.ARTIFACTS,
+            *[f"{runs.PLOTS_DIR}/{p}" for p in plots]]
+
+
+def load_kind(kind: str) -> Any:
+    """The module ``cage.experiment_<kind>``; ConfigError when there is none."""
+    try:
+        return importlib.import_module(f"cage.experiment_{kind}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"cage.experiment_{kind}":
+            raise
+        raise ConfigError(f"[experiment] kind = {kind!r}: no such experiment kind (no module "
+                          f"cage.experiment_{kind}); use e.g. kind = \"mog\"") from None
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = False,
+                   cache_dir: str | Path | None = None) -> CageResult:
+    """Set up the experiment, run CAGE and write the run directory ``out`` (see module docstring).
+
+    Nothing is left at ``out`` unless the whole run succeeds (the directory is staged).
+    """
+    module = load_kind(config.kind)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    with runs.staged_run_dir(out, force=force) as stage:
+        setup = module.setup(config, cache_dir=cache)
+        result = run_cage(setup, config)
+        files = write_engine_files(result, setup, stage)
+        extra: dict[str, Any] = {}
+        finish = getattr(module, "finish", None)
+        if finish is not None:
+            extra = dict(finish(setup, result, stage, config) or {})
+        manifest = {
+            "schema_version": runs.SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex[:12],
+            "complete": True,
+            "created_by": "cage-eval generate",
+            "experiment": config.name,
+            "config": config.to_dict(),
+            "seeds": result.seeds,
+            "versions": versions(),
+            "setup": _jsonable(setup.info),
+            "files": files,
+            "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
+                            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau}
+                           for d in result.directions],
+        }
+        for key, value in extra.items():
+            if key in manifest:
+                raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
+            manifest[key] = _jsonable(value)
+        runs.atomic_write_json(stage / runs.MANIFEST, manifest)
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value

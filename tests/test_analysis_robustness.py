@@ -1,0 +1,138 @@
+"""Robustness checks against statsmodels and brute force: GEE, bootstraps, kappa, majority, position."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+from test_analysis_stats import judgement_frame
+
+from analysis.robustness import (
+    bootstrap_ci,
+    cluster_counts,
+    gee_exchangeable,
+    kappas,
+    overall,
+    robustness,
+)
+from analysis.stats import headline
+
+
+def _clustered(n_pairs: int, p: float, rho_sizes=(3,), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids, ys = [], []
+    for i in range(n_pairs):
+        size = int(rng.choice(rho_sizes))
+        q = np.clip(p + rng.normal(0, 0.2), 0.02, 0.98)  # pair-level effect: real clustering
+        ids += [i] * size
+        ys += list((rng.random(size) < q).astype(int))
+    return np.array(ids), np.array(ys)
+
+
+@pytest.mark.parametrize("sizes,p,seed", [((3,), 0.62, 0), ((1, 2, 3, 4), 0.45, 1),
+                                          ((2, 3), 0.7, 2)])
+def test_gee_closed_form_equals_statsmodels(sizes, p, seed):
+    ids, y = _clustered(60, p, sizes, seed)
+    df = pd.DataFrame({"y": y, "pair_id": ids})
+    model = smf.gee("y ~ 1", groups="pair_id", data=df, family=sm.families.Binomial(),
+                    cov_struct=sm.cov_struct.Exchangeable())
+    ref = model.fit(maxiter=200, ctol=1e-12)
+    n, s = cluster_counts(ids, y)
+    ours = gee_exchangeable(n, s)
+    b = ref.params["Intercept"]
+    assert ours.rate == pytest.approx(1 / (1 + math.exp(-b)), abs=1e-6)
+    assert ours.correlation == pytest.approx(ref.model.cov_struct.dep_params, abs=1e-6)
+    assert ours.p_value == pytest.approx(ref.pvalues["Intercept"], rel=1e-5)
+
+
+def test_gee_degenerate_cells_are_not_estimable():
+    n = np.array([3.0, 3.0])
+    assert math.isnan(gee_exchangeable(n, n).rate)          # everyone prefers cause
+    assert math.isnan(gee_exchangeable(n, 0 * n).p_value)   # nobody does
+
+
+def test_multinomial_cluster_bootstrap_matches_naive_resampling():
+    ids, y = _clustered(80, 0.6, (2, 3), 4)
+    n, s = cluster_counts(ids, y)
+    lo, hi = bootstrap_ci(n, s, n_boot=4000, random_state=1)
+    rng = np.random.default_rng(2)
+    draws = rng.integers(0, len(n), size=(4000, len(n)))
+    naive = s[draws].sum(1) / n[draws].sum(1)
+    nlo, nhi = np.quantile(naive, [0.025, 0.975])
+    assert abs(lo - nlo) < 0.015 and abs(hi - nhi) < 0.015
+    assert lo < s.sum() / n.sum() < hi
+    assert bootstrap_ci(n, s, n_boot=500, random_state=7) == bootstrap_ci(n, s, n_boot=500,
+                                                                          random_state=7)
+
+
+def test_kappas_equal_statsmodels_on_rating_matrix_and_by_hand():
+    rng = np.random.default_rng(0)
+    ratings = (rng.random((50, 3)) < rng.uniform(0.1, 0.9, (50, 1))).astype(int)  # 1 = cause
+    table, _ = aggregate_raters(ratings)
+    n = np.full(50, 3.0)
+    s = ratings.sum(1).astype(float)
+    fk, rk, items, raters = kappas(n, s)
+    assert (items, raters) == (50, 3)
+    assert fk == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=1e-12)
+    assert rk == pytest.approx(fleiss_kappa(table, method="randolph"), abs=1e-12)
+    # Randolph by hand: observed agreement vs 1/2 chance.
+    agree = ((s * (s - 1) + (3 - s) * (2 - s)) / 6).mean()
+    assert rk == pytest.approx((agree - 0.5) / 0.5, abs=1e-12)
+    assert rk >= fk - 1e-12  # Warrens (2010)
+
+
+def test_kappa_uses_pairs_with_the_modal_number_of_judgements():
+    n = np.array([3, 3, 3, 2, 1], dtype=float)
+    s = np.array([3, 0, 2, 1, 1], dtype=float)
+    fk, rk, items, raters = kappas(n, s)
+    assert (items, raters) == (3, 3)
+    assert fk == pytest.approx(fleiss_kappa(np.array([[3, 0], [0, 3], [2, 1]]), method="fleiss"))
+
+
+def test_majority_vote_counts_ties_and_tests_untied_pairs():
+    frame = judgement_frame({("a->b", "same_source"): (0, 0)})
+    rows = []
+    # pairs: 3-0, 2-1, 1-2, 1-1 (tie), 2-0
+    for pid, votes in enumerate([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 0], [1, 1]]):
+        for j, v in enumerate(votes):
+            rows.append({**dict.fromkeys(frame.columns, ""), "line": len(rows) + 2,
+                         "worker_id": f"w{j}", "kind": "pair", "pair_id": f"p{pid}",
+                         "dag": "a->b", "setting": "same_source", "choice": "top",
+                         "cause_position": "top" if v else "bottom",
+                         "preferred": "cause" if v else "effect", "work_time_s": np.nan,
+                         "correct": np.nan})
+    pairs = pd.DataFrame(rows, columns=frame.columns)
+    cells = headline(pairs)
+    rob = robustness(pairs, cells, correction="bonferroni", family="setting", alpha=0.05,
+                     n_boot=0)
+    r = rob.iloc[0]
+    assert (r.majority_cause, r.majority_pairs, r.majority_ties) == (3, 4, 1)
+    assert r.majority_p_value == pytest.approx(0.625)  # P(|X-2| >= 1), X ~ Bin(4, .5) = 10/16
+    assert math.isnan(r.pair_boot_ci_low)
+
+
+def test_position_bias_detected_while_counterbalancing_protects_the_headline():
+    # Every worker picks the top image; the cause is on top in half the pairs.
+    frame = judgement_frame({("a->b", "same_source"): (150, 300)})
+    frame["choice"] = "top"
+    frame["preferred"] = np.where(frame["cause_position"] == "top", "cause", "effect")
+    cells = headline(frame)
+    rob = robustness(frame, cells, correction="bonferroni", family="setting", alpha=0.05,
+                     n_boot=0)
+    assert rob.iloc[0].top_chosen == 300 and rob.iloc[0].position_p_value < 1e-80
+    assert cells.iloc[0].rate == pytest.approx(0.5, abs=0.02)
+    assert overall(frame)["position_p_value"] < 1e-80
+
+
+def test_robustness_is_invariant_to_row_order():
+    frame = judgement_frame({("a->b", "same_source"): (190, 300),
+                             ("a->b", "same_destination"): (140, 300)})
+    shuffled = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    a = robustness(frame, headline(frame), correction="holm", family="setting", alpha=0.05)
+    b = robustness(shuffled, headline(shuffled), correction="holm", family="setting", alpha=0.05)
+    pd.testing.assert_frame_equal(a, b, rtol=1e-12)

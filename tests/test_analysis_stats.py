@@ -1,0 +1,155 @@
+"""Headline statistics against independent closed forms: exact binomial sums, corrections, CIs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
+
+from analysis.join import JUDGEMENT_COLUMNS
+from analysis.power import two_sided_pvalues
+from analysis.stats import adjust, binomial_test, families, headline
+
+
+def minlike_pvalue(k: int, n: int, p0: float = 0.5) -> float:
+    """Two-sided exact p-value summed by hand: all outcomes no more likely than k."""
+    pmf = [math.comb(n, j) * p0**j * (1 - p0) ** (n - j) for j in range(n + 1)]
+    return min(1.0, sum(q for q in pmf if q <= pmf[k] * (1 + 1e-7)))
+
+
+def judgement_frame(cells: dict[tuple[str, str], tuple[int, int]], annotators: int = 3,
+                    seed: int = 0) -> pd.DataFrame:
+    """Pair judgements with exactly k of n preferring cause per cell, 3 per pair."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (dag, setting), (k, n) in cells.items():
+        prefs = np.array(["cause"] * k + ["effect"] * (n - k))
+        rng.shuffle(prefs)
+        for i, pref in enumerate(prefs):
+            cause_top = (i // annotators) % 2 == 0
+            chose_top = (pref == "cause") == cause_top
+            rows.append({
+                "line": len(rows) + 2, "source": "tidy", "hit_id": "", "assignment_id": "",
+                "worker_id": f"w{(i * 7 + len(rows)) % 11}", "worker_name": "", "status": "",
+                "marked_reject": "", "submit_time": "", "work_time_s": float("nan"),
+                "item_id": "", "kind": "pair", "pair_id": f"{dag}/{setting}/{i // annotators}",
+                "dag": dag, "setting": setting, "choice": "top" if chose_top else "bottom",
+                "cause_position": "top" if cause_top else "bottom", "preferred": pref,
+                "correct": float("nan"),
+            })
+    return pd.DataFrame(rows, columns=list(JUDGEMENT_COLUMNS))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 30, 100, 300])
+def test_pvalues_equal_hand_summed_binomial_tails(n):
+    for k in range(n + 1):
+        expected = minlike_pvalue(k, n)
+        assert binomial_test(k, n)[0] == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    vec = two_sided_pvalues(n)
+    assert np.allclose(vec, [minlike_pvalue(k, n) for k in range(n + 1)], rtol=1e-9, atol=0)
+
+
+def test_pvalues_with_a_non_half_null_and_ties():
+    # n even, k = n/2 under p0 = 0.5: p = 1 exactly; under p0 = 0.3 the minlike sum by hand.
+    assert binomial_test(150, 300)[0] == 1.0
+    for k in (0, 5, 12, 20, 40):
+        assert two_sided_pvalues(40, 0.3)[k] == pytest.approx(minlike_pvalue(k, 40, 0.3), rel=1e-9)
+
+
+def test_headline_counts_pvalues_and_clopper_pearson():
+    cells = {("thick->bright", "same_source"): (231, 300), ("slant->thick", "same_source"): (160, 300),
+             ("thick->bright", "same_destination"): (120, 300),
+             ("slant->thick", "same_destination"): (151, 300)}
+    table = headline(judgement_frame(cells))
+    assert len(table) == 4
+    # Table order: settings as in runs.SETTINGS, DAGs by name.
+    assert list(zip(table["setting"], table["dag"], strict=True)) == [
+        ("same_source", "slant->thick"), ("same_source", "thick->bright"),
+        ("same_destination", "slant->thick"), ("same_destination", "thick->bright")]
+    for r in table.itertuples():
+        k, n = cells[(r.dag, r.setting)]
+        assert (r.k, r.n, r.pairs) == (k, n, 100)
+        assert r.p_value == pytest.approx(minlike_pvalue(k, n), rel=1e-9)
+        # Clopper-Pearson from the beta quantiles.
+        assert r.ci_low == pytest.approx(special.betaincinv(k, n - k + 1, 0.025), rel=1e-9)
+        assert r.ci_high == pytest.approx(special.betaincinv(k + 1, n - k, 0.975), rel=1e-9)
+        # Bonferroni over each setting's 2 DAGs.
+        assert r.p_adjusted == pytest.approx(min(1.0, 2 * r.p_value), rel=1e-12)
+        assert r.family_size == 2
+    stars = dict(zip(zip(table["dag"], table["setting"], strict=True), table["significant"],
+                     strict=True))
+    assert stars[("thick->bright", "same_source")] and stars[("thick->bright", "same_destination")]
+    assert not stars[("slant->thick", "same_source")] and not stars[("slant->thick", "same_destination")]
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "holm"])
+def test_corrections_equal_statsmodels_with_explicit_method(method):
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.uniform(0, 0.05, 3), rng.uniform(0, 1, 5), [np.nan]])
+    groups = [np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7, 8])]
+    adjusted, significant = adjust(p, groups, method, 0.05)
+    for rows in groups:
+        rows = rows[~np.isnan(p[rows])]
+        reject, corrected, _, _ = multipletests(p[rows], alpha=0.05, method=method)
+        assert np.array_equal(adjusted[rows], corrected)
+        assert np.array_equal(significant[rows], reject)
+    assert np.isnan(adjusted[8]) and not significant[8]
+
+
+def test_holm_and_bonferroni_by_hand():
+    p = np.array([0.001, 0.02, 0.03, 0.2])  # cage_core.md section 6 example
+    bonf, _ = adjust(p, [np.arange(4)], "bonferroni", 0.05)
+    holm, _ = adjust(p, [np.arange(4)], "holm", 0.05)
+    assert np.allclose(bonf, [0.004, 0.08, 0.12, 0.8])
+    assert np.allclose(holm, [0.004, 0.06, 0.06, 0.2])
+    none, sig = adjust(p, [np.arange(4)], "none", 0.05)
+    assert np.array_equal(none, p) and sig.tolist() == [True, True, True, False]
+
+
+def test_family_all_pools_every_cell():
+    cells = {("a->b", "same_source"): (180, 300), ("c->d", "same_source"): (150, 300),
+             ("a->b", "same_destination"): (170, 300), ("c->d", "same_destination"): (140, 300)}
+    frame = judgement_frame(cells)
+    per_setting = headline(frame, family="setting")
+    pooled = headline(frame, family="all")
+    assert set(per_setting["family_size"]) == {2} and set(pooled["family_size"]) == {4}
+    assert np.allclose(pooled["p_adjusted"], np.minimum(1, 4 * pooled["p_value"]))
+    assert [len(g) for g in families(per_setting, "setting")] == [2, 2]
+
+
+def test_planted_preference_rate_is_recovered():
+    rng = np.random.default_rng(11)
+    planted = {("a->b", "same_source"): 0.70, ("a->b", "same_destination"): 0.35,
+               ("c->d", "same_source"): 0.50, ("c->d", "same_destination"): 0.58}
+    n = 3000
+    cells = {c: (int(rng.binomial(n, p)), n) for c, p in planted.items()}
+    table = headline(judgement_frame(cells, seed=2))
+    for r in table.itertuples():
+        p = planted[(r.dag, r.setting)]
+        se = math.sqrt(p * (1 - p) / n)
+        assert abs(r.rate - p) < 4 * se
+        assert r.ci_low < p < r.ci_high  # seeded: holds for this draw
+        assert bool(r.significant) == (p != 0.5)
+
+
+def test_type_one_error_near_nominal_under_no_preference():
+    """Under p = 0.5 the exact test at n = 300 rejects at its exact size (<= alpha).
+
+    20,000 simulated cells; the observed rate must lie within 4 standard errors of the exact size,
+    and the exact size in [0.035, 0.050] (the exact test is conservative, never liberal).
+    """
+    n, alpha, sims = 300, 0.05, 20_000
+    table = np.array([binomial_test(k, n)[0] for k in range(n + 1)])
+    size = stats.binom.pmf(np.arange(n + 1), n, 0.5)[table <= alpha].sum()
+    assert 0.035 <= size <= alpha
+    k = np.random.default_rng(5).binomial(n, 0.5, size=sims)
+    rate = np.mean(table[k] <= alpha)
+    assert abs(rate - size) < 4 * math.sqrt(size * (1 - size) / sims)
+    # Family-wise: 4 DAGs with Bonferroni: P(any star) <= alpha.
+    fam = np.random.default_rng(6).binomial(n, 0.5, size=(sims // 4, 4))
+    any_star = np.mean((table[fam] <= alpha / 4).any(axis=1))
+    assert any_star < alpha + 4 * math.sqrt(alpha * (1 - alpha) / (sims // 4))
