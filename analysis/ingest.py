@@ -158,7 +158,7 @@ def _read_columns(header: CsvHeader, usecols: list[str], nrows: int | None = Non
     try:
         df = pd.read_csv(
             header.path, usecols=usecols, dtype=str, keep_default_na=False, na_filter=False,
-            encoding=header.encoding, nrows=nrows, skipinitialspace=False,
+            encoding=header.encoding, nrows=nrows, index_col=False,
         )
     except pd.errors.EmptyDataError:
         raise InputFileError(f"{header.path}: the file is empty; download the results again") from None
@@ -196,7 +196,11 @@ def _unwrap_list_repr(values: pd.Series, path: Path, column: str) -> pd.Series:
     if not mask.any():
         return values
     out = values.copy()
-    for idx in np.flatnonzero(mask.to_numpy()):
+    # Fast path for the common single value, ['top']; anything else goes through literal_eval.
+    single = values.str.extract(r"^\[\s*'([A-Za-z_]*)'\s*\]$", expand=False)
+    simple = mask & single.notna()
+    out[simple] = single[simple]
+    for idx in np.flatnonzero((mask & ~simple).to_numpy()):
         raw = values.iloc[idx]
         try:
             parsed = ast.literal_eval(raw)
@@ -269,7 +273,7 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
     name = col("Turkle.Username") if "Turkle.Username" in df.columns else worker
     work_time = pd.to_numeric(col("WorkTimeInSeconds"), errors="coerce") if (
         "WorkTimeInSeconds" in df.columns) else pd.Series(np.nan, index=df.index)
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "line": _lines(n),
         "source": fmt,
         "hit_id": col("HITId"),
@@ -287,6 +291,10 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
         "dag": empty, "setting": empty, "pair_id": empty, "preferred": empty,
         "cause_position": empty,
     }, columns=list(RAW_COLUMNS))
+    # Where the run id came from, for error messages.
+    out.attrs["run_id_column"] = (
+        "Input.run_id" if "Input.run_id" in df.columns else "RequesterAnnotation")
+    return out
 
 
 def read_tidy(header: CsvHeader) -> pd.DataFrame:

@@ -143,6 +143,7 @@ def _check_values(values: pd.Series, allowed: tuple[str, ...], raw: pd.DataFrame
 def check_single_run(raw: pd.DataFrame, path: Path) -> str:
     """The one run id a file names ('' when none); InputFileError when it names several."""
     ids = raw["run_id"]
+    column = raw.attrs.get("run_id_column", "Input.run_id")
     nonempty = ids[ids != ""]
     if nonempty.empty:
         return ""
@@ -151,9 +152,9 @@ def check_single_run(raw: pd.DataFrame, path: Path) -> str:
     if other.any():
         i = int(np.flatnonzero(other)[0])
         raise InputFileError(
-            f"{path}: line {int(raw['line'].iloc[i])}: column Input.run_id: answers of run "
+            f"{path}: line {int(raw['line'].iloc[i])}: column {column}: answers of run "
             f"{ids.iloc[i]!r} mixed with run {first!r}; analyse one run per file "
-            "(split the file by Input.run_id)")
+            f"(split the file by {column})")
     return first
 
 
@@ -197,7 +198,8 @@ def join_judgements(
     manifest_id = str(manifest.get("run_id", ""))
     if run_id and manifest_id and run_id != manifest_id:
         line = int(raw["line"].iloc[int(np.flatnonzero((raw["run_id"] != "").to_numpy())[0])])
-        raise InputFileError(f"{path}: line {line}: column Input.run_id: answers of run "
+        column = raw.attrs.get("run_id_column", "Input.run_id")
+        raise InputFileError(f"{path}: line {line}: column {column}: answers of run "
                              f"{run_id!r}, but {run_dir} is run {manifest_id!r}; pass the "
                              "right --run DIR")
     report.run_dir, report.run_id = run_dir, manifest_id or run_id

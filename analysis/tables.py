@@ -3,12 +3,15 @@
 Outputs (:func:`write_outputs`): ``table2.csv`` (one row per DAG and setting, every column),
 ``table2.md``, ``table2.tex``, ``workers.csv`` and ``analysis.json`` (every number, the plan, the
 exclusions and the flags). All are rendered in memory first, so an error leaves no file behind;
-each is then written atomically.
+then they are staged and renamed into place together (:func:`write_outputs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.report import AnalysisResult
-from cage_eval import runs
+from cage_eval.errors import ConfigError
 
 OUTPUT_FILES = ("table2.csv", "table2.md", "table2.tex", "workers.csv", "analysis.json")
 
@@ -350,12 +353,36 @@ def render_outputs(result: AnalysisResult) -> dict[str, str]:
 
 
 def write_outputs(result: AnalysisResult, out_dir: str | Path) -> list[Path]:
-    """Render everything, then write each file atomically into ``out_dir``; return the paths."""
+    """Render everything, then write all files into ``out_dir``; return their paths.
+
+    Every file is first written and synced under a temporary name in ``out_dir``; only when all
+    of them are on disk are they renamed into place, so a failure (bad directory, full disk)
+    leaves none of the outputs, old or new, half-written.
+    """
     texts = render_outputs(result)
     out_dir = Path(out_dir)
-    paths = []
-    for name in OUTPUT_FILES:
-        path = out_dir / name
-        runs.atomic_write_text(path, texts[name])
-        paths.append(path)
-    return paths
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a directory; choose a directory")
+    created = not out_dir.exists()
+    staged: list[tuple[str, Path]] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUT_FILES:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            staged.append((tmp, out_dir / name))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(texts[name].encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except OSError as exc:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise ConfigError(f"--out {out_dir}: cannot write the outputs ({exc.strerror or exc}); "
+                          "choose a writable directory") from None
+    return [final for _, final in staged]

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cage import morpho
+from cage_eval.errors import RunDirError
 from cage_eval.runs import atomic_write_bytes
 
 ATTRIBUTES = ("thick", "bright", "slanted", "wide", "round")
@@ -193,5 +194,9 @@ def load(config: DigitsConfig, cache_dir: str | os.PathLike[str] | None) -> Digi
             **{f"m_{k}": v for k, v in data.measured.items()},
             **{f"a_{k}": v for k, v in data.attributes.items()},
         )
-        atomic_write_bytes(path, buf.getvalue())
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:
+            raise RunDirError(f"{path.parent}: cannot write the dataset cache ({exc.strerror}); "
+                              "set CAGE_EVAL_CACHE to a writable directory") from None
     return data

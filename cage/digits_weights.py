@@ -133,6 +133,7 @@ def train_bundle(configs: ModelConfigs, data: digits_data.DigitsDataset) -> tupl
     meta = {
         "key": configs.key(),
         "configs": configs.to_dict(),
+        "dataset_images": len(data),
         "attributes": list(digits_data.ATTRIBUTES),
         "vae": {"losses": [round(v, 4) for v in vae_report.losses],
                 "recon_mse": round(vae_report.recon_mse, 6), "steps": vae_report.steps},
@@ -151,9 +152,9 @@ def write_bundle(directory: str | os.PathLike[str], files: dict[str, bytes]) -> 
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        for name in (VAE_FILE, OBS_FILE):
+        for name in (VAE_FILE, OBS_FILE, META_FILE):
             atomic_write_bytes(directory / name, files[name])
-        atomic_write_bytes(directory / META_FILE, files[META_FILE])
+            os.chmod(directory / name, 0o644)
     except OSError as exc:
         raise RunDirError(f"{directory}: cannot write the weights ({exc.strerror}); choose a "
                           "writable directory") from None
@@ -176,3 +177,30 @@ def load_or_train(configs: ModelConfigs, data: digits_data.DigitsDataset,
     if cache_dir is not None:
         write_bundle(cache_bundle_dir(cache_dir, configs), files)
     return models
+
+
+def read_shipped_meta() -> dict[str, Any] | None:
+    """The shipped bundle's ``digits_weights.json``, or None when none is shipped."""
+    path = shipped_dir() / META_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def train_and_write(configs: ModelConfigs, cache_dir: str | os.PathLike[str] | None,
+                    out: str | os.PathLike[str]) -> tuple[DigitsModels, Path]:
+    """Train a bundle from scratch (dataset from the cache when present) and write it to ``out``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".cage-eval-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{out}: cannot write the weights here ({exc.strerror}); choose a "
+                          "writable --out") from None
+    data = digits_data.load(configs.data, cache_dir)
+    models, files = train_bundle(configs, data)
+    return models, write_bundle(out, files)

@@ -265,10 +265,10 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     except OSError as exc:
         raise ConfigError(f"{run_dir}: cannot write images ({exc.strerror}); choose a writable "
                           "--out") from None
-    maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
-                      np.arange(len(data)), setup.observation_classifier, store, options.pairs)
     sets: list[PairSet] = []
-    with deterministic_torch():
+    with store, deterministic_torch():
+        maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
+                          np.arange(len(data)), setup.observation_classifier, store, options.pairs)
         for cause, effect in dags:
             pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
             c, e = _linear(result, pair, cause), _linear(result, pair, effect)

@@ -1,8 +1,8 @@
 """PNG writing with opaque, content-derived names, and contact sheets of counterfactual pairs.
 
-Image files shown to annotators are named ``<first 20 hex digits of sha256(png bytes)>.png``: the
-name is a function of the pixels only, so it reveals neither the attribute manipulated, nor the
-setting, nor the pair; the PNG carries no text chunks or timestamps. The encoder is written here
+Image files shown to annotators are named ``<first 20 hex digits of sha256(pixels)>.png``: the name
+is a function of the pixels only, so it reveals neither the attribute manipulated, nor the setting,
+nor the pair; the PNG carries no text chunks or timestamps. The encoder is written here
 (8-bit greyscale, filter type 0, zlib level 6) so that the bytes do not depend on the Pillow
 version: same pixels, same file, same name.
 
@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,13 +52,22 @@ def encode_png(image: np.ndarray, *, scale: int = 1) -> bytes:
             + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _chunk(b"IEND", b""))
 
 
-def image_name(png: bytes) -> str:
-    """The opaque, content-derived file name of a PNG."""
-    return hashlib.sha256(png).hexdigest()[:NAME_HEX_DIGITS] + ".png"
+def image_name(image: np.ndarray, *, scale: int = 1) -> str:
+    """The opaque, content-derived file name of an image: a hash of its pixels (and shape and
+    enlargement), so equal images share one file and the name says nothing else."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    h = hashlib.sha256(b"cage-eval-png-v1")
+    h.update(struct.pack(">III", *image.shape, scale))
+    h.update(image.tobytes())
+    return h.hexdigest()[:NAME_HEX_DIGITS] + ".png"
 
 
 class ImageStore:
     """Writes PNGs into one directory under content-derived names, each distinct image once.
+
+    Encoding and writing happen on one worker thread (zlib and file I/O release the GIL), so they
+    overlap with the decoding of the next batch; :meth:`close` (or leaving the ``with`` block)
+    waits for every write and re-raises the first failure.
 
     Parameters
     ----------
@@ -68,27 +78,42 @@ class ImageStore:
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, scale: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.scale = scale
-        self.written: dict[str, int] = {}
+        self.written: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="png")
+        self._futures: list[Any] = []
+
+    def _write(self, name: str, image: np.ndarray) -> None:
+        with open(self.directory / name, "wb") as fh:
+            fh.write(encode_png(image, scale=self.scale))
 
     def add(self, image: np.ndarray) -> str:
-        """Write one uint8 image (H, W) if not yet present; return its file name."""
-        png = encode_png(image, scale=self.scale)
-        name = image_name(png)
+        """Queue one uint8 image (H, W) for writing if not yet present; return its file name."""
+        image = np.array(image, dtype=np.uint8, copy=True)
+        name = image_name(image, scale=self.scale)
         if name not in self.written:
-            with open(self.directory / name, "wb") as fh:
-                fh.write(png)
-            self.written[name] = len(png)
+            self.written.add(name)
+            self._futures.append(self._pool.submit(self._write, name, image))
         return name
 
-    def add_many(self, images: np.ndarray) -> list[str]:
-        """:meth:`add` for each image of a uint8 stack (n, H, W) or (n, 1, H, W)."""
-        images = np.asarray(images)
-        if images.ndim == 4:
-            images = images[:, 0]
-        return [self.add(im) for im in images]
+    def close(self) -> None:
+        """Wait for all writes; raise the first error."""
+        futures, self._futures = self._futures, []
+        try:
+            for f in futures:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def contact_sheet(

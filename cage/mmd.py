@@ -41,8 +41,8 @@ def gaussian_kernel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     xy = torch.as_tensor(np.concatenate([np.asarray(x, np.float64), np.asarray(y, np.float64)]))
     d2 = torch.cdist(xy, xy).pow(2)
     n_all = xy.shape[0]
-    off = d2[~torch.eye(n_all, dtype=torch.bool)]
-    sigma = float(off.median().sqrt())
+    off = d2[~torch.eye(n_all, dtype=torch.bool)].clamp_min(0).sqrt().numpy()
+    sigma = float(np.median(off))  # numpy's median (the mean of the two middle values)
     if sigma <= 0:
         sigma = 1.0  # all points identical: any bandwidth gives MMD = 0
     return torch.exp(-d2 / (2 * sigma**2)).numpy(), sigma

@@ -49,6 +49,7 @@ class PairConfig:
     alpha_growth: float = 1.5
     alpha_steps: int = 3
     check_threshold: float = 0.5
+    batch: int = 256
     seed: int = 0
 
 
@@ -186,9 +187,8 @@ class PairMaker:
                 f"{dag}; ask for at most {len(pool)} pairs")
         result = PairSet(dag=dag, setting="same_source")
         queue = list(pool)
-        slots: list[int | None] = [None] * n
         tries = np.zeros(n, dtype=np.int64)
-        done: dict[int, tuple[int, Manipulation, Manipulation, int]] = {}
+        done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]] = {}
         tried = 0
         stats = _Counter()
         while len(done) < n:
@@ -198,27 +198,30 @@ class PairMaker:
                     f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
                     f"after trying {tried} source images; lower [pairs] n_same_source or raise "
                     "[pairs] alpha_steps")
-            for j in waiting:
-                slots[j] = int(queue.pop(0))
-                tries[j] += 1
-            idx = np.array([slots[j] for j in waiting])
-            tried += len(idx)
-            t_c = 1 - self.labels[cause.name][idx]
-            t_e = 1 - self.labels[effect.name][idx]
-            mc = self.manipulate(idx, cause, t_c)
-            me = self.manipulate(idx, effect, t_e)
-            stats.add(mc, me)
-            for k, j in enumerate(waiting):
-                if mc.ok[k] and me.ok[k]:
-                    done[j] = (int(idx[k]), _take(mc, k), _take(me, k), int(tries[j]))
+            # Chunks of `batch` slots: the images of one chunk are written (by the store's worker
+            # thread) while the next chunk is decoded.
+            for start in range(0, len(waiting), self.config.batch):
+                chunk = waiting[start:start + self.config.batch]
+                idx = np.array([queue.pop(0) for _ in chunk], dtype=np.int64)
+                tries[chunk] += 1
+                tried += len(idx)
+                t_c = 1 - self.labels[cause.name][idx]
+                t_e = 1 - self.labels[effect.name][idx]
+                mc = self.manipulate(idx, cause, t_c)
+                me = self.manipulate(idx, effect, t_e)
+                stats.add(mc, me)
+                for k, j in enumerate(chunk):
+                    if mc.ok[k] and me.ok[k]:
+                        src = int(idx[k])
+                        row = self._row(dag, cause, effect, "same_source", src, src, _take(mc, k),
+                                        _take(me, k), int(tries[j]))
+                        label = (f"{cause.name} ->{int(t_c[k])}, {effect.name} ->{int(t_e[k])}")
+                        done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
         for j in range(n):
-            src, mc, me, attempts = done[j]
-            result.rows.append(self._row(dag, cause, effect, "same_source", src, src, mc, me,
-                                         attempts))
-            result.sheet_rows.append([self.images[src], mc.images[0], me.images[0]])
-            result.sheet_labels.append(
-                f"{cause.name} ->{1 - self.labels[cause.name][src]}, "
-                f"{effect.name} ->{1 - self.labels[effect.name][src]}")
+            row, sheet, label = done[j]
+            result.rows.append(row)
+            result.sheet_rows.append(sheet)
+            result.sheet_labels.append(label)
         result.stats = stats.summary(n, tried, n)
         return result
 
@@ -242,8 +245,8 @@ class PairMaker:
                     f"{cause.name}={key[0]}, {effect.name}={key[1]} but only {len(queues[key])} "
                     "exist; ask for fewer pairs")
         result = PairSet(dag=dag, setting="same_destination")
-        side_a: list[int | None] = [None] * n
-        side_b: list[int | None] = [None] * n
+        side_a: list[int] = [-1] * n
+        side_b: list[int] = [-1] * n
         ok_a: dict[int, Manipulation] = {}
         ok_b: dict[int, Manipulation] = {}
         rounds = np.zeros(n, dtype=np.int64)
@@ -265,20 +268,21 @@ class PairMaker:
                             "images; lower [pairs] n_same_destination or raise [pairs] alpha_steps")
                     side[j] = queue.pop(0)
                     tried += 1
-            ia = np.array([side_a[j] for j in need_a], dtype=np.int64)
-            ib = np.array([side_b[j] for j in need_b], dtype=np.int64)
-            mc = self.manipulate(ia, cause, np.array([combos[j][0] for j in need_a], dtype=np.int64))
-            me = self.manipulate(ib, effect, np.array([combos[j][1] for j in need_b],
-                                                      dtype=np.int64))
-            stats.add(mc, me)
-            for k, j in enumerate(need_a):
-                if mc.ok[k]:
-                    ok_a[j] = _take(mc, k)
-            for k, j in enumerate(need_b):
-                if me.ok[k]:
-                    ok_b[j] = _take(me, k)
+            for side, waiting, attr, which, accepted in (
+                    (side_a, need_a, cause, 0, ok_a), (side_b, need_b, effect, 1, ok_b)):
+                for start in range(0, len(waiting), self.config.batch):
+                    chunk = waiting[start:start + self.config.batch]
+                    idx = np.array([side[j] for j in chunk], dtype=np.int64)
+                    targets = np.array([combos[j][which] for j in chunk], dtype=np.int64)
+                    m = self.manipulate(idx, attr, targets)
+                    stats.add(m)
+                    for k, j in enumerate(chunk):
+                        if m.ok[k]:
+                            accepted[j] = _take(m, k)
+                            self.store.add(m.images[k])
+                            self.store.add(self.images[idx[k]])
         for j in range(n):
-            a, b = int(side_a[j]), int(side_b[j])  # type: ignore[arg-type]
+            a, b = side_a[j], side_b[j]
             result.rows.append(self._row(dag, cause, effect, "same_destination", a, b, ok_a[j],
                                          ok_b[j], int(rounds[j])))
             result.sheet_rows.append([self.images[a], ok_a[j].images[0], self.images[b],

@@ -123,6 +123,9 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
     click.echo(f"Environment: {env.name} ({endpoint_url or env.endpoint_url})")
     click.echo(f"Run {plan.run_id}: {len(plan.items)} HITs ({n_pairs} pairs, {plan.n_attention} "
                f"attention checks); {len(plan.created)} already published")
+    if plan.items_from_file:
+        click.echo(f"HIT items: the existing {run_dir / 'hit_items.csv'} (--attention-rate and "
+                   "--seed only apply when it is first built)")
     click.echo(f"Estimated cost: {plan.estimate.describe()}")
     if plan.created:
         click.echo(f"Still to publish: {plan.remaining.hits} HITs, ${plan.remaining.total:.2f}")
@@ -280,7 +283,8 @@ def review(run, reject_failed_attention, feedback, dry_run, yes, concurrency, pr
     decisions = plan_review(run_dir, client, reject_failed_attention=reject_failed_attention,
                             concurrency=concurrency)
     rejects = [d for d in decisions if d.action == REJECT]
-    check_feedback(decisions, feedback)
+    if not dry_run:
+        check_feedback(decisions, feedback)
     click.echo(f"Submitted assignments: {len(decisions)} ({len(decisions) - len(rejects)} to approve, "
                f"{len(rejects)} to reject)")
     for d in rejects:

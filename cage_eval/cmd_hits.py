@@ -57,6 +57,7 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
     from hitgen.hosting import DataUriHost
     from hitgen.items import plan_hit_items, read_hit_items, write_hit_items
     from hitgen.preview import default_preview_dir, question_sizes, write_previews
+    from hitgen.render import template_digest
 
     texts = _texts(domain, texts_file)
     runs.read_manifest(run)
@@ -98,6 +99,8 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
     click.echo(f"largest HTMLQuestion with inlined images: {largest:,} bytes (limit 65,535)")
     if preview:
         click.echo(f"preview: {summary.directory / 'index.html'}")
+    click.echo(f"templates: {template_digest(templates_dir)} "
+               f"({templates_dir or 'built-in'}; sha256 of every template in effect)")
 
 
 @click.command("export-batch")
@@ -136,13 +139,13 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
     from hitgen.hosting import DataUriHost, UrlPrefixHost
     from hitgen.items import read_hit_items
 
-    if image_base_url and s3_bucket:
+    if image_base_url is not None and s3_bucket is not None:
         raise ConfigError("--image-base-url and --s3-bucket exclude each other; choose one")
     texts = _texts(domain, texts_file)
     manifest = runs.read_manifest(run)
     items = read_hit_items(run)
     images = sorted({n for it in items for n in (it.image_top, it.image_bottom)})
-    if s3_bucket:
+    if s3_bucket is not None:
         from mturk.aws import make_client
         from mturk.images_s3 import S3ImageHost
 
@@ -150,20 +153,20 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
         host = S3ImageHost(make_client("s3", profile=profile, endpoint_url=endpoint_url,
                                        region=region),
                            s3_bucket, run, prefix=prefix, expires_in=expires_in)
-    elif image_base_url:
+    elif image_base_url is not None:
         host = UrlPrefixHost(run, image_base_url)
     else:
         host = DataUriHost(run)
     with runs.staged_run_dir(out, force=force) as stage:
-        uploaded = host.upload(images) if s3_bucket else 0
+        uploaded = host.upload(images) if s3_bucket is not None else 0
         result = export_batch(stage, items, host, texts, templates_dir=templates_dir,
-                              copy_images_from=run if image_base_url else None)
+                              copy_images_from=run if image_base_url is not None else None)
     click.echo(f"{out / result.template.name}: the design layout (paste it as the project's HTML)")
     click.echo(f"{out / result.input_csv.name}: {result.rows} rows (item_id, image_top, image_bottom)")
-    if image_base_url:
+    if image_base_url is not None:
         click.echo(f"{out / 'images'}: {result.images_copied} images; upload them so that "
                    f"{image_base_url.rstrip('/')}/<name> serves each one")
-    if s3_bucket:
+    if s3_bucket is not None:
         click.echo(f"s3://{s3_bucket}/{host.prefix}: {uploaded} images uploaded, "
                    f"{len(images) - uploaded} already there; URLs valid {expires_in:,} s")
     click.echo(f"largest filled page: {result.max_page_bytes:,} bytes (limit 65,535)")

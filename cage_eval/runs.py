@@ -13,6 +13,7 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       pairs.csv            counterfactual pairs (issue: image experiment)      -- PAIRS_COLUMNS
       images/*.png         opaque content-derived names
       sheets/*.png         contact sheets per DAG and setting
+      hits_preview/        locally rendered HIT pages (cage-eval hits)
       hit_items.csv        local blinding map: which image is shown where    -- HIT_ITEMS_COLUMNS
       analysis_plan.json   frozen at publish time
       ledger.sqlite        MTurk publishing ledger (one environment per run)
@@ -167,8 +168,18 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """Render rows as CSV text with a fixed column order and ``\\n`` line endings."""
+    rows = list(rows)
+    # The csv module quotes values holding "\n" but not a lone "\r"; quote everything in that rare
+    # case so that every value reads back exactly.
+    has_cr = any(isinstance(v, str) and "\r" in v for row in rows for v in row.values())
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="raise")
+    writer = csv.DictWriter(
+        buf,
+        fieldnames=list(columns),
+        lineterminator="\n",
+        extrasaction="raise",
+        quoting=csv.QUOTE_ALL if has_cr else csv.QUOTE_MINIMAL,
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow(row)

@@ -95,10 +95,10 @@ def read_pairs(run_dir: Path) -> list[dict[str, str]]:
     """Read and check ``RUN/pairs.csv``: columns, settings, and that every shown image exists."""
     path = runs.require_file(run_dir, runs.PAIRS, made_by=f"cage-eval generate --out {run_dir}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: unreadable ({exc}); regenerate the run") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in runs.PAIRS_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise RunDirError(f"{path}: missing column(s) {', '.join(missing)}; regenerate the run")
@@ -158,13 +158,25 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _opaque_name(data: bytes) -> str:
-    """A content-derived name, ``<sha256[:16]>.png``, like the run's own images."""
-    return hashlib.sha256(data).hexdigest()[:16] + ".png"
+DEFAULT_NAME_HEX_DIGITS = 20
+
+
+def _opaque_name(data: bytes, digits: int) -> str:
+    """A content-derived name, ``<sha256[:digits]>.png``, like the run's own images."""
+    return hashlib.sha256(data).hexdigest()[:digits] + ".png"
+
+
+def _name_digits(pairs: list[dict[str, str]]) -> int:
+    """How many hex digits the run's own image names have, so attention images look the same."""
+    stem = Path(pairs[0]["image_cause"]).stem
+    if 8 <= len(stem) <= 64 and all(c in "0123456789abcdef" for c in stem):
+        return len(stem)
+    return DEFAULT_NAME_HEX_DIGITS
 
 
 def _attention_pair(
-    images: Path, source_name: str, rng: np.random.Generator, new_images: dict[str, bytes]
+    images: Path, source_name: str, rng: np.random.Generator, new_images: dict[str, bytes],
+    digits: int,
 ) -> tuple[str, str]:
     """(clean, corrupt) file names for one attention check made from ``images/source_name``;
     their bytes are added to ``new_images``."""
@@ -178,7 +190,7 @@ def _attention_pair(
     # Both images are re-encoded here, so their names and encodings say nothing about which is which.
     names = []
     for data in (_png(clean), _png(corrupt_image(clean, rng))):
-        names.append(_opaque_name(data))
+        names.append(_opaque_name(data, digits))
         new_images[names[-1]] = data
     return names[0], names[1]
 
@@ -242,6 +254,9 @@ def plan_hit_items(run_dir: Path, *, seed: int = 0, attention_rate: float = 0.0)
     run_id = str(manifest.get("run_id") or "")
     if not run_id:
         raise RunDirError(f"{run_dir / runs.MANIFEST}: field run_id is missing; regenerate the run")
+    if manifest.get("complete") is not True:
+        raise RunDirError(f"{run_dir / runs.MANIFEST}: the run is not complete; rerun "
+                          "`cage-eval generate` before making HITs")
     pairs = read_pairs(run_dir)
 
     cells: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
@@ -281,7 +296,7 @@ def plan_hit_items(run_dir: Path, *, seed: int = 0, attention_rate: float = 0.0)
         clean_tops = balanced_tops(n_attention, rng)
         for k, (pick, clean_top) in enumerate(zip(picks, clean_tops, strict=True)):
             clean, corrupt = _attention_pair(images, sources[int(pick)], _rng(run_id, seed, "corrupt", k),
-                                          new_images)
+                                          new_images, _name_digits(pairs))
             top, bottom = (clean, corrupt) if clean_top else (corrupt, clean)
             items.append(HitItem(
                 item_id=item_id_for(run_id, f"attention-{k}", seed),
@@ -318,10 +333,10 @@ def read_hit_items(run_dir: Path) -> list[HitItem]:
     """Read and check ``RUN/hit_items.csv``; :class:`RunDirError` if missing or malformed."""
     path = runs.require_file(run_dir, runs.HIT_ITEMS, made_by=f"cage-eval hits {run_dir}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: unreadable ({exc}); rebuild it with `cage-eval hits`") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if tuple(reader.fieldnames or ()) != runs.HIT_ITEMS_COLUMNS:
         raise RunDirError(f"{path}: columns are {reader.fieldnames!r}, expected "
                           f"{list(runs.HIT_ITEMS_COLUMNS)}; rebuild it with `cage-eval hits`")

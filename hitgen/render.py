@@ -19,6 +19,7 @@ ids and source names are never in reach of a template.
 from __future__ import annotations
 
 import functools
+import hashlib
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -70,6 +71,17 @@ def template_environment(templates_dir: Path | None = None) -> jinja2.Environmen
         raise ConfigError(f"templates directory {path} does not exist; pass an existing --templates "
                           "DIR, or leave it out to use the built-in templates")
     return _environment(str(path.resolve()))
+
+
+def template_digest(templates_dir: Path | None = None) -> str:
+    """A short sha256 of every template in effect (overrides included): record it beside results
+    so that answers can be traced to the exact page workers saw."""
+    env = template_environment(templates_dir)
+    digest = hashlib.sha256()
+    for name in sorted(n for n in env.list_templates() if n.endswith(".jinja")):
+        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        digest.update(name.encode() + b"\0" + source.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _render(name: str, templates_dir: Path | None, **context: object) -> str:

@@ -83,12 +83,16 @@ def make_client(
             f"--profile {profile}` or choose an existing profile"
         ) from None
     config = botocore.config.Config(
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        # total_max_attempts counts the first try; botocore's "max_attempts" key counts retries only.
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         max_pool_connections=max(1, max_pool_connections),
         connect_timeout=10,
         read_timeout=60,
     )
     kwargs: dict[str, Any] = {"config": config}
+    if service == "mturk" and region and region != REGION and not endpoint_url:
+        raise ConfigError(f"--region {region!r}: the MTurk requester API exists only in {REGION}; "
+                          "drop --region")
     if service == "mturk":
         kwargs["region_name"] = region or REGION
         kwargs["endpoint_url"] = endpoint_url or environment(sandbox).endpoint_url
@@ -114,13 +118,17 @@ def error_code(exc: BaseException) -> str:
 
 
 def error_message(exc: BaseException) -> str:
-    """The AWS error message of a botocore ``ClientError``, else ``str(exc)``."""
+    """The AWS error message of a botocore ``ClientError``, else ``str(exc)``.
+
+    Only the first line, at most 300 characters: signature errors go on to quote the canonical
+    request, which may contain a session token, and that must never reach a log or the ledger.
+    """
     response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        message = response.get("Error", {}).get("Message")
-        if message:
-            return str(message)
-    return str(exc)
+    message = str(exc)
+    if isinstance(response, dict) and response.get("Error", {}).get("Message"):
+        message = str(response["Error"]["Message"])
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return first[:300]
 
 
 def is_credential_error(exc: BaseException) -> bool:

@@ -326,6 +326,28 @@ def _resolve_existing(client: Any, exc: BaseException, item_id: str, index: HitI
     return hit
 
 
+def _image_host(plan: PublishPlan, s3_client: Any) -> Any:
+    """The image host; with S3, every image of a not-yet-created HIT is uploaded first."""
+    hg = _hitgen()
+    request = plan.request
+    if request.images != "s3":
+        return hg.hosting.DataUriHost(plan.run_dir)
+    from mturk.images_s3 import S3ImageHost
+
+    prefix = "/".join(p for p in (request.s3_prefix.strip("/"), plan.run_id) if p) + "/"
+    host = S3ImageHost(s3_client, request.bucket, plan.run_dir, prefix=prefix,
+                       expires_in=request.presign_expires_s)
+    names = sorted({n for it in plan.items if it.item_id not in plan.created
+                    for n in (it.image_top, it.image_bottom)})
+    try:
+        host.upload(names)
+    except Exception as exc:
+        if isinstance(exc, ConfigError | RunDirError | BackendError):
+            raise
+        raise aws.backend_error(exc, "PutObject", context="S3") from None
+    return host
+
+
 def publish(
     plan: PublishPlan,
     client: Any,
@@ -358,6 +380,7 @@ def publish(
 
     if plan.remaining.hits:
         check_balance(client, plan.remaining.total)
+    host = _image_host(plan, s3_client)
 
     if not plan.items_from_file:
         hg.items.write_hit_items(run_dir, plan.items)
@@ -373,15 +396,15 @@ def publish(
         ledger = Ledger.create(run_dir, environment=env.name, run_id=plan.run_id,
                                settings=settings.as_record(), items=pairs)
     with ledger:
-        return _publish_with_ledger(plan, client, ledger, s3_client=s3_client,
-                                    on_progress=on_progress, sleep=sleep)
+        return _publish_with_ledger(plan, client, ledger, host=host, on_progress=on_progress,
+                                    sleep=sleep)
 
 
-def _publish_with_ledger(plan: PublishPlan, client: Any, ledger: Ledger, *, s3_client: Any,
+def _publish_with_ledger(plan: PublishPlan, client: Any, ledger: Ledger, *, host: Any,
                          on_progress: Callable[[int, int], None] | None,
                          sleep: Callable[[float], None]) -> PublishReport:
     hg = _hitgen()
-    run_dir, env, request = plan.run_dir, plan.env, plan.request
+    env, request = plan.env, plan.request
     settings = request.settings
     annotation = requester_annotation(plan.run_id)
 
@@ -418,21 +441,6 @@ def _publish_with_ledger(plan: PublishPlan, client: Any, ledger: Ledger, *, s3_c
     todo = [it for it in plan.items if it.item_id not in done_ids]
     if not todo:
         return report
-
-    if request.images == "s3":
-        from mturk.images_s3 import S3ImageHost
-
-        host = S3ImageHost(s3_client, request.bucket, run_dir, prefix=request.s3_prefix,
-                           expires_in=request.presign_expires_s)
-        names = sorted({n for it in todo for n in (it.image_top, it.image_bottom)})
-        try:
-            host.upload(names)
-        except Exception as exc:
-            if isinstance(exc, ConfigError | RunDirError | BackendError):
-                raise
-            raise aws.backend_error(exc, "PutObject", context="S3") from None
-    else:
-        host = hg.hosting.DataUriHost(run_dir)
 
     stop = threading.Event()
     lock = threading.Lock()

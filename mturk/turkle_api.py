@@ -145,7 +145,18 @@ class TurkleAPI:
 
     def results_csv(self, batch_id: int) -> bytes:
         """The batch results CSV, byte for byte as Turkle serves it."""
-        return self._request("GET", f"/api/batches/{int(batch_id)}/results/").content
+        path = f"/api/batches/{int(batch_id)}/results/"
+        resp = self._request("GET", path)
+        data = resp.content
+        # Stock Turkle 3.1.0 sets Content-Length to the number of *characters*, so a body with
+        # non-ASCII text arrives cut short by as many bytes as it has extra UTF-8 bytes. Its CSV
+        # writer ends every row with a newline, so a complete download ends with one.
+        if not data.endswith(b"\n"):
+            raise BackendError(f"Turkle at {self.url}: GET {path} arrived incomplete (stock "
+                               "Turkle 3.1.0 miscounts Content-Length when results hold "
+                               "non-ASCII text); serve it with `cage-eval turkle serve`, which "
+                               "corrects this, or download the CSV from the admin UI")
+        return data
 
 
 def _detail(resp: Any) -> str:

@@ -462,6 +462,14 @@ def publish(
     runs.require_file(run_dir, runs.PAIRS, made_by=f"cage-eval generate --out {run_dir}")
     _check_not_mturk(run_dir)
 
+    if options.images == "server" and server_home is not None:
+        from mturk.turkle_server import recorded_url
+
+        served_from = recorded_url(server_home)
+        if served_from != api.url:
+            raise ConfigError(f"--images server copies the images into {server_home}, whose "
+                              f"server is {served_from or 'not running'}, not {api.url}; pass "
+                              "the --home of the server at --url, or use --images data-uri")
     api.whoami_check()  # before anything is written: a dead server or bad token changes nothing
     with _publish_lock(run_dir):
         template = render_template(options)

@@ -18,7 +18,8 @@ Security choices, each one a known gap in a naive embedding (crowdsourcing.md se
 - ``X_FRAME_OPTIONS = 'SAMEORIGIN'`` because Turkle shows its own task pages in an iframe;
 - ``DEBUG`` is off (no tracebacks shown to workers); static files are served by
   ``runserver --insecure``, which is meant for exactly this local use;
-- the secret key is generated per server home and never printed.
+- the secret key is generated per server home and never printed;
+- ``Content-Length`` is corrected to count bytes (Turkle's CSV downloads count characters).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ MIDDLEWARE = (
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "mturk.turkle_site.content_length_in_bytes",
 )
 X_FRAME_OPTIONS = "SAMEORIGIN"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -151,6 +153,22 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django": {"handlers": ["console"], "level": "INFO"}},
 }
+
+
+def content_length_in_bytes(get_response):
+    """Middleware: make ``Content-Length`` count bytes.
+
+    Turkle 3.1.0's results and input downloads set it to the number of *characters*, so any
+    non-ASCII text (a username, an answer) makes clients stop reading early.
+    """
+
+    def middleware(request):
+        response = get_response(request)
+        if response.has_header("Content-Length") and not response.streaming:
+            response["Content-Length"] = str(len(response.content))
+        return response
+
+    return middleware
 
 
 def _urlpatterns() -> list:

@@ -37,10 +37,14 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+#: Like ``cage/images.py``: the first 20 hex digits of the PNG's sha256.
+NAME_HEX_DIGITS = 20
+
+
 def write_png(images_dir: Path, array: np.ndarray) -> str:
-    """Write ``array`` as ``images/<sha256[:16]>.png`` and return the file name."""
+    """Write ``array`` as ``images/<sha256[:20]>.png`` and return the file name."""
     data = png_bytes(array)
-    name = hashlib.sha256(data).hexdigest()[:16] + ".png"
+    name = hashlib.sha256(data).hexdigest()[:NAME_HEX_DIGITS] + ".png"
     (images_dir / name).write_bytes(data)
     return name
 

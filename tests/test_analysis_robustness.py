@@ -136,3 +136,29 @@ def test_robustness_is_invariant_to_row_order():
     a = robustness(frame, headline(frame), correction="holm", family="setting", alpha=0.05)
     b = robustness(shuffled, headline(shuffled), correction="holm", family="setting", alpha=0.05)
     pd.testing.assert_frame_equal(a, b, rtol=1e-12)
+
+
+def test_gee_and_majority_type_one_error_under_no_preference():
+    """Clustered data with no preference (p = 0.5, within-pair correlation 0.3), 100 pairs x 3.
+
+    Over 2,000 simulated cells the GEE Wald test (asymptotic) rejects at 0.05 within
+    [0.03, 0.075]; the exact majority-vote test within [0.02, 0.06] (exact, so conservative).
+    """
+    from scipy import stats as st
+
+    rng = np.random.default_rng(8)
+    sims, pairs, icc = 2000, 100, 0.3
+    s_ab = 1 / icc - 1
+    q = rng.beta(0.5 * s_ab, 0.5 * s_ab, size=(sims, pairs))
+    votes = rng.binomial(3, q)
+    n = np.full(pairs, 3.0)
+    gee_rej = np.mean([gee_exchangeable(n, v.astype(float)).p_value <= 0.05 for v in votes])
+    maj = (2 * votes > 3).sum(1)
+    maj_table = np.array([st.binomtest(k, pairs).pvalue for k in range(pairs + 1)])
+    maj_rej = np.mean(maj_table[maj] <= 0.05)
+    assert 0.03 <= gee_rej <= 0.075, gee_rej
+    assert 0.02 <= maj_rej <= 0.06, maj_rej
+    # The naive pooled binomial test ignores the clustering and is liberal here.
+    pooled = np.array([st.binomtest(k, 3 * pairs).pvalue for k in range(3 * pairs + 1)])
+    naive_rej = np.mean(pooled[votes.sum(1)] <= 0.05)
+    assert naive_rej > 0.08, naive_rej

@@ -111,6 +111,11 @@ def test_export_batch_with_data_uris_and_base_url(run, tmp_path):
     assert (tmp_path / "c" / "images" / row["image_top"].rsplit("/", 1)[1]).is_file()
     result = CliRunner().invoke(cli, ["export-batch", str(run), "--out", str(tmp_path / "c")])
     assert result.exit_code == 1 and "--force" in result.output
+    result = CliRunner().invoke(cli, ["export-batch", str(run), "--out", str(tmp_path / "d"),
+                                      "--s3-bucket", ""])
+    assert result.exit_code == 1
+    assert result.output == "Error: no S3 bucket given; name an existing bucket with --s3-bucket\n"
+    assert not (tmp_path / "d").exists()
 
 
 def test_export_batch_to_s3(run, tmp_path, monkeypatch):

@@ -140,12 +140,15 @@ def test_not_a_run(tmp_path):
 def test_expired_credentials_leave_the_ledger_intact(aws_env, run_dir, fake):  # noqa: F811
     first = invoke("publish", run_dir, *PUBLISH_OPTIONS, "--endpoint-url", fake.url)
     assert first.exit_code == 0
-    conn = sqlite3.connect(run_dir / "ledger.sqlite")   # two HITs still to be created
+    # Pretend two HITs were never created: gone from the ledger and from MTurk.
+    conn = sqlite3.connect(run_dir / "ledger.sqlite")
+    gone = [h for (h,) in conn.execute("SELECT hit_id FROM hits WHERE rowid IN (3, 4)")]
     conn.execute("UPDATE hits SET state = 'pending', hit_id = NULL WHERE rowid IN (3, 4)")
     conn.commit()
     conn.close()
-    for hit_id in list(fake.hits)[2:4]:
+    for hit_id in gone:
         del fake.hits[hit_id]
+    fake.tokens = {t: v for t, v in fake.tokens.items() if v[0] not in gone}
     before = ledger_dump(run_dir)
     with FakeMTurk(credential_error="ExpiredTokenException", max_lifetime_s=60) as expired:
         result = invoke("publish", run_dir, *PUBLISH_OPTIONS, "--endpoint-url", expired.url)
@@ -162,3 +165,66 @@ def test_unknown_profile(aws_env, run_dir):  # noqa: F811
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: --profile 'nobody': no such profile")
     assert not (run_dir / "ledger.sqlite").exists()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_publish_with_s3_images(aws_env, run_dir, fake, s3_endpoint):  # noqa: F811
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="cage-eval-hits")
+    s3_options = ["--images", "s3", "--bucket", "cage-eval-hits", "--s3-endpoint-url", s3_endpoint,
+                  "--region", "us-east-1"]
+    missing = invoke("publish", run_dir, *PUBLISH_OPTIONS, "--images", "s3", "--bucket", "no-such-bucket",
+                     "--s3-endpoint-url", s3_endpoint, "--region", "us-east-1", "--endpoint-url", fake.url)
+    assert missing.exit_code == 1 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith("Error: S3 bucket 'no-such-bucket' does not exist")
+    assert not fake.hits and not fake.hit_types
+    assert not (run_dir / "ledger.sqlite").exists() and not (run_dir / runs.HIT_ITEMS).exists()
+    result = invoke("publish", run_dir, *PUBLISH_OPTIONS, *s3_options, "--endpoint-url", fake.url)
+    assert result.exit_code == 0, result.output
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cage-eval-hits")["Contents"]]
+    assert len(keys) == 16 and all(k.startswith("cage-eval/5e1f0c2a9b7d4e33/") for k in keys)
+    question = next(iter(fake.hits.values()))["Question"]
+    assert f"{s3_endpoint}/cage-eval-hits/cage-eval/5e1f0c2a9b7d4e33/" in question.replace("&amp;", "&")
+    assert "X-Amz-Expires=259800" in question          # lifetime 3d + duration 10m
+    blob = tree_bytes(run_dir)
+    assert DUMMY_SECRET_KEY.encode() not in blob
+
+
+def test_no_credentials_at_all(tmp_path, run_dir, fake, monkeypatch):  # noqa: F811
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = invoke("publish", run_dir, *PUBLISH_OPTIONS, "--endpoint-url", fake.url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: MTurk GetAccountBalance: no AWS credentials found")
+    assert not (run_dir / "ledger.sqlite").exists()
+
+
+def test_mturk_region_is_us_east_1(aws_env, run_dir):  # noqa: F811
+    result = invoke("publish", run_dir, *PUBLISH_OPTIONS, "--region", "eu-west-1")
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: --region 'eu-west-1': the MTurk requester API exists only in "
+                             "us-east-1; drop --region\n")
+
+
+def test_ten_plus_assignments_when_allowed_show_the_doubled_fee(run_dir):  # noqa: F811
+    result = invoke("publish", run_dir, "--dry-run", "--reward", "0.10", "--assignments", "10",
+                    "--allow-10-plus", "--lifetime", "1d", "--duration", "5m", "--auto-approve", "0")
+    assert result.exit_code == 0, result.output
+    assert "$0.10 x 10 assignments x 8 HITs x (1 + 40% fee) = $11.20" in result.stdout

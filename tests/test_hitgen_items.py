@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from crowd_fixtures import make_run_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from cage_eval import runs
@@ -97,6 +101,9 @@ def test_attention_items_clean_vs_visibly_corrupted(run):
         corrupt = it.image_bottom if it.expected == "top" else it.image_top
         assert it.role_top == ("clean" if it.expected == "top" else "corrupt")
         assert {clean, corrupt} <= set(plan.new_images) | {p.name for p in (run / "images").iterdir()}
+    # Their names look like the run's own (same content-hash length), so a URL tells nothing.
+    lengths = {len(n) for it in plan.items for n in (it.image_top, it.image_bottom)}
+    assert lengths == {len("0" * 20 + ".png")}
     # Mixed in, not appended: attention items are not all at the end.
     kinds = [it.kind for it in plan.items]
     assert kinds[-len(attention):] != ["attention"] * len(attention)
@@ -183,3 +190,25 @@ def test_run_without_pairs_or_with_broken_pairs_is_a_clear_error(tmp_path):
     (run / runs.PAIRS).unlink()
     with pytest.raises(RunDirError, match="pairs.csv: missing; run `cage-eval generate"):
         plan_hit_items(run)
+    manifest = (run / runs.MANIFEST).read_text()
+    (run / runs.MANIFEST).write_text(manifest.replace('"complete": true', '"complete": false'))
+    with pytest.raises(RunDirError, match="manifest.json: the run is not complete"):
+        plan_hit_items(run)
+
+
+# "\r" is left out: runs.csv_text writes "\n" line ends and the csv module does not quote a lone
+# "\r" then (reported; pairs.csv values never contain one).
+_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r"), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair_id=_text.filter(bool), dag=_text, setting=_text, names=st.lists(
+    st.from_regex(r"[0-9a-f]{16}\.png", fullmatch=True), min_size=2, max_size=2, unique=True),
+    cause_top=st.booleans())
+def test_hit_items_round_trip_any_text(pair_id, dag, setting, names, cause_top):
+    roles = ("cause", "effect") if cause_top else ("effect", "cause")
+    item = HitItem(item_id_for("r", pair_id, 0), "pair", pair_id, dag, setting, names[0], names[1],
+                   roles[0], roles[1], "")
+    with tempfile.TemporaryDirectory() as target:
+        write_hit_items(Path(target), [item])
+        assert read_hit_items(Path(target)) == [item]

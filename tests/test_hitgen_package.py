@@ -54,7 +54,7 @@ def test_installed_wheel_renders_from_any_directory(wheel, tmp_path):
         "print(r.__file__); print(t.__file__)\n"
         "html = r.render_turkle_template(HitTexts.for_domain('faces'))\n"
         "assert '${image_top}' in html and 'actual human faces' in html\n"
-        "print('ok', len(html))\n"
+        "print('ok', len(html), r.template_digest())\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True,
@@ -63,3 +63,6 @@ def test_installed_wheel_renders_from_any_directory(wheel, tmp_path):
     render_file, package_file, ok = proc.stdout.splitlines()
     assert Path(render_file).is_relative_to(site) and Path(package_file).is_relative_to(site)
     assert ok.startswith("ok ")
+    from hitgen.render import template_digest
+
+    assert ok.split()[-1] == template_digest()  # the same templates as in the source tree

@@ -27,6 +27,7 @@ from hitgen.render import (
     render_batch_template,
     render_mturk_page,
     render_turkle_template,
+    template_digest,
 )
 from hitgen.texts import DOMAIN_TEXTS, HitTexts
 
@@ -199,6 +200,8 @@ def test_templates_dir_overrides_one_template_and_keeps_the_rest(run, tmp_path):
     (custom / "_style.html.jinja").write_text("<style>.cage-hit { color: teal; }</style>\n")
     page = _page(items[0], run_dir, templates_dir=custom)
     assert "color: teal" in page and "object-fit" not in page
+    assert template_digest(custom) != template_digest() == template_digest()
+    assert re.fullmatch(r"[0-9a-f]{12}", template_digest())
     check_mturk_page(page)
     (custom / "turkle.html.jinja").write_text("<div>{{ question }}</div>")
     with pytest.raises(ConfigError, match="needs at least one named input"):

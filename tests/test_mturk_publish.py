@@ -146,8 +146,8 @@ def test_rerun_with_other_settings_or_environment_is_refused(aws_env, run_dir, f
                                          duration_s=600, auto_approve_s=259200))
     with pytest.raises(ConfigError, match="published with reward='0.05'"):
         prepare(run_dir, other, SANDBOX)
-    from mturk.environments import PRODUCTION
     from cage_eval.errors import RunDirError
+    from mturk.environments import PRODUCTION
 
     with pytest.raises(RunDirError, match="published to the MTurk sandbox"):
         prepare(run_dir, request(), PRODUCTION)

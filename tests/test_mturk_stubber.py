@@ -154,3 +154,27 @@ def test_eventual_consistency_error_is_retried(stubbed):
     slept = []
     result = apply_review(run, client, decisions, feedback=None, retry_delays=(7.0,), sleep=slept.append)
     assert result.approved == 1 and slept == [7.0]
+
+
+def test_reconcile_lists_hits_instead_of_creating(stubbed):
+    import sqlite3
+
+    run, client, stub = stubbed
+    plan = _publish_with_stubs(run, client, stub)
+    conn = sqlite3.connect(run / "ledger.sqlite")   # a crash before the answer of item 3 was recorded
+    conn.execute("UPDATE hits SET state = 'creating', hit_id = NULL WHERE rowid = 3")
+    conn.commit()
+    conn.close()
+    item = plan.items[2]
+    plan2 = prepare(run, plan.request, SANDBOX)
+    stub.add_response("get_account_balance", {"AvailableBalance": "10000.00"}, {})
+    other = {"HITId": hit_id(90), "HITTypeId": HIT_TYPE, "RequesterAnnotation": "cage-eval:someone-else",
+             "Question": item.item_id}
+    mine = {"HITId": hit_id(2), "HITTypeId": HIT_TYPE, "CreationTime": T0,
+            "RequesterAnnotation": f"cage-eval:{plan.run_id}", "Question": f'value="{item.item_id}"'}
+    stub.add_response("list_hits", {"HITs": [other], "NextToken": "n2", "NumResults": 1}, {"MaxResults": 100})
+    stub.add_response("list_hits", {"HITs": [mine], "NumResults": 1}, {"MaxResults": 100, "NextToken": "n2"})
+    report = publish(plan2, client)
+    assert report.reconciled == 1 and report.created_now == 0
+    with Ledger.open(run) as ledger:
+        assert ledger.rows()[2].hit_id == hit_id(2)

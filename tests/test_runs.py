@@ -111,3 +111,12 @@ def test_results_columns_follow_the_mturk_batch_layout():
 
 def test_dag_name():
     assert runs.dag_name("thick", "bright") == "thick->bright"
+
+
+def test_csv_text_round_trips_carriage_returns():
+    import csv
+    import io
+
+    rows = [{"a": "x\ry", "b": "p\r\nq"}, {"a": "plain", "b": "1"}]
+    back = list(csv.DictReader(io.StringIO(runs.csv_text(rows, ["a", "b"]), newline="")))
+    assert back == rows

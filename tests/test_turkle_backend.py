@@ -10,7 +10,6 @@ import os
 import re
 import sqlite3
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -104,6 +103,7 @@ def test_anonymous_and_worker_api_access_is_refused(server, api):
 # --------------------------------------------------------------------------- the whole flow
 
 
+@pytest.mark.slow
 def test_publish_three_workers_collect(server, api, tmp_path):
     run = make_run_dir(tmp_path / "run", run_id="a11ce0000000f10", pairs_per_cell=1)
     steps: list[str] = []
@@ -262,6 +262,9 @@ def test_run_published_on_mturk_is_refused(api, tmp_path):
 
 def test_images_served_by_the_server_need_a_login(server, api, tmp_path):
     run = make_run_dir(tmp_path / "run", run_id="1a9e5000000000f", pairs_per_cell=1)
+    with pytest.raises(ConfigError, match="not running"):
+        publish(run, api, TurklePublishOptions(assignments=1, images="server"),
+                server_home=run)
     result = publish(run, api, TurklePublishOptions(assignments=1, images="server"),
                      server_home=server.home)
     item = read_hit_items(run)[0]
@@ -293,6 +296,7 @@ def test_add_workers_is_idempotent_and_checks_names(server, api):
         turkle_server.add_workers(api, server.home, ["admin"])
     creds = turkle_server.read_credentials(server.home)
     Worker(server.url, "dora", creds.workers["dora"]).login()
+    turkle_server.expire_abandoned(server.home)  # what `serve` runs every 15 minutes
 
 
 def test_restart_keeps_data_and_credentials(tmp_path):
@@ -308,3 +312,19 @@ def test_restart_keeps_data_and_credentials(tmp_path):
     with turkle_server.start_server(home, port=0, timeout=60) as second:
         assert turkle_server.read_credentials(home).token == token
         assert [p["name"] for p in TurkleAPI(second.url, token).projects()] == ["kept"]
+
+
+def test_non_ascii_answers_arrive_whole(server, api, tmp_path):
+    # Turkle 3.1.0 declares Content-Length in characters; the embedded site corrects it, so a
+    # non-ASCII answer does not cut the download short.
+    run = make_run_dir(tmp_path / "run", run_id="0a5c110000000aa", pairs_per_cell=1)
+    result = publish(run, api, TurklePublishOptions(assignments=1))
+    creds = turkle_server.read_credentials(server.home)
+    worker = Worker(server.url, WORKERS[2], creds.workers[WORKERS[2]])
+    worker.login()
+    task_id, assignment_id, item_id = worker.next_task(result.batch_id)
+    assert worker.submit(task_id, assignment_id, item_id, "top", elapsed_ms="1500ßé").ok
+    done = collect(run, api)
+    assert done.rows == 1
+    text = (run / runs.RESULTS).read_text(encoding="utf-8")
+    assert '"1500ßé"' in text and text.endswith(f'"{WORKERS[2]}"\n')

@@ -179,3 +179,37 @@ def test_bad_urls_are_refused(url):
 
 def test_url_normalisation():
     assert normalise_url(" http://127.0.0.1:8000/ ") == "http://127.0.0.1:8000"
+
+
+def test_a_download_cut_short_by_a_character_count_is_refused():
+    """Stock Turkle 3.1.0 sends Content-Length in characters; the client must notice."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mturk.turkle_api import TurkleAPI
+
+    body = '"HITId","Turkle.Username"\n"1","zoë"\n'
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(body)))  # characters, as Turkle does
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api = TurkleAPI(f"http://127.0.0.1:{httpd.server_address[1]}", "t" * 40, timeout=5)
+        with pytest.raises(BackendError, match="incomplete"):
+            api.results_csv(1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -66,7 +66,7 @@ class Worker:
         return task_id, assignment_id, item.group(1)
 
     def submit(self, task_id: int, assignment_id: int, item_id: str, choice: str,
-               elapsed_ms: int = 1500) -> requests.Response:
+               elapsed_ms: int | str = 1500) -> requests.Response:
         """Post the answer; Turkle then redirects to the next task (auto-accept) or the index."""
         return self.session.post(
             f"{self.url}/task/{task_id}/assignment/{assignment_id}/",
