@@ -44,6 +44,8 @@ VAE_FILE = "digits_vae.pt"
 OBS_FILE = "digits_obs.pt"
 META_FILE = "digits_weights.json"
 BUNDLE_FILES = (VAE_FILE, OBS_FILE, META_FILE)
+#: Bump when ConvVAE or AttributeCNN change shape, so old bundles are not loaded.
+ARCHITECTURE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class ModelConfigs:
     def to_dict(self) -> dict[str, Any]:
         return {"data": asdict(self.data), "vae": self.vae.to_dict(), "obs": asdict(self.obs),
                 "attributes": list(digits_data.ATTRIBUTES),
-                "dataset_version": digits_data.DATASET_VERSION}
+                "dataset_version": digits_data.DATASET_VERSION,
+                "architecture_version": ARCHITECTURE_VERSION}
 
     def key(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True)

@@ -196,6 +196,13 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
     data = data_options(config)
     flow_opts = flow_options(config)
     x, m_c, m_e = sample_mog(data, config.seed)
+    attributes = {"m_c": m_c, "m_e": m_e}
+    for a, y in attributes.items():
+        counts = np.bincount(y, minlength=2)
+        if counts.min() < 2:
+            raise ConfigError(f"attribute {a!r} has a single class ({int(counts[0])} zeros, "
+                              f"{int(counts[1])} ones) in the data of {config.source}; change "
+                              "[data] (cut, clusters, ring_center) so that it varies")
     spec = MAFSpec(features=2, transforms=flow_opts["transforms"],
                    hidden=tuple(flow_opts["hidden"]), steps=flow_opts["steps"], lr=flow_opts["lr"])
     order = [1, 0] if flow_opts["reverse"] else [0, 1]
@@ -205,7 +212,6 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
     generator = FlowGenerator(flow, order=order)
     z = generator.encode(torch.as_tensor(x)).numpy()
 
-    attributes = {"m_c": m_c, "m_e": m_e}
     models, accuracy, sizes = {}, {}, {}
     for a, y in attributes.items():
         mask = train_test_mask(y, data["test_fraction"], config.seed + 17)

@@ -63,7 +63,7 @@ def _client_for_ledger(run: Path, profile, endpoint_url, region, retry_mode, con
               default=None, help="Use the HIT templates in DIR instead of the built-in ones.")
 @click.option("--images", type=click.Choice(["data-uri", "s3"]), default="data-uri", show_default=True,
               help="Inline images in the page, or upload them to a private S3 bucket.")
-@click.option("--bucket", default=None, help="S3 bucket for --images s3.")
+@click.option("--bucket", "--s3-bucket", "bucket", default=None, help="S3 bucket for --images s3.")
 @click.option("--s3-prefix", default="cage-eval", show_default=True, help="Key prefix in the bucket.")
 @click.option("--s3-endpoint-url", default=None, help="S3-protocol endpoint for --images s3.")
 @click.option("--min-approval", type=int, default=95, show_default=True,

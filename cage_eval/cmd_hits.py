@@ -111,7 +111,7 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
 @click.option("--image-base-url", default=None,
               help="Public HTTPS URL where you will upload the exported images/ folder; "
                    "default: images inlined as data URIs.")
-@click.option("--s3-bucket", default=None, help="Upload the images to this existing bucket and "
+@click.option("--s3-bucket", "--bucket", "s3_bucket", default=None, help="Upload the images to this existing bucket and "
               "use presigned URLs instead.")
 @click.option("--s3-prefix", default="cage-eval/", show_default=True, help="Key prefix in the bucket.")
 @click.option("--expires-in", type=int, default=3 * 24 * 3600, show_default=True,

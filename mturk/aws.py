@@ -88,6 +88,8 @@ def make_client(
         max_pool_connections=max(1, max_pool_connections),
         connect_timeout=10,
         read_timeout=60,
+        # Presigned S3 URLs must be SigV4 (7-day maximum); older botocore signs some regions with SigV2.
+        signature_version="s3v4" if service == "s3" else None,
     )
     kwargs: dict[str, Any] = {"config": config}
     if service == "mturk" and region and region != REGION and not endpoint_url:

@@ -482,6 +482,11 @@ def publish(
             allotted_hours=options.hours, images=options.images, n_tasks=len(items),
             input_sha256=_sha256(csv_text), template_sha256=_sha256(template), state=CREATING,
             created_at=utc_now(), updated_at=utc_now())
+        from analysis.plan import freeze_plan
+
+        fresh = not (run_dir / runs.TURKLE_LEDGER).exists()
+        if fresh:  # the plan first: the ledger file appears only with a publication in it
+            step(f"analysis plan frozen: {freeze_plan(run_dir).name}")
         with TurkleLedger.open(run_dir, create=True) as ledger:
             pub = ledger.publication()
             if pub is not None:
@@ -494,9 +499,8 @@ def publish(
                                          pub.batch_id, pub.n_tasks, pub.assignments_per_task,
                                          created=False, adopted=False)
                 step("resuming an interrupted publish")
-            from analysis.plan import freeze_plan
-
-            step(f"analysis plan frozen: {freeze_plan(run_dir).name}")
+            if not fresh:
+                step(f"analysis plan frozen: {freeze_plan(run_dir).name}")
             if pub is None:
                 ledger.start(want)
                 pub = want
