@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--cause", default="thick")
     parser.add_argument("--effect", default="bright")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    parser.add_argument("--tmp", default=None,
+                        help="Directory for the images written (default: the system temp dir)")
     args = parser.parse_args()
 
     options = parse_options(load_experiment("digits"))
@@ -61,7 +63,7 @@ def main() -> int:
     cfg = PairConfig(batch=args.batch)
 
     def pipeline() -> tuple[float, int, int]:
-        out = Path(tempfile.mkdtemp(prefix="bench-pairs-"))
+        out = Path(tempfile.mkdtemp(prefix="bench-pairs-", dir=args.tmp))
         try:
             with deterministic_torch():
                 t0 = time.perf_counter()

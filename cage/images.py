@@ -65,8 +65,9 @@ def image_name(image: np.ndarray, *, scale: int = 1) -> str:
 class ImageStore:
     """Writes PNGs into one directory under content-derived names, each distinct image once.
 
-    Encoding and writing happen on one worker thread (zlib and file I/O release the GIL), so they
-    overlap with the decoding of the next batch; :meth:`close` (or leaving the ``with`` block)
+    Encoding and writing happen on ``workers`` threads (zlib and file I/O release the GIL), so they
+    overlap with the decoding of the next batch; creating many small files is dominated by
+    file-system latency, which several threads hide. :meth:`close` (or leaving the ``with`` block)
     waits for every write and re-raises the first failure.
 
     Parameters
@@ -75,21 +76,28 @@ class ImageStore:
         Created if missing.
     scale : int
         Nearest-neighbour enlargement applied when encoding.
+    workers : int
+        Writer threads.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, scale: int = 1) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, scale: int = 1,
+                 workers: int = 4) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.scale = scale
         self.written: set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="png")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="png")
         self._futures: list[Any] = []
 
     def _write(self, name: str, image: np.ndarray) -> None:
-        with open(self.directory / name, "wb") as fh:
-            fh.write(encode_png(image, scale=self.scale))
+        data = encode_png(image, scale=self.scale)
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     def add(self, image: np.ndarray) -> str:
         """Queue one uint8 image (H, W) for writing if not yet present; return its file name."""

@@ -10,7 +10,7 @@ COMMANDS: list[click.Command] = []
 @click.command("train")
 @click.option("--experiment", "-e", default="digits", show_default=True,
               help="Built-in experiment name or path to a .toml file (kind 'digits').")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out", type=click.Path(), default=None,
               help="Directory for the weights bundle [default: the cache directory, where "
                    "`cage-eval generate` finds it].")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
@@ -18,7 +18,7 @@ COMMANDS: list[click.Command] = []
                    "[default: the experiment's [data], [vae] and [obs_classifier] seeds].")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override an experiment field, e.g. --set vae.epochs=10 (repeatable).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="CAGE_EVAL_CACHE",
+@click.option("--cache-dir", type=click.Path(), default=None, envvar="CAGE_EVAL_CACHE",
               help="Where the dataset is cached [default: $CAGE_EVAL_CACHE or ~/.cache/cage-eval].")
 def train(experiment, out, seed, overrides, cache_dir):
     """Train the digits experiment's generator (VAE) and observation classifier from scratch.
@@ -51,6 +51,7 @@ def train(experiment, out, seed, overrides, cache_dir):
                           "trains the 'digits' kind; the others train inside `cage-eval generate`")
     configs = parse_options(config).models
     target = Path(out) if out else cache_bundle_dir(cache, configs)
+    shipped = read_shipped_meta()
     models, directory = train_and_write(configs, cache, target)
     meta = models.meta
     click.echo(f"dataset: {meta['dataset_images']} images (key {configs.data.key()})")
@@ -61,7 +62,6 @@ def train(experiment, out, seed, overrides, cache_dir):
     for name, digest in sorted(meta["sha256"].items()):
         click.echo(f"wrote {directory / name}  sha256 {digest[:16]}")
     click.echo(f"wrote {directory / 'digits_weights.json'}")
-    shipped = read_shipped_meta()
     if shipped is not None and shipped.get("key") == meta["key"]:
         same = shipped.get("sha256") == meta["sha256"]
         click.echo("identical to the shipped weights: " + ("yes" if same else "no"))

@@ -216,7 +216,8 @@ def status_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle status runs/digits --home lab
     """
-    from mturk.turkle_backend import ledger_url, status
+    from mturk.turkle_backend import status
+    from mturk.turkle_ledger import ledger_url
 
     p = status(run, _api(home, url, fallback_url=ledger_url(run)))
     click.echo(f"Batch {p.batch_id} at {p.url}: {p.finished_assignments}/{p.total_assignments} "
@@ -236,7 +237,8 @@ def collect_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle collect runs/digits --home lab
     """
-    from mturk.turkle_backend import collect, ledger_url
+    from mturk.turkle_backend import collect
+    from mturk.turkle_ledger import ledger_url
 
     r = collect(run, _api(home, url, fallback_url=ledger_url(run)))
     p = r.progress

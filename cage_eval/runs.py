@@ -139,12 +139,26 @@ def dag_name(cause: str, effect: str) -> str:
 # --------------------------------------------------------------------------- atomic writes
 
 
+def _file_mode() -> int:
+    """The mode a plainly created file gets under the current umask (mkstemp would give 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename.
+
+    The file gets the permissions an ordinary ``open(path, "w")`` would give it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -213,6 +227,7 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Itera
     try:
         parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+        stage.chmod(0o777 & ~(0o666 ^ _FILE_MODE))  # mkdtemp gives 0700; a run is an ordinary folder
     except OSError as exc:
         raise RunDirError(f"{out}: cannot create the output directory ({exc.strerror}); "
                           "choose a writable --out") from None

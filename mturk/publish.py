@@ -173,6 +173,11 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
         raise RunDirError(f"{run_dir / runs.MANIFEST}: field run_id is missing; regenerate the run")
     if not manifest.get("complete"):
         raise RunDirError(f"{run_dir / runs.MANIFEST}: the run is not complete; rerun `cage-eval generate`")
+    if (run_dir / runs.TURKLE_LEDGER).exists():
+        raise RunDirError(
+            f"{run_dir / runs.TURKLE_LEDGER}: this run was published on a local Turkle server, and both "
+            "backends write results.csv; copy the run (without turkle_ledger.sqlite) to publish it on MTurk"
+        )
     texts = hg.texts.HitTexts.for_domain(request.domain)
 
     created: frozenset[str] = frozenset()

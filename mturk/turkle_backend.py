@@ -3,9 +3,10 @@
 One run becomes one Turkle *project* (the HIT template) and one *batch* (one task per HIT item,
 ``assignments_per_task`` workers each, login required). Publishing is idempotent and resumable:
 
-- ``RUN/turkle_ledger.sqlite`` records the server URL, the project and batch ids and what was
-  published (assignments, hours, a hash of the input CSV and of the template). It is written
-  before each create call (state ``creating``) and after it. It never holds a token or password.
+- ``RUN/turkle_ledger.sqlite`` (:mod:`mturk.turkle_ledger`) records the server URL, the project
+  and batch ids and what was published (assignments, hours, a hash of the input CSV and of the
+  template). It is written before each create call (state ``creating``) and after it. It never
+  holds a token or password.
 - Turkle has no idempotency key, so project and batch carry deterministic names derived from the
   run id; a rerun after a crash between a create call and the ledger update finds them by name
   and adopts them instead of creating a second one. A rerun after success only checks that the
@@ -31,21 +32,19 @@ import hashlib
 import io
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cage_eval import runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError
+from mturk.turkle_ledger import CREATING, PUBLISHED, Publication, TurkleLedger, utc_now
 
 if TYPE_CHECKING:
     from hitgen.items import HitItem
     from mturk.turkle_api import TurkleAPI
 
-LEDGER_SCHEMA_VERSION = 1
 TEMPLATE_FIELDS = ("item_id", "image_top", "image_bottom")
 #: The metadata columns Turkle's results CSV starts with, in order (``Batch._get_csv_fieldnames``).
 TURKLE_META_COLUMNS = (
@@ -61,45 +60,6 @@ MAX_ASSIGNMENTS = 50
 MAX_HOURS = 24 * 30
 SERVER_IMAGES_URL = "/cage-images/"
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-
-CREATING = "creating"
-PUBLISHED = "published"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS publication (
-    id                   INTEGER PRIMARY KEY CHECK (id = 1),
-    run_id               TEXT NOT NULL,
-    server_url           TEXT NOT NULL,
-    project_name         TEXT NOT NULL,
-    batch_name           TEXT NOT NULL,
-    project_id           INTEGER,
-    batch_id             INTEGER,
-    assignments_per_task INTEGER NOT NULL,
-    allotted_hours       INTEGER NOT NULL,
-    images               TEXT NOT NULL,
-    n_tasks              INTEGER NOT NULL,
-    input_sha256         TEXT NOT NULL,
-    template_sha256      TEXT NOT NULL,
-    state                TEXT NOT NULL CHECK (state IN ('creating', 'published')),
-    created_at           TEXT NOT NULL,
-    updated_at           TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id     INTEGER PRIMARY KEY AUTOINCREMENT,
-    at     TEXT NOT NULL,
-    event  TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-"""
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 # --------------------------------------------------------------------------- options and results
 
@@ -179,125 +139,6 @@ class CollectResult:
     progress: BatchProgress
 
 
-# --------------------------------------------------------------------------- the ledger
-
-
-@dataclass(frozen=True)
-class Publication:
-    """The ``publication`` row of ``RUN/turkle_ledger.sqlite``."""
-
-    run_id: str
-    server_url: str
-    project_name: str
-    batch_name: str
-    project_id: int | None
-    batch_id: int | None
-    assignments_per_task: int
-    allotted_hours: int
-    images: str
-    n_tasks: int
-    input_sha256: str
-    template_sha256: str
-    state: str
-    created_at: str
-    updated_at: str
-
-
-class TurkleLedger:
-    """``RUN/turkle_ledger.sqlite``: one publication per run, plus an event log. No secrets."""
-
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = conn
-
-    @classmethod
-    def open(cls, run_dir: Path, *, create: bool = False) -> TurkleLedger:
-        """Open the ledger of ``run_dir`` (creating it when ``create``)."""
-        path = Path(run_dir) / runs.TURKLE_LEDGER
-        if not path.exists() and not create:
-            raise RunDirError(f"{path}: missing; publish the run first with "
-                              f"`cage-eval turkle publish {run_dir}`")
-        try:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if version is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)",
-                             (str(LEDGER_SCHEMA_VERSION),))
-            elif version[0] != str(LEDGER_SCHEMA_VERSION):
-                conn.close()
-                raise RunDirError(f"{path}: schema_version {version[0]} (expected "
-                                  f"{LEDGER_SCHEMA_VERSION}); use the cage-eval version that "
-                                  "published this run")
-        except sqlite3.DatabaseError as exc:
-            raise RunDirError(f"{path}: not a readable ledger ({exc}); restore it from a "
-                              "backup (it maps this run to its Turkle batch)") from None
-        return cls(path, conn)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> TurkleLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def publication(self) -> Publication | None:
-        cur = self._conn.execute("SELECT run_id, server_url, project_name, batch_name, project_id, "
-                                 "batch_id, assignments_per_task, allotted_hours, images, n_tasks, "
-                                 "input_sha256, template_sha256, state, created_at, updated_at "
-                                 "FROM publication WHERE id = 1")
-        row = cur.fetchone()
-        return Publication(*row) if row else None
-
-    def start(self, pub: Publication) -> None:
-        """Record a publication about to be created (state ``creating``)."""
-        with self._tx() as conn:
-            conn.execute("INSERT INTO publication VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                         (pub.run_id, pub.server_url, pub.project_name, pub.batch_name,
-                          pub.project_id, pub.batch_id, pub.assignments_per_task,
-                          pub.allotted_hours, pub.images, pub.n_tasks, pub.input_sha256,
-                          pub.template_sha256, pub.state, pub.created_at, pub.updated_at))
-            self._log(conn, "start", f"server {pub.server_url}, {pub.n_tasks} tasks x "
-                                     f"{pub.assignments_per_task} assignments")
-
-    def set_project(self, project_id: int, *, adopted: bool) -> None:
-        with self._tx() as conn:
-            conn.execute("UPDATE publication SET project_id=?, updated_at=? WHERE id=1",
-                         (project_id, utc_now()))
-            self._log(conn, "project-adopted" if adopted else "project-created", str(project_id))
-
-    def set_batch(self, batch_id: int, *, adopted: bool) -> None:
-        with self._tx() as conn:
-            conn.execute("UPDATE publication SET batch_id=?, state=?, updated_at=? WHERE id=1",
-                         (batch_id, PUBLISHED, utc_now()))
-            self._log(conn, "batch-adopted" if adopted else "batch-created", str(batch_id))
-
-    def log(self, event: str, detail: str = "") -> None:
-        with self._tx() as conn:
-            self._log(conn, event, detail)
-
-    def events(self) -> list[tuple[str, str, str]]:
-        return list(self._conn.execute("SELECT at, event, detail FROM events ORDER BY id"))
-
-    @staticmethod
-    def _log(conn: sqlite3.Connection, event: str, detail: str) -> None:
-        conn.execute("INSERT INTO events (at, event, detail) VALUES (?, ?, ?)",
-                     (utc_now(), event, detail))
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
-
 @contextlib.contextmanager
 def _publish_lock(run_dir: Path) -> Iterator[None]:
     """Refuse a second concurrent publish of the same run (an advisory lock on the run directory,
@@ -312,16 +153,6 @@ def _publish_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def ledger_url(run_dir: Path) -> str:
-    """The Turkle server URL a run was published to (from its ledger)."""
-    with TurkleLedger.open(run_dir) as ledger:
-        pub = ledger.publication()
-    if pub is None:
-        raise RunDirError(f"{Path(run_dir) / runs.TURKLE_LEDGER}: no publication recorded; "
-                          f"run `cage-eval turkle publish {run_dir}`")
-    return pub.server_url
 
 
 # --------------------------------------------------------------------------- inputs

@@ -120,3 +120,22 @@ def test_csv_text_round_trips_carriage_returns():
     rows = [{"a": "x\ry", "b": "p\r\nq"}, {"a": "plain", "b": "1"}]
     back = list(csv.DictReader(io.StringIO(runs.csv_text(rows, ["a", "b"]), newline="")))
     assert back == rows
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    runs.atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_staged_run_dir_gets_ordinary_directory_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    with runs.staged_run_dir(tmp_path / "run"):
+        pass
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~mask

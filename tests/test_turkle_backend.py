@@ -26,12 +26,12 @@ from mturk import turkle_server  # noqa: E402
 from mturk.turkle_api import TurkleAPI  # noqa: E402
 from mturk.turkle_backend import (  # noqa: E402
     TURKLE_META_COLUMNS,
-    TurkleLedger,
     TurklePublishOptions,
     collect,
     publish,
     status,
 )
+from mturk.turkle_ledger import TurkleLedger  # noqa: E402
 
 WORKERS = ("ana", "ben", "cleo")
 

@@ -20,15 +20,13 @@ from hitgen.items import build_hit_items  # noqa: E402
 from mturk import turkle_server  # noqa: E402
 from mturk.turkle_api import normalise_url  # noqa: E402
 from mturk.turkle_backend import (  # noqa: E402
-    CREATING,
     TURKLE_META_COLUMNS,
-    Publication,
-    TurkleLedger,
     TurklePublishOptions,
     check_results_csv,
     input_csv,
     render_template,
 )
+from mturk.turkle_ledger import CREATING, Publication, TurkleLedger  # noqa: E402
 
 HEADER = (*TURKLE_META_COLUMNS, "Input.image_bottom", "Input.image_top", "Input.item_id",
           "Answer.choice", "Answer.elapsed_ms", "Answer.item_id", "Turkle.Username")
