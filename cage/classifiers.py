@@ -246,7 +246,7 @@ def fit_logreg_batched(
     """
     f64 = torch.float64
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(dtype)
-    yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(f64)
+    yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(dtype)
     n, d = xt.shape
     if yt.ndim != 2 or yt.shape[0] != n:
         raise ValueError(f"expected y of shape ({n}, B), got {tuple(yt.shape)}")
@@ -255,26 +255,22 @@ def fit_logreg_batched(
     reg[-1] = 0.0
     n_cols = yt.shape[1]
     w = torch.zeros(d + 1, n_cols, dtype=f64)
-    base = yt.mean(0).clamp(1e-6, 1 - 1e-6)
+    base = yt.mean(0, dtype=f64).clamp(1e-6, 1 - 1e-6)
     w[-1] = torch.log(base / (1 - base))  # start at the base rate
     # Objective increases smaller than this count as numerical noise of the products.
     slack = 1e-12 if dtype == f64 else 1e-6
 
-    def xw(wm: torch.Tensor) -> torch.Tensor:
-        return (xa @ wm.to(dtype)).to(f64)
-
     def objective(wm: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         loss = torch.nn.functional.softplus(logits) - yt * logits
-        return loss.sum(0) + 0.5 * (reg[:, None] * wm * wm).sum(0)
+        return loss.sum(0, dtype=f64) + 0.5 * (reg[:, None] * wm * wm).sum(0)
 
     eye = torch.diag(reg) + 1e-10 * torch.eye(d + 1, dtype=f64)
     v = float((base * (1 - base)).mean())
     chol = torch.linalg.cholesky(v * (xa.T @ xa).to(f64) + eye)
-    logits = xw(w)
+    logits = w[-1].to(dtype)[None, :].expand(n, n_cols)  # X w at the start: the intercepts
     obj = objective(w, logits)
     for it in range(max_iter):
-        p = torch.sigmoid(logits)
-        grad = (xa.T @ (p - yt).to(dtype)).to(f64) + reg[:, None] * w
+        grad = (xa.T @ (torch.sigmoid(logits) - yt)).to(f64) + reg[:, None] * w
         active = grad.abs().amax(0) >= tol * n
         if not bool(active.any()):
             break
@@ -282,16 +278,16 @@ def fit_logreg_batched(
             step = torch.cholesky_solve(grad, chol)
         else:
             step = torch.zeros_like(grad)
+            xd = xa.to(f64)
             for b in torch.nonzero(active).flatten().tolist():
-                pb = p[:, b]
-                xd = xa.to(f64)
+                pb = torch.sigmoid(logits[:, b].to(f64))
                 hess = (xd * (pb * (1 - pb))[:, None]).T @ xd + eye
                 step[:, b] = torch.linalg.solve(hess, grad[:, b])
         step[:, ~active] = 0.0
-        scale = torch.ones(n_cols, dtype=dtype)
+        scale = torch.ones(n_cols, dtype=f64)
         for _halving in range(30):
             w_new = w - step * scale
-            logits_new = xw(w_new)
+            logits_new = xa @ w_new.to(dtype)
             obj_new = objective(w_new, logits_new)
             worse = obj_new > obj + slack * obj.abs()
             if not bool(worse.any()):

@@ -120,7 +120,8 @@ def base_digits(n_digits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_thickness_intensity(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """DeepSCM's mechanism: ``t = 0.5 + Gamma(10, rate 5)``, ``i = 64 + 191 sigmoid(2(t-2.5) + 0.5 eps)``."""
+    """DeepSCM's mechanism: ``t = 0.5 + Gamma(10, rate 5)``,
+    ``i = 64 + 191 sigmoid(2 (t - 2.5) + 0.5 eps)``; returns ``(t, i)``, shape ``(n,)`` each."""
     t = 0.5 + rng.gamma(shape=10.0, scale=1.0 / 5.0, size=n)
     loc = 2.0 * (t - 2.5)
     i = 64.0 + 191.0 / (1.0 + np.exp(-(loc + 0.5 * rng.standard_normal(n))))

@@ -23,20 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Null draws evaluated together in the closed form: bounds the (k, chunk) temporaries.
-NULL_CHUNK = 16
+#: Elements per block of the closed form's (k, offsets) temporaries (16 MiB in float32).
+BLOCK_ELEMENTS = 2**22
 
 ARROW_12 = "->"
 ARROW_21 = "<-"
 INDEPENDENT = "⊥"
-
-
-def _outcome(x: torch.Tensor, scale: str) -> torch.Tensor:
-    if scale == "probability":
-        return torch.sigmoid(x)
-    if scale == "label":
-        return (x > 0).to(x.dtype)
-    raise ValueError(f"unknown outcome scale {scale!r}")
 
 
 def gate_from_logits(
@@ -45,6 +37,7 @@ def gate_from_logits(
     alphas: np.ndarray | float,
     *,
     scale: str = "probability",
+    dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """Closed-form GATE for a linear outcome classifier under constant-shift interventions.
 
@@ -57,22 +50,53 @@ def gate_from_logits(
     alphas : array, shape (A,), or float
     scale : {'probability', 'label'}
         Soft outcome ``sigmoid`` or hard outcome ``1[logit > 0]``.
+    dtype : torch.dtype
+        Precision of the elementwise work (sums are accumulated in float64). float32 halves the
+        cost; its error on a GATE is below 1e-6 (checked against the materialised float64
+        computation in the tests).
 
     Returns
     -------
     np.ndarray, shape (A, B) (squeezed like the inputs: scalars in, scalar out)
+
+    Notes
+    -----
+    With ``t = alpha * s``, ``sigmoid(L + t) - sigmoid(L - t) = tanh(t) / (1 + cosh(L) / cosh(t))``,
+    so ``GATE = tanh(t) mean_i 1 / (1 + cosh(L_i) / cosh(t))``: ``cosh(L_i)`` is computed once and
+    each (latent, offset) pair costs a multiply-add and a reciprocal. The ``A * B`` offsets are
+    processed in blocks of at most ``BLOCK_ELEMENTS / k``, so temporaries stay near
+    ``BLOCK_ELEMENTS`` elements whatever ``k``, ``A`` and ``B``. Hard labels are counted with a
+    binary search in the sorted logits.
     """
     scalar_s, scalar_a = np.ndim(shifts) == 0, np.ndim(alphas) == 0
-    s = torch.as_tensor(np.atleast_1d(np.asarray(shifts, dtype=np.float64)))
+    s = np.atleast_1d(np.asarray(shifts, dtype=np.float64))
     a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-    lg = torch.as_tensor(np.asarray(logits, dtype=np.float64))[:, None]
-    out = np.empty((a.size, s.numel()), dtype=np.float64)
-    k = lg.shape[0]
-    for ia, alpha in enumerate(a):
-        for start in range(0, s.numel(), NULL_CHUNK):
-            t = alpha * s[start:start + NULL_CHUNK][None, :]
-            diff = _outcome(lg + t, scale) - _outcome(lg - t, scale)
-            out[ia, start:start + NULL_CHUNK] = (diff.sum(0) / k).numpy()
+    t_all = (a[:, None] * s[None, :]).ravel()
+    lg64 = np.asarray(logits, dtype=np.float64)
+    k = lg64.shape[0]
+    if scale == "label":
+        # 1[L + t > 0] - 1[L - t > 0] = sign(t) 1[-|t| < L <= |t|]: a count in the sorted logits.
+        srt = np.sort(lg64)
+        inside = (np.searchsorted(srt, np.abs(t_all), side="right")
+                  - np.searchsorted(srt, -np.abs(t_all), side="right"))
+        out = np.sign(t_all) * inside / k
+    elif scale == "probability":
+        # sigmoid(L + t) - sigmoid(L - t) = tanh(t) / (1 + cosh(L) / cosh(t)): no transcendental
+        # function per (latent, offset) element, one multiply-add and one reciprocal.
+        with np.errstate(over="ignore"):
+            c = torch.as_tensor(np.cosh(lg64)).to(dtype)[:, None]  # inf beyond float range: term 0
+            q_all = 1.0 / np.cosh(t_all)  # 0 when cosh overflows: term tanh(t)
+        tanh_t = np.tanh(t_all)
+        block = max(1, BLOCK_ELEMENTS // max(k, 1))
+        out = np.empty(t_all.size, dtype=np.float64)
+        for start in range(0, t_all.size, block):
+            q = torch.as_tensor(q_all[start:start + block]).to(dtype)[None, :]
+            denom = torch.addcmul(torch.ones((), dtype=dtype), c, q)
+            total = denom.reciprocal_().sum(0, dtype=torch.float64).numpy()
+            out[start:start + block] = tanh_t[start:start + block] * total / k
+    else:
+        raise ValueError(f"unknown outcome scale {scale!r}")
+    out = out.reshape(a.size, s.size)
     if scalar_a and scalar_s:
         return out[0, 0]
     if scalar_s:

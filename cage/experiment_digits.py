@@ -36,7 +36,7 @@ from cage.images import ImageStore, contact_sheet
 from cage.obs_classifiers import ObsClassifierConfig
 from cage.pairs import LinearAttribute, PairConfig, PairMaker, PairSet, number_pairs
 from cage_eval import runs
-from cage_eval.errors import ConfigError
+from cage_eval.errors import ConfigError, RunDirError
 
 
 @dataclass(frozen=True)
@@ -211,22 +211,25 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> DigitsSetup:
 
 
 def _dags(result: Any, config: ExperimentConfig, output: OutputOptions) -> tuple[
-        list[tuple[str, str]], list[dict[str, Any]]]:
-    dags, skipped = [], []
+        list[tuple[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
+    dags, skipped, called = [], [], []
     for m1, m2 in config.cage.pairs:
         try:
             d = result.direction_for(m1, m2, output.outcome)
         except KeyError:
             d = result.direction_for(m1, m2)
-        if d.direction in ("->", "<-"):
-            dags.append((d.cause, d.effect))
-        elif output.include_independent:
-            dags.append((m1, m2))
+        if d.direction in ("->", "<-") or output.include_independent:
+            cause, effect = (d.cause, d.effect) if d.direction in ("->", "<-") else (m1, m2)
+            dags.append((cause, effect))
+            called.append({"dag": runs.dag_name(cause, effect), "outcome": d.outcome,
+                           "direction": d.direction, "delta_tau": d.delta_tau,
+                           "p_delta_tau": d.p_delta_tau, "sign_stable": d.sign_stable,
+                           "cos_normals": d.cos_normals})
         else:
             skipped.append({"m1": m1, "m2": m2, "outcome": d.outcome, "direction": d.direction,
                             "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
                             "reason": "CAGE found no direction; no pairs made"})
-    return dags, skipped
+    return dags, skipped, called
 
 
 def _linear(result: Any, pair: tuple[str, str], attr: str) -> LinearAttribute:
@@ -248,7 +251,7 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     assert setup.dataset is not None and setup.options is not None
     options = setup.options
     min_acc = config.cage.min_accuracy
-    dags, skipped = _dags(result, config, options.output)
+    dags, skipped, called = _dags(result, config, options.output)
     for cause, effect in dags:
         for a in (cause, effect):
             acc = float(result.classifiers[a].accuracy_)
@@ -263,24 +266,31 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     try:
         store = ImageStore(Path(run_dir) / runs.IMAGES_DIR, scale=options.output.png_scale)
     except OSError as exc:
-        raise ConfigError(f"{run_dir}: cannot write images ({exc.strerror}); choose a writable "
+        raise RunDirError(f"{run_dir}: cannot write images ({exc.strerror}); choose a writable "
                           "--out") from None
     sets: list[PairSet] = []
-    with store, deterministic_torch():
-        maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
-                          np.arange(len(data)), setup.observation_classifier, store, options.pairs)
-        for cause, effect in dags:
-            pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
-            c, e = _linear(result, pair, cause), _linear(result, pair, effect)
-            if options.pairs.n_same_source:
-                sets.append(maker.same_source(c, e, options.pairs.n_same_source, pool))
-            if options.pairs.n_same_destination:
-                sets.append(maker.same_destination(c, e, options.pairs.n_same_destination, pool))
+    try:
+        with store, deterministic_torch():
+            maker = PairMaker(setup.generator, setup.data_latents, data.images,
+                              setup.attributes, np.arange(len(data)),
+                              setup.observation_classifier, store, options.pairs)
+            for cause, effect in dags:
+                pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
+                c, e = _linear(result, pair, cause), _linear(result, pair, effect)
+                if options.pairs.n_same_source:
+                    sets.append(maker.same_source(c, e, options.pairs.n_same_source, pool))
+                if options.pairs.n_same_destination:
+                    sets.append(maker.same_destination(c, e, options.pairs.n_same_destination,
+                                                       pool))
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: writing the pair images failed ({exc}); free space or "
+                          "choose another --out") from None
     rows = number_pairs(sets)
     runs.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
     sheets = write_sheets(sets, Path(run_dir) / runs.SHEETS_DIR, options.output.sheet_pairs)
     return {"pairs": {
         "dags": [runs.dag_name(c, e) for c, e in dags],
+        "calls": called,
         "skipped": skipped,
         "rows": len(rows),
         "images": len(store.written),

@@ -4,7 +4,8 @@ Data (2-D, ``[data] n`` points, seeded):
 
 - ``m_c = 0``: an 8-component ring, centre ``ring_center``, radius ``ring_radius``, component
   standard deviation ``ring_std`` (all below the cut: ``m_e = 1`` there);
-- ``m_c = 1``: 3 clusters in a row at ``clusters`` (std ``cluster_std``) on the other side;
+- ``m_c = 1``: 3 clusters in a row at ``clusters`` (std ``cluster_std``) on the other side; each
+  point comes from the 3-cluster mixture with probability ``p_clusters`` (default 0.5);
 - ``m_e = 1[mean(x, y) < 2.5]``: the cut crosses the clusters, so ``P(m_e = 1 | m_c = 0) = 1`` and
   ``P(m_e = 1 | m_c = 1)`` is about 0.43: ``m_e`` depends on ``m_c`` without being a function of it.
 
@@ -46,6 +47,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "clusters": [[-1.0, 4.0], [1.5, 4.0], [4.0, 4.0]],
     "cluster_std": 0.8,
     "cut": 2.5,
+    "p_clusters": 0.5,
     "test_fraction": 0.25,
 }
 FLOW_DEFAULTS: dict[str, Any] = {
@@ -96,6 +98,10 @@ def data_options(config: ExperimentConfig) -> dict[str, Any]:
     for key in ("ring_radius", "ring_std", "cluster_std"):
         o[key] = float(_number(config, "data", key, o[key]))
     o["cut"] = float(_number(config, "data", "cut", o["cut"], positive=False))
+    pc = _number(config, "data", "p_clusters", o["p_clusters"])
+    if not pc < 1:
+        raise ConfigError(f"{config.where('data', 'p_clusters')} = {pc}: must be in (0, 1)")
+    o["p_clusters"] = float(pc)
     tf = _number(config, "data", "test_fraction", o["test_fraction"])
     if not tf < 1:
         raise ConfigError(f"{config.where('data', 'test_fraction')} = {tf}: must be in (0, 1)")
@@ -135,7 +141,7 @@ def sample_mog(opts: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray,
     ring = np.stack([cx + opts["ring_radius"] * np.cos(angles),
                      cy + opts["ring_radius"] * np.sin(angles)], axis=1)
     clusters = np.asarray(opts["clusters"], dtype=np.float64)
-    m_c = rng.integers(0, 2, n)
+    m_c = (rng.random(n) < opts["p_clusters"]).astype(np.int64)
     x = np.empty((n, 2))
     i0, i1 = np.flatnonzero(m_c == 0), np.flatnonzero(m_c == 1)
     x[i0] = ring[rng.integers(0, 8, i0.size)] + opts["ring_std"] * rng.standard_normal((i0.size, 2))

@@ -78,10 +78,12 @@ class ImageStore:
         Nearest-neighbour enlargement applied when encoding.
     workers : int
         Writer threads.
+    batch : int
+        Images handed to a writer thread at a time.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, scale: int = 1,
-                 workers: int = 4) -> None:
+                 workers: int = 2, batch: int = 64) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.directory = Path(directory)
@@ -90,14 +92,22 @@ class ImageStore:
         self.written: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="png")
         self._futures: list[Any] = []
+        self._pending: list[tuple[str, np.ndarray]] = []
+        self.batch = batch
 
-    def _write(self, name: str, image: np.ndarray) -> None:
-        data = encode_png(image, scale=self.scale)
-        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+    def _write(self, batch: list[tuple[str, np.ndarray]]) -> None:
+        for name, image in batch:
+            data = encode_png(image, scale=self.scale)
+            fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+    def _submit(self) -> None:
+        if self._pending:
+            self._futures.append(self._pool.submit(self._write, self._pending))
+            self._pending = []
 
     def add(self, image: np.ndarray) -> str:
         """Queue one uint8 image (H, W) for writing if not yet present; return its file name."""
@@ -105,11 +115,14 @@ class ImageStore:
         name = image_name(image, scale=self.scale)
         if name not in self.written:
             self.written.add(name)
-            self._futures.append(self._pool.submit(self._write, name, image))
+            self._pending.append((name, image))
+            if len(self._pending) >= self.batch:
+                self._submit()
         return name
 
     def close(self) -> None:
-        """Wait for all writes; raise the first error."""
+        """Write what is queued, wait for all writes; raise the first error."""
+        self._submit()
         futures, self._futures = self._futures, []
         try:
             for f in futures:

@@ -48,7 +48,7 @@ def permutation_normals(
     """
     labels = permutation_labels(y, n, seed)
     # Only the direction of a null normal matters: float32 products and a looser tolerance.
-    coef, _ = fit_logreg_batched(z, labels, C=C, tol=1e-6, dtype=torch.float32)
+    coef, _ = fit_logreg_batched(z, labels, C=C, tol=1e-5, dtype=torch.float32)
     norms = np.linalg.norm(coef, axis=1, keepdims=True)
     # An all-zero refit (possible only in degenerate data) gets a random direction instead.
     bad = norms[:, 0] <= 0

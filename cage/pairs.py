@@ -10,14 +10,16 @@ For a DAG ``cause -> effect`` found by CAGE:
   has its effect set to ``e*``. The four combinations are used in turn.
 
 A manipulation of attribute ``a`` towards target ``y`` moves ``z`` along a unit direction ``u_a``
-(the normal ``h_a`` of the latent classifier, eq. 4), ``z + s alpha u_a`` with ``s = +1`` for ``y = 1`` and ``-1`` for
-``y = 0``. ``alpha`` is chosen per image so that the latent classifier's probability of the target
-reaches ``target_probability``: ``alpha = max(alpha_min, (logit(p*) - s l(z)) / (w_a . u_a))`` with
-the logit ``l(z) = w_a . z + b_a`` (``w_a . u_a = |w_a|`` for the plain normal). The decoded, 8-bit quantised counterfactual is then checked by the
-observation-space classifier ``psi_a``; if it has not reached the target (``P(a = y) < 0.5``),
-alpha is multiplied by ``alpha_growth`` up to ``alpha_steps - 1`` times, and if it still fails the
-source image is replaced by the next unused one. Every pair records the alpha used, the check
-probability and how many candidate rounds it took; the statistics of the failures are returned.
+(the normal ``h_a`` of the latent classifier, eq. 4), ``z + s alpha u_a`` with ``s = +1`` for
+``y = 1`` and ``-1`` for ``y = 0``. ``alpha`` is chosen per image so that the latent classifier's
+probability of the target reaches ``target_probability``:
+``alpha = max(alpha_min, (logit(p*) - s l(z)) / (w_a . u_a))`` with the logit
+``l(z) = w_a . z + b_a`` (``w_a . u_a = |w_a|`` for the plain normal). The decoded, 8-bit quantised
+counterfactual is then checked by the observation-space classifier ``psi_a``; if it has not
+reached the target (``P(a = y) < check_threshold``, default 0.5), alpha is multiplied by
+``alpha_growth`` up to ``alpha_steps - 1`` times, and if it still fails the source image is
+replaced by the next unused one. Every pair records the alpha used, the check probability and how
+many candidate rounds it took; the statistics of the failures are returned.
 """
 
 from __future__ import annotations
@@ -287,7 +289,8 @@ class PairMaker:
                                          ok_b[j], int(rounds[j])))
             result.sheet_rows.append([self.images[a], ok_a[j].images[0], self.images[b],
                                       ok_b[j].images[0]])
-            result.sheet_labels.append(f"-> {cause.name}={combos[j][0]}, {effect.name}={combos[j][1]}")
+            result.sheet_labels.append(
+                f"-> {cause.name}={combos[j][0]}, {effect.name}={combos[j][1]}")
         result.stats = stats.summary(n, tried, 2 * n)
         return result
 

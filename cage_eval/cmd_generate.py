@@ -74,7 +74,7 @@ def summary(result, out: Path, elapsed: float) -> str:
     lines = [f"{result.config.name}: run {manifest['run_id']} written to {out} "
              f"in {elapsed:.0f} s (seed {result.config.seed}, k={cc.k}, alpha={cc.alpha:g}, "
              f"{cc.n_null} null draws, decision null: {cc.null})", "",
-             "latent classifiers (held-out accuracy, |w|):"]
+             "attribute classifiers (held-out accuracy; |w| of the latent ones):"]
     for row in result.classifier_rows:
         extra = f", |w|={row['weight_norm']:.2f}" if row["space"] == "latent" else ""
         flag = "" if row["separable"] == "yes" else "  NOT SEPARABLE: CAGE unreliable"

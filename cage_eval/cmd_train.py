@@ -37,15 +37,14 @@ def train(experiment, out, seed, overrides, cache_dir):
 
     from cage.config import default_cache_dir, load_experiment
     from cage.digits_weights import cache_bundle_dir, read_shipped_meta, train_and_write
+    from cage.experiment_digits import parse_options
+    from cage_eval.errors import ConfigError
 
     items = list(overrides)
     if seed is not None:
         items += [f"data.seed={seed}", f"vae.seed={seed}", f"obs_classifier.seed={seed}"]
     config = load_experiment(experiment, overrides=items)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    from cage.experiment_digits import parse_options
-    from cage_eval.errors import ConfigError
-
     if config.kind != "digits":
         raise ConfigError(f"{config.source}: [experiment] kind = {config.kind!r}: `cage-eval train` "
                           "trains the 'digits' kind; the others train inside `cage-eval generate`")

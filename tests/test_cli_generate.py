@@ -29,7 +29,7 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     res = _generate("--experiment", "mog", "--out", str(out), "--cache-dir", str(cache), *SMALL)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[0].startswith(f"mog: run ") and f"written to {out}" in lines[0]
+    assert lines[0].startswith("mog: run ") and f"written to {out}" in lines[0]
     assert any(line.startswith("m_c / m_e              latent ") for line in lines)
     assert any(line.startswith("m_c / m_e              observation ") for line in lines)
     assert f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)" in lines

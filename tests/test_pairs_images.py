@@ -71,7 +71,7 @@ def test_contact_sheet_lays_out_labelled_rows():
     # The first image of the first row is pasted verbatim (enlarged twice) somewhere on the sheet.
     big = np.repeat(np.repeat(digit(0), 2, axis=0), 2, axis=1)
     ys, xs = np.nonzero(sheet == big[0, 0])
-    assert any(np.array_equal(sheet[y:y + 56, x:x + 56], big) for y, x in zip(ys, xs))
+    assert any(np.array_equal(sheet[y:y + 56, x:x + 56], big) for y, x in zip(ys, xs, strict=True))
     assert png == contact_sheet(rows, column_titles=["source", "a changed", "b changed"],
                                 row_labels=[f"p{k}" for k in range(5)], title="a->b same-source",
                                 scale=2)
