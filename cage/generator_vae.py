@@ -152,19 +152,37 @@ def train_vae(images: np.ndarray, config: VAEConfig) -> tuple[ConvVAE, TrainingR
     return model, report
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with ``threads`` torch threads (None: leave the setting alone), then restore."""
+    if threads is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class VAEGenerator:
     """:class:`cage.generator.EncodingGenerator` over a trained :class:`ConvVAE`.
 
     ``decode`` returns decoder means in [0, 1], shape ``(n, 1, 28, 28)``; ``encode`` the posterior
-    mean. Both run without gradients in batches of ``batch_size``.
+    mean. Both run without gradients in batches of ``batch_size``, on ``threads`` torch threads
+    (default 1): the outputs then do not depend on the machine's core count, so every number
+    computed from decoded images is reproducible across machines, and on a busy 2-core machine one
+    thread is also the faster choice (measured 6,700 vs 3,000 images/s).
     """
 
     obs_shape = (1, 28, 28)
 
-    def __init__(self, model: ConvVAE, batch_size: int = 512) -> None:
+    def __init__(self, model: ConvVAE, batch_size: int = 512, threads: int | None = 1) -> None:
         self.model = model.eval()
         self.latent_dim = model.latent_dim
         self.batch_size = batch_size
+        self.threads = threads
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
@@ -172,15 +190,17 @@ class VAEGenerator:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         z = torch.as_tensor(z, dtype=torch.float32)
-        parts = [torch.sigmoid(self.model.logits(z[s:s + self.batch_size]))
-                 for s in range(0, z.shape[0], self.batch_size)]
+        with torch_threads(self.threads):
+            parts = [torch.sigmoid(self.model.logits(z[s:s + self.batch_size]))
+                     for s in range(0, z.shape[0], self.batch_size)]
         return torch.cat(parts) if parts else torch.empty(0, *self.obs_shape)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=torch.float32)
-        parts = [self.model.stats(x[s:s + self.batch_size])[0]
-                 for s in range(0, x.shape[0], self.batch_size)]
+        with torch_threads(self.threads):
+            parts = [self.model.stats(x[s:s + self.batch_size])[0]
+                     for s in range(0, x.shape[0], self.batch_size)]
         return torch.cat(parts) if parts else torch.empty(0, self.latent_dim)
 
 

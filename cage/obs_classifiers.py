@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cage.generator_vae import deterministic_torch
+from cage.generator_vae import deterministic_torch, torch_threads
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class ObsReport:
 
 
 class ObservationClassifier:
-    """``psi``: images ``(n, 1, 28, 28)`` in [0, 1] -> ``{attribute: P(attribute = 1)}``.
+    """``psi``: images ``(n, 1, 28, 28)`` in [0, 1] -> ``{attribute: P(attribute = 1)}``, on
+    ``threads`` torch threads (default 1, as :class:`cage.generator_vae.VAEGenerator`).
 
     Parameters
     ----------
@@ -71,17 +72,20 @@ class ObservationClassifier:
         Attribute names, in the order of the model's outputs.
     """
 
-    def __init__(self, model: AttributeCNN, attributes: Sequence[str], batch_size: int = 1024):
+    def __init__(self, model: AttributeCNN, attributes: Sequence[str], batch_size: int = 1024,
+                 threads: int | None = 1):
         self.model = model.eval()
         self.attributes = tuple(attributes)
         self.batch_size = batch_size
+        self.threads = threads
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """``P(attribute = 1)``, shape ``(n, n_attributes)``, float64."""
         x = torch.as_tensor(x, dtype=torch.float32)
-        parts = [torch.sigmoid(self.model(x[s:s + self.batch_size]))
-                 for s in range(0, x.shape[0], self.batch_size)]
+        with torch_threads(self.threads):
+            parts = [torch.sigmoid(self.model(x[s:s + self.batch_size]))
+                     for s in range(0, x.shape[0], self.batch_size)]
         if not parts:
             return np.empty((0, len(self.attributes)))
         return torch.cat(parts).double().numpy()

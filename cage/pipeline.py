@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import platform
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from cage.experiment import ExperimentSetup
 from cage.interventions import make_intervention
 from cage.mmd import mmd_test
 from cage.nulls import permutation_normals, random_directions
+from cage.report import jsonable, versions, write_engine_files
 from cage_eval import runs
 from cage_eval.errors import ConfigError
 
@@ -58,7 +58,8 @@ class PairDirection:
     """CAGE's verdict on one attribute pair for one outcome variant (a row of directions.csv).
 
     ``gate_12 = GATE(m1 -> m2)``, ``gate_21 = GATE(m2 -> m1)``, ``delta_tau = |gate_12| - |gate_21|``
-    at the headline ``alpha``; ``p_*`` from the decision null (``null``), ``p_values[kind]`` holds
+    at the headline ``alpha``; ``offset_1``/``offset_2`` are the signed distances ``-b/|w|`` of the
+    two decision hyperplanes from the prior mean (latent units); ``p_*`` from the decision null (``null``), ``p_values[kind]`` holds
     ``(p_gate_12, p_gate_21, p_delta_tau)`` for every null kind computed. ``direction`` follows
     :func:`cage.effects.decide`; ``cause``/``effect`` are empty for ``⊥``.
     """
@@ -86,6 +87,8 @@ class PairDirection:
     norm_w2: float
     acc_1: float
     acc_2: float
+    offset_1: float
+    offset_2: float
     separable: bool
     mmd: float
     p_mmd: float
@@ -196,7 +199,6 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
             return {k: (np.asarray(v) > 0.5).astype(np.float64) for k, v in probs.items()}
         return probs
 
-    n_null_k = min(cc.k, cc.k_null_observation)
     result_dirs: list[PairDirection] = []
     sweep_rows: list[dict[str, Any]] = []
     null_rows: list[dict[str, Any]] = []
@@ -231,49 +233,11 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
 
         for outcome in cc.outcomes:
             if outcome == "latent":
-                w1, w2 = classifiers[m1].coef_, classifiers[m2].coef_
-                sweep12 = gate_from_logits(logits[m2], float(w2 @ u[m1]), alphas, scale=cc.outcome_scale)
-                sweep21 = gate_from_logits(logits[m1], float(w1 @ u[m2]), alphas, scale=cc.outcome_scale)
-                g12 = float(gate_from_logits(logits[m2], float(w2 @ u[m1]), cc.alpha, scale=cc.outcome_scale))
-                g21 = float(gate_from_logits(logits[m1], float(w1 @ u[m2]), cc.alpha, scale=cc.outcome_scale))
-                nulls = {}
-                bands = {}
-                for kind in cc.nulls:
-                    s12 = null_dirs[(m1, m2, m1, kind)] @ w2
-                    s21 = null_dirs[(m1, m2, m2, kind)] @ w1
-                    n12 = gate_from_logits(logits[m2], s12, cc.alpha, scale=cc.outcome_scale)
-                    n21 = gate_from_logits(logits[m1], s21, cc.alpha, scale=cc.outcome_scale)
-                    nulls[kind] = (np.atleast_1d(n12), np.atleast_1d(n21))
-                    if kind == cc.null:
-                        a12 = gate_from_logits(logits[m2], s12, alphas, scale=cc.outcome_scale)
-                        a21 = gate_from_logits(logits[m1], s21, alphas, scale=cc.outcome_scale)
-                        dt = delta_tau(np.atleast_2d(a12), np.atleast_2d(a21))
-                        bands = {"lo": np.quantile(dt, 0.025, axis=1),
-                                 "hi": np.quantile(dt, 0.975, axis=1)}
-                k_used = cc.k
+                v = _latent_variant(m1, m2, classifiers, logits, u, null_dirs, cc)
             else:
-                sweep12, sweep21 = np.empty(alphas.size), np.empty(alphas.size)
-                for i, al in enumerate(alphas):
-                    sweep12[i] = _obs_gate(z_prior, u[m1], al, outcome_obs)[m2]
-                    sweep21[i] = _obs_gate(z_prior, u[m2], al, outcome_obs)[m1]
-                g12 = _obs_gate(z_prior, u[m1], cc.alpha, outcome_obs)[m2]
-                g21 = _obs_gate(z_prior, u[m2], cc.alpha, outcome_obs)[m1]
-                # Nulls on the first n_null_k latents; the observed statistic for the p-values is
-                # recomputed on the same latents so that both sides are comparable.
-                z_sub = z_prior[:n_null_k]
-                g12_sub = _obs_gate(z_sub, u[m1], cc.alpha, outcome_obs)[m2]
-                g21_sub = _obs_gate(z_sub, u[m2], cc.alpha, outcome_obs)[m1]
-                nulls = {}
-                for kind in cc.nulls:
-                    n12 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome_obs)[m2]
-                                    for d in null_dirs[(m1, m2, m1, kind)]])
-                    n21 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome_obs)[m1]
-                                    for d in null_dirs[(m1, m2, m2, kind)]])
-                    nulls[kind] = (n12, n21)
-                bands = {}
-                k_used = n_null_k
-
-            obs12, obs21 = (g12, g21) if outcome == "latent" else (g12_sub, g21_sub)
+                v = _observation_variant(m1, m2, z_prior, u, null_dirs, outcome_obs, cc)
+            g12, g21, obs12, obs21, nulls, k_used = v.g12, v.g21, v.obs12, v.obs21, v.nulls, v.k_used
+            sweep12, sweep21, bands = v.sweep12, v.sweep21, v.bands
             dt_obs = float(delta_tau(g12, g21))
             p_values = {}
             for kind, (n12, n21) in nulls.items():
@@ -297,6 +261,7 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                 delta_tau_significant=pdt <= cc.level, sign_stable=stable,
                 cos_normals=float(c1.normal_ @ c2.normal_), norm_w1=c1.weight_norm_,
                 norm_w2=c2.weight_norm_, acc_1=c1.accuracy_, acc_2=c2.accuracy_,
+                offset_1=-c1.intercept_ / c1.weight_norm_, offset_2=-c2.intercept_ / c2.weight_norm_,
                 separable=min(c1.accuracy_, c2.accuracy_) >= cc.min_accuracy,
                 mmd=mmd_head[m1][0], p_mmd=mmd_head[m1][1], mmd_2=mmd_head[m2][0],
                 p_mmd_2=mmd_head[m2][1], n_null_k=k_used))
@@ -328,6 +293,81 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                       prior_latents=z_prior.numpy(), interventions=interventions,
                       null_directions=null_dirs, sweep_rows=sweep_rows, null_rows=null_rows,
                       classifier_rows=classifier_rows, seeds=seeds, test_masks=masks)
+
+
+@dataclass
+class _Variant:
+    """One outcome variant of one pair: sweep, headline GATEs, the statistics the nulls are
+    compared with (``obs12``, ``obs21``), null GATEs per kind, Δτ null band over alpha."""
+
+    sweep12: np.ndarray
+    sweep21: np.ndarray
+    g12: float
+    g21: float
+    obs12: float
+    obs21: float
+    nulls: dict[str, tuple[np.ndarray, np.ndarray]]
+    bands: dict[str, np.ndarray]
+    k_used: int
+
+
+def _latent_variant(m1: str, m2: str, classifiers: dict[str, LatentClassifier],
+                    logits: dict[str, np.ndarray], u: dict[str, np.ndarray],
+                    null_dirs: dict, cc: Any) -> _Variant:
+    """Eq. 8 in closed form: every alpha and null direction from the prior logits."""
+    w1, w2 = classifiers[m1].coef_, classifiers[m2].coef_
+    alphas = np.asarray(cc.alphas)
+    scale = cc.outcome_scale
+    s12, s21 = float(w2 @ u[m1]), float(w1 @ u[m2])
+    g12 = float(gate_from_logits(logits[m2], s12, cc.alpha, scale=scale))
+    g21 = float(gate_from_logits(logits[m1], s21, cc.alpha, scale=scale))
+    nulls: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    bands: dict[str, np.ndarray] = {}
+    for kind in cc.nulls:
+        n12 = null_dirs[(m1, m2, m1, kind)] @ w2
+        n21 = null_dirs[(m1, m2, m2, kind)] @ w1
+        nulls[kind] = (np.atleast_1d(gate_from_logits(logits[m2], n12, cc.alpha, scale=scale)),
+                       np.atleast_1d(gate_from_logits(logits[m1], n21, cc.alpha, scale=scale)))
+        if kind == cc.null:
+            a12 = np.atleast_2d(gate_from_logits(logits[m2], n12, alphas, scale=scale))
+            a21 = np.atleast_2d(gate_from_logits(logits[m1], n21, alphas, scale=scale))
+            dt = delta_tau(a12, a21)
+            bands = {"lo": np.quantile(dt, 0.025, axis=1), "hi": np.quantile(dt, 0.975, axis=1)}
+    return _Variant(
+        sweep12=np.atleast_1d(gate_from_logits(logits[m2], s12, alphas, scale=scale)),
+        sweep21=np.atleast_1d(gate_from_logits(logits[m1], s21, alphas, scale=scale)),
+        g12=g12, g21=g21, obs12=g12, obs21=g21, nulls=nulls, bands=bands, k_used=cc.k)
+
+
+def _observation_variant(m1: str, m2: str, z_prior: torch.Tensor, u: dict[str, np.ndarray],
+                         null_dirs: dict,
+                         outcome: Callable[[torch.Tensor], dict[str, np.ndarray]],
+                         cc: Any) -> _Variant:
+    """Eq. 9: decode the counterfactual latents and apply the observation classifier."""
+    alphas = np.asarray(cc.alphas)
+    sweep12 = np.array([_obs_gate(z_prior, u[m1], al, outcome)[m2] for al in alphas])
+    sweep21 = np.array([_obs_gate(z_prior, u[m2], al, outcome)[m1] for al in alphas])
+    at = np.flatnonzero(alphas == cc.alpha)
+    if at.size:
+        g12, g21 = float(sweep12[at[0]]), float(sweep21[at[0]])
+    else:
+        g12 = _obs_gate(z_prior, u[m1], cc.alpha, outcome)[m2]
+        g21 = _obs_gate(z_prior, u[m2], cc.alpha, outcome)[m1]
+    # Nulls on the first k_null_observation latents; the observed statistic for the p-values is
+    # recomputed on the same latents so that both sides are comparable.
+    n_sub = min(cc.k, cc.k_null_observation)
+    z_sub = z_prior[:n_sub]
+    obs12 = _obs_gate(z_sub, u[m1], cc.alpha, outcome)[m2]
+    obs21 = _obs_gate(z_sub, u[m2], cc.alpha, outcome)[m1]
+    nulls = {}
+    for kind in cc.nulls:
+        n12 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome)[m2]
+                        for d in null_dirs[(m1, m2, m1, kind)]])
+        n21 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome)[m1]
+                        for d in null_dirs[(m1, m2, m2, kind)]])
+        nulls[kind] = (n12, n21)
+    return _Variant(sweep12=sweep12, sweep21=sweep21, g12=g12, g21=g21, obs12=obs12, obs21=obs21,
+                    nulls=nulls, bands={}, k_used=n_sub)
 
 
 @dataclass(frozen=True)
@@ -373,104 +413,6 @@ def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: Laten
     return cache[key]
 
 
-# --------------------------------------------------------------------------- files
-
-DIRECTIONS_COLUMNS = (
-    "m1", "m2", "outcome", "direction", "cause", "effect", "alpha", "k", "gate_12", "gate_21",
-    "delta_tau", "null", "p_gate_12", "p_gate_21", "p_delta_tau", "delta_tau_significant",
-    "sign_stable", "p_gate_12_permutation", "p_gate_21_permutation", "p_delta_tau_permutation",
-    "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "n_null_k", "cos_normals",
-    "norm_w1", "norm_w2", "acc_1", "acc_2", "separable", "mmd", "p_mmd", "mmd_2", "p_mmd_2",
-)
-CLASSIFIERS_COLUMNS = ("attribute", "space", "kind", "accuracy", "n_train", "n_test",
-                       "positive_rate", "weight_norm", "intercept", "separable")
-SWEEP_COLUMNS = ("m1", "m2", "outcome", "alpha", "gate_12", "gate_21", "delta_tau", "null_lo",
-                 "null_hi", "mmd_1", "p_mmd_1", "mmd_2", "p_mmd_2")
-NULL_COLUMNS = ("m1", "m2", "outcome", "null", "draw", "alpha", "k", "gate_12", "gate_21",
-                "delta_tau")
-
-
-def fmt(value: Any) -> Any:
-    """CSV cell: floats with 10 significant digits (stable bytes across runs), bools yes/no."""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if v != v:
-            return "nan"
-        return format(v, ".10g") if v != 0 else "0"
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _fmt_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: fmt(v) for k, v in r.items()} for r in rows]
-
-
-def direction_rows(result: CageResult) -> list[dict[str, Any]]:
-    """directions.csv rows."""
-    rows = []
-    for d in result.directions:
-        row = {k: v for k, v in asdict(d).items() if k in DIRECTIONS_COLUMNS}
-        for kind in ("permutation", "random"):
-            p = d.p_values.get(kind, ("", "", ""))
-            row[f"p_gate_12_{kind}"], row[f"p_gate_21_{kind}"], row[f"p_delta_tau_{kind}"] = p
-        rows.append(row)
-    return _fmt_rows(rows)
-
-
-def artifact_arrays(result: CageResult, setup: ExperimentSetup) -> dict[str, np.ndarray]:
-    """Arrays of artifacts.npz (keys documented in docs/engine.md)."""
-    arrays: dict[str, np.ndarray] = {
-        "prior_latents": result.prior_latents.astype(np.float32),
-        "data_latents": np.asarray(setup.data_latents, dtype=np.float32),
-        "alphas": np.asarray(result.config.cage.alphas, dtype=np.float64),
-    }
-    for a, clf in result.classifiers.items():
-        arrays[f"clf__{a}__coef"] = clf.coef_
-        arrays[f"clf__{a}__intercept"] = np.asarray(clf.intercept_)
-        arrays[f"labels__{a}"] = np.asarray(setup.attributes[a]).astype(np.int8)
-        arrays[f"test_mask__{a}"] = result.test_masks[a]
-    for (m1, m2), dirs in result.interventions.items():
-        for a, u in dirs.items():
-            arrays[f"direction__{m1}__{m2}__{a}"] = u
-    for (m1, m2, a, kind), dirs in result.null_directions.items():
-        arrays[f"null__{kind}__{m1}__{m2}__{a}"] = dirs
-    return arrays
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape the numbers."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("cage-eval", "torch", "numpy", "scipy", "scikit-learn", "zuko", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def write_engine_files(result: CageResult, setup: ExperimentSetup, stage: Path) -> list[str]:
-    """Write every engine file into ``stage``; return the names written."""
-    from cage.plots import write_plots
-
-    runs.atomic_write_csv(stage / runs.CLASSIFIERS, _fmt_rows(result.classifier_rows),
-                          CLASSIFIERS_COLUMNS)
-    runs.atomic_write_csv(stage / runs.DIRECTIONS, direction_rows(result), DIRECTIONS_COLUMNS)
-    runs.atomic_write_csv(stage / runs.ALPHA_SWEEP, _fmt_rows(result.sweep_rows), SWEEP_COLUMNS)
-    runs.atomic_write_csv(stage / runs.NULL_DRAWS, _fmt_rows(result.null_rows), NULL_COLUMNS)
-    arrays = artifact_arrays(result, setup)
-    tmp = stage / f".{runs.ARTIFACTS}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(stage / runs.ARTIFACTS)
-    plots = write_plots(result, stage / runs.PLOTS_DIR)
-    return [runs.CLASSIFIERS, runs.DIRECTIONS, runs.ALPHA_SWEEP, runs.NULL_DRAWS, runs.ARTIFACTS,
-            *[f"{runs.PLOTS_DIR}/{p}" for p in plots]]
-
-
 def load_kind(kind: str) -> Any:
     """The module ``cage.experiment_<kind>``; ConfigError when there is none."""
     try:
@@ -507,7 +449,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             "config": config.to_dict(),
             "seeds": result.seeds,
             "versions": versions(),
-            "setup": _jsonable(setup.info),
+            "setup": jsonable(setup.info),
             "files": files,
             "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
                             "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau}
@@ -516,23 +458,6 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
         for key, value in extra.items():
             if key in manifest:
                 raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
-            manifest[key] = _jsonable(value)
+            manifest[key] = jsonable(value)
         runs.atomic_write_json(stage / runs.MANIFEST, manifest)
     return result
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    return value

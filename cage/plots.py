@@ -126,8 +126,8 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
                     label=f"{attr}: MMD^2( p(z|{attr}=1), p(z|do({attr}=1)) )")
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("alpha")
-        ax.set_ylabel("unbiased MMD^2 (Gaussian kernel, median bandwidth)")
-        ax.set_title("conditioning vs intervening", fontsize=10)
+        ax.set_ylabel("unbiased MMD^2")
+        ax.set_title("conditioning vs intervening (Gaussian kernel, median bandwidth)", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         name = f"mmd__{tag}.png"

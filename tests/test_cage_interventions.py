@@ -74,6 +74,7 @@ def test_target_distance_puts_every_latent_at_alpha(classifiers):
     c = classifiers[1]
     z = np.random.default_rng(4).standard_normal((40, 6))
     inter = make_intervention("target_distance")
+    assert isinstance(inter, TargetDistanceIntervention)
     assert inter.direction(c) is None  # not a constant shift: no closed form
     for sign in (1, -1):
         moved = inter.apply(z, c, 0.8, sign)

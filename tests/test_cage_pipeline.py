@@ -49,6 +49,7 @@ def _setup(config, *, nan=False):
     z = rng.standard_normal((1200, D))
     labels = {"a": (rng.random(1200) < sigmoid(3 * z[:, 0])).astype(int)}
     labels["b"] = (rng.random(1200) < sigmoid(2 * z[:, 0] + 2 * z[:, 1] - labels["a"])).astype(int)
+    labels["c"] = (rng.random(1200) < sigmoid(2 * z[:, 2] + z[:, 0])).astype(int)
     # Observation classifiers = latent classifiers composed with the exact encoder, fitted exactly
     # as the pipeline fits them: then eq. 9 must reproduce eq. 8.
     fitted = {}
@@ -88,9 +89,24 @@ def test_observation_outcome_reproduces_latent_outcome_through_a_linear_generato
     assert 1 / 21 <= lat.p_gate_12 <= 1
 
 
+def test_conditional_intervention_projects_out_the_other_pairs_attributes():
+    config = config_from_dict(_raw(pairs=[["a", "b"], ["a", "c"]], intervention="conditional",
+                                   outcomes=["latent"], nulls=["random"], null="random"))
+    result = run_cage(_setup(config), config)
+    n = {x: result.classifiers[x].normal_ for x in "abc"}
+    u_ab = result.interventions[("a", "b")]
+    assert abs(u_ab["a"] @ n["c"]) < 1e-10 and abs(u_ab["b"] @ n["c"]) < 1e-10
+    assert abs(result.interventions[("a", "c")]["a"] @ n["b"]) < 1e-10
+    nulls = result.null_directions[("a", "b", "a", "random")]
+    np.testing.assert_allclose(nulls @ n["c"], 0.0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(nulls, axis=1), 1.0)
+    assert [(d.m1, d.m2, d.outcome) for d in result.directions] == [("a", "b", "latent"),
+                                                                     ("a", "c", "latent")]
+
+
 def test_unknown_attribute_missing_observation_classifier_and_nan_latents():
     config = config_from_dict(_raw(pairs=[["a", "zz"]]))
-    with pytest.raises(ConfigError, match="unknown attribute 'zz'; this experiment has a, b"):
+    with pytest.raises(ConfigError, match="unknown attribute 'zz'; this experiment has a, b, c"):
         run_cage(_setup(config), config)
     config = config_from_dict(_raw())
     setup = _setup(config)
