@@ -67,9 +67,9 @@ def main() -> int:
         try:
             with deterministic_torch():
                 t0 = time.perf_counter()
-                with ImageStore(out / "images") as store:
-                    maker = PairMaker(gen, z, data.images, data.attributes,
-                                      np.arange(len(data)), models.psi, store, cfg)
+                maker = PairMaker(gen, z, data.images, data.attributes, np.arange(len(data)),
+                                  models.psi, ImageStore(out / "images"), cfg)
+                with maker.store:
                     pairs = maker.same_source(attrs[args.cause], attrs[args.effect], args.pairs,
                                               pool)
                 elapsed = time.perf_counter() - t0

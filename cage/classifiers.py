@@ -260,43 +260,48 @@ def fit_logreg_batched(
     # Objective increases smaller than this count as numerical noise of the products.
     slack = 1e-12 if dtype == f64 else 1e-6
 
-    def objective(wm: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        loss = torch.nn.functional.softplus(logits) - yt * logits
+    def objective(wm: torch.Tensor, logits: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        loss = torch.nn.functional.softplus(logits) - ys * logits
         return loss.sum(0, dtype=f64) + 0.5 * (reg[:, None] * wm * wm).sum(0)
+
+    def gradient(wm: torch.Tensor, logits: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return (xa.T @ (torch.sigmoid(logits) - ys)).to(f64) + reg[:, None] * wm
 
     eye = torch.diag(reg) + 1e-10 * torch.eye(d + 1, dtype=f64)
     v = float((base * (1 - base)).mean())
     chol = torch.linalg.cholesky(v * (xa.T @ xa).to(f64) + eye)
-    logits = w[-1].to(dtype)[None, :].expand(n, n_cols)  # X w at the start: the intercepts
-    obj = objective(w, logits)
+    logits = w[-1].to(dtype)[None, :].repeat(n, 1)  # X w at the start: the intercepts
+    obj = objective(w, logits, yt)
+    grad = gradient(w, logits, yt)
+    # Converged columns no longer move, so each iteration works on the still-active ones only.
     for it in range(max_iter):
-        grad = (xa.T @ (torch.sigmoid(logits) - yt)).to(f64) + reg[:, None] * w
-        active = grad.abs().amax(0) >= tol * n
-        if not bool(active.any()):
+        idx = torch.nonzero(grad.abs().amax(0) >= tol * n).flatten()
+        if idx.numel() == 0:
             break
+        w_a, logits_a, obj_a, y_a, g_a = w[:, idx], logits[:, idx], obj[idx], yt[:, idx], grad[:, idx]
         if it < shared_iter:
-            step = torch.cholesky_solve(grad, chol)
+            step = torch.cholesky_solve(g_a, chol)
         else:
-            step = torch.zeros_like(grad)
+            step = torch.empty_like(g_a)
             xd = xa.to(f64)
-            for b in torch.nonzero(active).flatten().tolist():
-                pb = torch.sigmoid(logits[:, b].to(f64))
-                hess = (xd * (pb * (1 - pb))[:, None]).T @ xd + eye
-                step[:, b] = torch.linalg.solve(hess, grad[:, b])
-        step[:, ~active] = 0.0
-        scale = torch.ones(n_cols, dtype=f64)
+            for j in range(idx.numel()):
+                pj = torch.sigmoid(logits_a[:, j].to(f64))
+                hess = (xd * (pj * (1 - pj))[:, None]).T @ xd + eye
+                step[:, j] = torch.linalg.solve(hess, g_a[:, j])
+        scale = torch.ones(idx.numel(), dtype=f64)
         for _halving in range(30):
-            w_new = w - step * scale
+            w_new = w_a - step * scale
             logits_new = xa @ w_new.to(dtype)
-            obj_new = objective(w_new, logits_new)
-            worse = obj_new > obj + slack * obj.abs()
+            obj_new = objective(w_new, logits_new, y_a)
+            worse = obj_new > obj_a + slack * obj_a.abs()
             if not bool(worse.any()):
                 break
             scale = torch.where(worse, scale * 0.5, scale)
-        if bool(worse.any()):  # no descent left for these columns: they have converged
-            w_new[:, worse] = w[:, worse]
-            logits_new[:, worse] = logits[:, worse]
-            obj_new[worse] = obj[worse]
-        w, logits, obj = w_new, logits_new, obj_new
+        keep = ~worse  # columns with no descent left have converged: leave them as they were
+        w_new[:, worse], logits_new[:, worse], obj_new[worse] = w_a[:, worse], logits_a[:, worse], obj_a[worse]
+        w[:, idx], logits[:, idx], obj[idx] = w_new, logits_new, obj_new
+        grad[:, idx] = gradient(w_new, logits_new, y_a)
+        if not bool(keep.any()):
+            break
     wn = w.T.contiguous().numpy()
     return wn[:, :d].astype(np.float64), wn[:, d].astype(np.float64)

@@ -43,7 +43,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from cage_eval.errors import ConfigError
 
 #: The experiment a bare ``cage-eval generate`` runs.
-DEFAULT_EXPERIMENT = "mog"
+DEFAULT_EXPERIMENT = "digits"
 
 #: Environment variable that overrides the default cache directory (trained generators).
 CACHE_ENV = "CAGE_EVAL_CACHE"

@@ -270,10 +270,9 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
                           "--out") from None
     sets: list[PairSet] = []
     try:
+        maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
+                          np.arange(len(data)), setup.observation_classifier, store, options.pairs)
         with store, deterministic_torch():
-            maker = PairMaker(setup.generator, setup.data_latents, data.images,
-                              setup.attributes, np.arange(len(data)),
-                              setup.observation_classifier, store, options.pairs)
             for cause, effect in dags:
                 pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
                 c, e = _linear(result, pair, cause), _linear(result, pair, effect)

@@ -7,19 +7,13 @@ from pathlib import Path
 
 import click
 
-#: Mirrors cage.config.DEFAULT_EXPERIMENT without importing the numerical stack at --help time.
-_DEFAULT_EXPERIMENT_HELP = "the built-in default (cage.config.DEFAULT_EXPERIMENT)"
-
-
-def _default_experiment() -> str:
-    from cage.config import DEFAULT_EXPERIMENT
-
-    return DEFAULT_EXPERIMENT
+# cage.config needs only the standard library: importing it here keeps `--help` fast.
+from cage.config import DEFAULT_EXPERIMENT
 
 
 @click.command("generate")
-@click.option("--experiment", "-e", "experiment", default=None, metavar="NAME|PATH.toml",
-              help=f"Built-in experiment name or a TOML file. [default: {_DEFAULT_EXPERIMENT_HELP}]")
+@click.option("--experiment", "-e", "experiment", default=DEFAULT_EXPERIMENT, show_default=True,
+              metavar="NAME|PATH.toml", help="Built-in experiment name or a TOML file.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory to write. [default: runs/<experiment name>]")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
@@ -57,7 +51,7 @@ def generate(experiment, out, seed, overrides, force, cache_dir, list_only):
             cfg = load_experiment(name)
             click.echo(f"{name:16s} {cfg.description}")
         return
-    config = load_experiment(experiment or _default_experiment(), overrides=overrides, seed=seed)
+    config = load_experiment(experiment, overrides=overrides, seed=seed)
     out = out if out is not None else Path("runs") / config.name
     started = time.perf_counter()
     result = run_experiment(config, out, force=force, cache_dir=cache_dir)

@@ -44,7 +44,7 @@ def _raw(**cage):
     return {"experiment": {"name": "lin", "kind": "lintest", "seed": 3}, "cage": base}
 
 
-def _setup(config, *, nan=False):
+def _setup(config, *, nan=False, kind="logreg"):
     rng = np.random.default_rng(0)
     z = rng.standard_normal((1200, D))
     labels = {"a": (rng.random(1200) < sigmoid(3 * z[:, 0])).astype(int)}
@@ -54,7 +54,8 @@ def _setup(config, *, nan=False):
     # as the pipeline fits them: then eq. 9 must reproduce eq. 8.
     fitted = {}
     for name, y in labels.items():
-        clf, _ = fit_attribute_classifier(name, z, y, seed=stage_seed(config.seed, "split", name))
+        clf, _ = fit_attribute_classifier(name, z, y, kind=kind,
+                                          seed=stage_seed(config.seed, "split", name))
         fitted[name] = clf
     gen = LinearGenerator()
     if nan:
@@ -74,9 +75,10 @@ def test_generator_protocol():
     assert isinstance(LinearGenerator(), EncodingGenerator)
 
 
-def test_observation_outcome_reproduces_latent_outcome_through_a_linear_generator():
-    config = config_from_dict(_raw())
-    result = run_cage(_setup(config), config)
+@pytest.mark.parametrize("kind", ["logreg", "linsvm"])
+def test_observation_outcome_reproduces_latent_outcome_through_a_linear_generator(kind):
+    config = config_from_dict(_raw(classifier=kind))
+    result = run_cage(_setup(config, kind=kind), config)
     lat = result.direction_for("a", "b", "latent")
     obs = result.direction_for("a", "b", "observation")
     assert abs(lat.gate_12 - obs.gate_12) < 1e-5 and abs(lat.gate_21 - obs.gate_21) < 1e-5
