@@ -51,6 +51,10 @@ CACHE_ENV = "CAGE_EVAL_CACHE"
 CLASSIFIER_KINDS = ("logreg", "linsvm")
 INTERVENTION_KINDS = ("linear", "conditional")
 OUTCOME_KINDS = ("latent", "observation")
+#: Every outcome variant ``[cage] outcomes`` accepts; ``OUTCOME_KINDS`` is the default list.
+#: ``observation_conditional`` is eq. 9 with each treatment's direction orthogonal to the other
+#: attribute of the pair (``h1`` with ``h2`` projected out, and vice versa; InterFaceGAN style).
+OUTCOME_CHOICES = OUTCOME_KINDS + ("observation_conditional",)
 NULL_KINDS = ("permutation", "random")
 OUTCOME_SCALES = ("probability", "label")
 
@@ -86,7 +90,9 @@ class CageConfig:
         ``linear`` (``z +- alpha h``, eq. 4) or ``conditional`` (the normal with every attribute
         normal outside the pair projected out, InterFaceGAN style).
     outcomes : tuple of str
-        ``latent`` (eq. 8) and/or ``observation`` (eq. 9, needs the experiment's observation classifier).
+        ``latent`` (eq. 8) and/or ``observation`` (eq. 9, needs the experiment's observation
+        classifier) and/or ``observation_conditional`` (eq. 9 with the other attribute of the pair
+        held fixed: the treated normal with the other pair member's normal projected out).
     outcome_scale : str
         ``probability`` (soft outcome ``phi_e``) or ``label`` (hard ``1[phi_e > 0.5]``).
     test_fraction : float
@@ -388,7 +394,7 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
         raise ConfigError(f"{where('C')} = {C}: must be a positive number (e.g. 1.0)")
     intervention = get("intervention", str)
     _one_of(intervention, INTERVENTION_KINDS, where("intervention"))
-    outcomes = tuple(_choices(body.get("outcomes", list(defaults.outcomes)), OUTCOME_KINDS,
+    outcomes = tuple(_choices(body.get("outcomes", list(defaults.outcomes)), OUTCOME_CHOICES,
                               where("outcomes")))
     outcome_scale = get("outcome_scale", str)
     _one_of(outcome_scale, OUTCOME_SCALES, where("outcome_scale"))
