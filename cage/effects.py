@@ -1,4 +1,5 @@
-"""Generative treatment effects: GATE (paper eq. 6-9), delta tau (eq. 10) and the decision rule.
+"""Generative treatment effects: GATE (paper eq. 6-9), delta tau (eq. 10) and the decision rule
+(:func:`decide`: ``->``, ``<-``, ``⊥`` or ``?``).
 
 ``GATE(c -> e) = mean_i [ m_e(i; do(m_c = 1)) - m_e(i; do(m_c = 0)) ]`` over ``k`` prior latents.
 
@@ -29,6 +30,9 @@ BLOCK_ELEMENTS = 2**22
 ARROW_12 = "->"
 ARROW_21 = "<-"
 INDEPENDENT = "⊥"
+UNDETERMINED = "?"
+#: Every value ``decide`` returns (the ``direction`` column of directions.csv).
+CALLS = (ARROW_12, ARROW_21, INDEPENDENT, UNDETERMINED)
 
 
 def gate_from_logits(
@@ -173,18 +177,30 @@ def empirical_p_value(null: np.ndarray, observed: float) -> float:
     return (1 + hits) / (1 + null.size)
 
 
-def decide(delta: float, p_gate_12: float, p_gate_21: float, level: float) -> str:
-    """The direction a pair is called (the paper's rule, made explicit).
+def decide(delta: float, p_gate_12: float, p_gate_21: float, p_delta_tau: float,
+           level: float) -> str:
+    """The call for one attribute pair: ``⊥``, ``->``, ``<-`` or ``?`` (undetermined).
 
-    ``⊥`` when neither GATE is significant at ``level`` (p > level for both), as the paper does for
-    gender and smiling; otherwise the sign of delta tau: ``->`` (m1 causes m2) when
-    ``delta tau > 0``, ``<-`` when ``delta tau < 0`` (``⊥`` when exactly 0). How much to trust the
-    call is reported separately (``p_delta_tau``, sign stability over alpha).
+    A p-value is significant when it is ``<= level``.
+
+    - ``⊥`` (independent): neither GATE is significant (``p_gate_12 > level`` and
+      ``p_gate_21 > level``), as the paper calls gender and smiling.
+    - ``->`` (m1 causes m2) / ``<-`` (m2 causes m1): at least one GATE is significant **and** delta
+      tau is significant (``p_delta_tau <= level``); the sign of delta tau picks the arrow.
+    - ``?`` (associated, direction not identified): at least one GATE is significant but delta tau
+      is not (or is exactly 0). Intervening on either attribute moves the other, but the asymmetry
+      that would orient the edge is within what the null produces.
+
+    Sign stability over the alpha sweep is *not* part of the rule; it is reported next to every call
+    (``sign_stable``) so that a reader can apply it.
     """
     if p_gate_12 > level and p_gate_21 > level:
         return INDEPENDENT
-    if delta > 0:
-        return ARROW_12
-    if delta < 0:
-        return ARROW_21
-    return INDEPENDENT
+    if p_delta_tau > level or delta == 0:
+        return UNDETERMINED
+    return ARROW_12 if delta > 0 else ARROW_21
+
+
+#: The words the summaries use for each call.
+CALL_WORDS = {ARROW_12: "direction", ARROW_21: "direction", INDEPENDENT: "independent",
+              UNDETERMINED: "undetermined"}

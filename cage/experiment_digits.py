@@ -3,7 +3,8 @@
 ``setup`` builds (or loads from the cache) the Morpho-MNIST-style digits of :mod:`cage.digits_data`,
 loads the shipped VAE and observation classifier (or trains and caches them when the configuration
 differs from the shipped one), and encodes every image with the posterior mean. ``finish`` makes the
-same-source and same-destination pairs for every attribute pair CAGE gave a direction, writes
+same-source and same-destination pairs for every DAG CAGE called (``->``/``<-``) and every DAG
+declared in ``[pairs] dags``, writes
 ``pairs.csv``, ``images/`` and ``sheets/`` and returns the ``pairs`` entry of ``manifest.json``.
 
 Kind-specific sections of the experiment TOML (all keys optional; defaults in the dataclasses)::
@@ -12,8 +13,14 @@ Kind-specific sections of the experiment TOML (all keys optional; defaults in th
     [vae]             latent_dim, channels, epochs, batch_size, lr, beta, seed, max_steps
     [obs_classifier]  epochs, batch_size, lr, test_fraction, seed, max_steps
     [pairs]           n_same_source, n_same_destination, target_probability, alpha_min,
-                      alpha_growth, alpha_steps, check_threshold, outcome, include_independent,
+                      alpha_growth, alpha_steps, check_threshold, outcome, dags,
                       png_scale, sheet_pairs
+
+``[pairs] dags`` (e.g. ``["thick->bright"]``) declares DAGs to make pairs for whatever CAGE calls:
+the known mechanism of synthetic data, declared, not inferred. Pairs are made for every DAG CAGE
+called (``->``/``<-``) in the ``[pairs] outcome`` variant plus the declared ones, never because of
+a ``?`` (undetermined) or ``⊥`` call; the manifest records each DAG's source (``inferred`` or
+``declared``) next to CAGE's call and p(delta tau).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 
 from cage import digits_data
-from cage.config import ExperimentConfig
+from cage.config import OUTCOME_CHOICES, ExperimentConfig
 from cage.digits_weights import DigitsModels, ModelConfigs, load_or_train
 from cage.experiment import ExperimentSetup
 from cage.generator_vae import VAEConfig, deterministic_torch
@@ -44,7 +51,7 @@ class OutputOptions:
     """Section ``[pairs]`` keys that are not about making a pair."""
 
     outcome: str = "observation"
-    include_independent: bool = False
+    dags: tuple[tuple[str, str], ...] = ()
     png_scale: int = 1
     sheet_pairs: int = 20
 
@@ -130,7 +137,9 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
     obs = _section_to(ObsClassifierConfig, config, "obs_classifier")
     pairs = _section_to(PairConfig, config, "pairs", exclude=("seed",) + _PAIR_OUTPUT_KEYS,
                         overrides={"seed": config.seed})
-    output = _section_to(OutputOptions, config, "pairs", only=_PAIR_OUTPUT_KEYS)
+    output = _section_to(OutputOptions, config, "pairs",
+                         only=tuple(k for k in _PAIR_OUTPUT_KEYS if k != "dags"),
+                         overrides={"dags": _parse_dags(config)})
     checks = [
         (data.draws >= 1, "data", "draws", data.draws, "at least 1"),
         (data.n_digits is None or data.n_digits >= 10, "data", "n_digits", data.n_digits,
@@ -151,8 +160,8 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
         (pairs.alpha_steps >= 1, "pairs", "alpha_steps", pairs.alpha_steps, "at least 1"),
         (0 < pairs.check_threshold < 1, "pairs", "check_threshold", pairs.check_threshold,
          "in (0, 1)"),
-        (output.outcome in ("latent", "observation"), "pairs", "outcome", output.outcome,
-         "'latent' or 'observation'"),
+        (output.outcome in OUTCOME_CHOICES, "pairs", "outcome", output.outcome,
+         "one of " + ", ".join(repr(o) for o in OUTCOME_CHOICES)),
         (1 <= output.png_scale <= 8, "pairs", "png_scale", output.png_scale, "in 1..8"),
         (output.sheet_pairs >= 1, "pairs", "sheet_pairs", output.sheet_pairs, "at least 1"),
     ]
@@ -163,14 +172,37 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
                          output=output)
 
 
+def _parse_dags(config: ExperimentConfig) -> tuple[tuple[str, str], ...]:
+    """``[pairs] dags``: ``"cause->effect"`` strings, each an ordering of a ``[cage] pairs`` pair."""
+    raw = config.kind_options.get("pairs", {}).get("dags", [])
+    where = config.where("pairs", "dags")
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise ConfigError(f"{where} = {raw!r}: expected a list of strings like [\"thick->bright\"]")
+    dags: list[tuple[str, str]] = []
+    for value in raw:
+        parts = [p.strip() for p in value.split("->")]
+        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+            raise ConfigError(f"{where}: {value!r} is not a DAG; write \"cause->effect\", e.g. "
+                              "\"thick->bright\"")
+        if not any(set(p) == set(parts) for p in config.cage.pairs):
+            raise ConfigError(f"{where}: {value!r}: {parts[0]} and {parts[1]} are not a pair of "
+                              "[cage] pairs; add the pair there (CAGE's call and the intervention "
+                              "directions come from it) or drop the DAG (--set 'pairs.dags=[]')")
+        if (parts[1], parts[0]) in dags:
+            raise ConfigError(f"{where}: {value!r} and its reverse are both declared; declare one")
+        if (parts[0], parts[1]) not in dags:
+            dags.append((parts[0], parts[1]))
+    return tuple(dags)
+
+
 def setup(config: ExperimentConfig, *, cache_dir: Path) -> DigitsSetup:
     """Dataset, generator, observation classifier and encoded latents (see module docstring)."""
-    options = parse_options(config)
     for m1, m2 in config.cage.pairs:
         for a in (m1, m2):
             if a not in digits_data.ATTRIBUTES:
                 raise ConfigError(f"{config.where('cage', 'pairs')}: unknown attribute {a!r}; the "
                                   f"digits experiment has {', '.join(digits_data.ATTRIBUTES)}")
+    options = parse_options(config)
     data = digits_data.load(options.models.data, cache_dir)
     models = load_or_train(options.models, data, cache_dir)
     with deterministic_torch():
@@ -212,24 +244,68 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> DigitsSetup:
 
 def _dags(result: Any, config: ExperimentConfig, output: OutputOptions) -> tuple[
         list[tuple[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
-    dags, skipped, called = [], [], []
+    """The DAGs to make pairs for, each with where it comes from.
+
+    A DAG is ``inferred`` when CAGE called that arrow (``->``/``<-``) in the ``[pairs] outcome``
+    variant, ``declared`` when it is listed in ``[pairs] dags`` (the known mechanism of the data,
+    not something CAGE found) and CAGE did not call it. A ``?`` (undetermined) or ``⊥`` call never
+    makes pairs by itself. Returns ``(dags, skipped, records)``; ``records`` holds one dict per DAG
+    (source, CAGE's call and p(delta tau) in every outcome variant) for the manifest; its
+    ``direction`` and ``delta_tau`` are in the orientation of ``pair`` (``[cage] pairs``' order).
+    """
+    dags: list[tuple[str, str]] = []
+    skipped: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+
+    def record(cause: str, effect: str, source: str, d: Any) -> dict[str, Any]:
+        rows = [r for r in result.directions if {r.m1, r.m2} == {cause, effect}]
+        return {
+            "dag": runs.dag_name(cause, effect), "source": source, "outcome": d.outcome,
+            "cage_call": _call_text(d), "pair": [d.m1, d.m2], "direction": d.direction,
+            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
+            "p_gate_cause_to_effect": d.p_gate_12 if d.m1 == cause else d.p_gate_21,
+            "p_gate_effect_to_cause": d.p_gate_21 if d.m1 == cause else d.p_gate_12,
+            "sign_stable": d.sign_stable, "cos_normals": d.cos_normals,
+            "calls_by_outcome": {r.outcome: {"call": _call_text(r), "delta_tau": r.delta_tau,
+                                             "p_delta_tau": r.p_delta_tau} for r in rows},
+        }
+
     for m1, m2 in config.cage.pairs:
-        try:
-            d = result.direction_for(m1, m2, output.outcome)
-        except KeyError:
-            d = result.direction_for(m1, m2)
-        if d.direction in ("->", "<-") or output.include_independent:
-            cause, effect = (d.cause, d.effect) if d.direction in ("->", "<-") else (m1, m2)
-            dags.append((cause, effect))
-            called.append({"dag": runs.dag_name(cause, effect), "outcome": d.outcome,
-                           "direction": d.direction, "delta_tau": d.delta_tau,
-                           "p_delta_tau": d.p_delta_tau, "sign_stable": d.sign_stable,
-                           "cos_normals": d.cos_normals})
+        d = _direction(result, m1, m2, output.outcome)
+        if d.direction in ("->", "<-"):
+            dags.append((d.cause, d.effect))
+            records.append(record(d.cause, d.effect, "inferred", d))
         else:
             skipped.append({"m1": m1, "m2": m2, "outcome": d.outcome, "direction": d.direction,
-                            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
-                            "reason": "CAGE found no direction; no pairs made"})
-    return dags, skipped, called
+                            "cage_call": _call_text(d), "delta_tau": d.delta_tau,
+                            "p_delta_tau": d.p_delta_tau,
+                            "reason": "CAGE called no direction and none is declared; no pairs"})
+    for cause, effect in output.dags:
+        if (cause, effect) in dags:
+            records[dags.index((cause, effect))]["declared"] = True
+            continue
+        pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
+        dags.append((cause, effect))
+        records.append(record(cause, effect, "declared", _direction(result, *pair, output.outcome)))
+    for r in records:
+        r.setdefault("declared", r["source"] == "declared")
+    covered = [set(dag) for dag in dags]
+    skipped = [s for s in skipped if {s["m1"], s["m2"]} not in covered]
+    return dags, skipped, records
+
+
+def _direction(result: Any, m1: str, m2: str, outcome: str) -> Any:
+    try:
+        return result.direction_for(m1, m2, outcome)
+    except KeyError:
+        return result.direction_for(m1, m2)
+
+
+def _call_text(d: Any) -> str:
+    """CAGE's call in words: ``thick -> bright``, ``undetermined (?)``, ``independent (⊥)``."""
+    if d.direction in ("->", "<-"):
+        return f"{d.cause} -> {d.effect}"
+    return "undetermined (?)" if d.direction == "?" else "independent (⊥)"
 
 
 def _linear(result: Any, pair: tuple[str, str], attr: str) -> LinearAttribute:
@@ -251,7 +327,7 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     assert setup.dataset is not None and setup.options is not None
     options = setup.options
     min_acc = config.cage.min_accuracy
-    dags, skipped, called = _dags(result, config, options.output)
+    dags, skipped, records = _dags(result, config, options.output)
     for cause, effect in dags:
         for a in (cause, effect):
             acc = float(result.classifiers[a].accuracy_)
@@ -287,9 +363,14 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     rows = number_pairs(sets)
     runs.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
     sheets = write_sheets(sets, Path(run_dir) / runs.SHEETS_DIR, options.output.sheet_pairs)
+    for rec in records:
+        mine = [s for s in sets if s.dag == rec["dag"]]
+        rec["rows"] = sum(len(s.rows) for s in mine)
+        rec["settings"] = {s.setting: len(s.rows) for s in mine}
+        rec["sheets"] = [f"{runs.SHEETS_DIR}/" + sheet_name(*rec["dag"].split("->"), s.setting) for s in mine]
     return {"pairs": {
         "dags": [runs.dag_name(c, e) for c, e in dags],
-        "calls": called,
+        "dag_sources": records,
         "skipped": skipped,
         "rows": len(rows),
         "images": len(store.written),

@@ -3,8 +3,11 @@
 Image files shown to annotators are named ``<first 20 hex digits of sha256(pixels)>.png``: the name
 is a function of the pixels only, so it reveals neither the attribute manipulated, nor the setting,
 nor the pair; the PNG carries no text chunks or timestamps. The encoder is written here
-(8-bit greyscale, filter type 0, zlib level 6) so that the bytes do not depend on the Pillow
-version: same pixels, same file, same name.
+(8-bit greyscale, filter type 0, zlib stream with the run-length strategy ``Z_RLE``) so that the
+bytes do not depend on the Pillow version: same pixels, same file, same name. On the digits
+``Z_RLE`` is both faster than zlib's default strategy at level 6 (about 9 vs 15 us per 28x28 image,
+most of it the stream's set-up) and smaller (152 vs 158 bytes on average): the images are runs of
+black background.
 
 Contact sheets (``sheets/``) are for the researcher, not for annotators: they label every column, as
 the paper's Figures 9-20 do.
@@ -12,27 +15,67 @@ the paper's Figures 9-20 do.
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
 import os
 import struct
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAME_HEX_DIGITS = 20
+_NAME_SALT = hashlib.sha256(b"cage-eval-png-v1")
+_IDAT_CRC = zlib.crc32(b"IDAT")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] (any leading shape, last two axes H, W) to uint8 by rounding."""
-    return np.round(np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Float images in [0, 1] (any leading shape, last two axes H, W) to uint8 by rounding (half to
+    even, in float64, where ``x * 255`` is exact for float32 ``x``)."""
+    x = np.array(images, dtype=np.float64)
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= 255.0
+    np.rint(x, out=x)
+    return x.astype(np.uint8)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+_IEND = _chunk(b"IEND", b"")
+
+
+@functools.lru_cache(maxsize=64)
+def _head(width: int, height: int) -> bytes:
+    """Signature and IHDR of an 8-bit greyscale image."""
+    return PNG_SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+
+
+def _scanlines(images: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 images ``(n, H, W)`` to PNG scanlines ``(n, H * scale, W * scale + 1)``: each row
+    prefixed by filter type 0, enlarged ``scale`` times (nearest neighbour)."""
+    if scale > 1:
+        images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)
+    n, h, w = images.shape
+    raw = np.empty((n, h, w + 1), dtype=np.uint8)
+    raw[:, :, 0] = 0
+    raw[:, :, 1:] = images
+    return raw
+
+
+def _png(scanlines: np.ndarray) -> bytes:
+    """PNG bytes of one image given its scanlines ``(H, W + 1)``."""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    idat = deflate.compress(scanlines.tobytes()) + deflate.flush()
+    h, w1 = scanlines.shape
+    return b"".join((_head(w1 - 1, h), struct.pack(">I", len(idat)), b"IDAT", idat,
+                     struct.pack(">I", zlib.crc32(idat, _IDAT_CRC)), _IEND))
 
 
 def encode_png(image: np.ndarray, *, scale: int = 1) -> bytes:
@@ -41,34 +84,36 @@ def encode_png(image: np.ndarray, *, scale: int = 1) -> bytes:
     image = np.asarray(image)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a 2-D uint8 image, got shape {image.shape} dtype {image.dtype}")
-    if scale > 1:
-        image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-    h, w = image.shape
-    raw = np.empty((h, w + 1), dtype=np.uint8)
-    raw[:, 0] = 0
-    raw[:, 1:] = image
-    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (PNG_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _chunk(b"IEND", b""))
+    return _png(_scanlines(image[None], scale)[0])
+
+
+def _name(pixels: bytes, shape: tuple[int, ...], scale: int) -> str:
+    h = _NAME_SALT.copy()
+    h.update(struct.pack(">III", *shape, scale))
+    h.update(pixels)
+    return h.hexdigest()[:NAME_HEX_DIGITS] + ".png"
 
 
 def image_name(image: np.ndarray, *, scale: int = 1) -> str:
     """The opaque, content-derived file name of an image: a hash of its pixels (and shape and
     enlargement), so equal images share one file and the name says nothing else."""
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    h = hashlib.sha256(b"cage-eval-png-v1")
-    h.update(struct.pack(">III", *image.shape, scale))
-    h.update(image.tobytes())
-    return h.hexdigest()[:NAME_HEX_DIGITS] + ".png"
+    return _name(image.tobytes(), image.shape, scale)
 
 
 class ImageStore:
     """Writes PNGs into one directory under content-derived names, each distinct image once.
 
-    Encoding and writing happen on ``workers`` threads (zlib and file I/O release the GIL), so they
-    overlap with the decoding of the next batch; creating many small files is dominated by
-    file-system latency, which several threads hide. :meth:`close` (or leaving the ``with`` block)
-    waits for every write and re-raises the first failure.
+    :meth:`add` names an image (a hash of its pixels, on the caller's thread) and queues it;
+    encoding and writing happen in batches on one background thread (zlib and file I/O release the
+    GIL), so they overlap with the caller's next decoding. :meth:`discard` takes back one
+    :meth:`add`: a file nobody holds any more is deleted (in order, on the same thread), so an image
+    can be written speculatively, before it is known to be needed. At most ``max_pending`` batches
+    wait: a caller that outpaces the disk then waits instead of piling up images in memory. A write
+    failure is raised by the next :meth:`add` that notices it, or by :meth:`close` (or leaving the
+    ``with`` block), which waits for every write.
+
+    :attr:`written` is the set of file names the directory holds (or will, once closed).
 
     Parameters
     ----------
@@ -76,59 +121,100 @@ class ImageStore:
         Created if missing.
     scale : int
         Nearest-neighbour enlargement applied when encoding.
-    workers : int
-        Writer threads.
     batch : int
         Images handed to a writer thread at a time.
+    max_pending : int
+        Batches queued for the writers before :meth:`add` waits.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, scale: int = 1,
-                 workers: int = 2, batch: int = 64) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+    def __init__(self, directory: str | os.PathLike[str], *, scale: int = 1, batch: int = 32,
+                 max_pending: int = 64) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.scale = scale
-        self.written: set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="png")
-        self._futures: list[Any] = []
-        self._pending: list[tuple[str, np.ndarray]] = []
         self.batch = batch
+        self.max_pending = max_pending
+        self.written: set[str] = set()
+        self._holders: dict[str, int] = {}
+        self._dir_fd: int | None = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="png")
+        self._futures: collections.deque[Future[None]] = collections.deque()
+        self._names: list[str] = []
+        self._pixels: list[bytes] = []
+        self._shape: tuple[int, ...] = ()
 
-    def _write(self, batch: list[tuple[str, np.ndarray]]) -> None:
-        for name, image in batch:
-            data = encode_png(image, scale=self.scale)
-            fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    def _write(self, names: list[str], pixels: list[bytes], shape: tuple[int, ...]) -> None:
+        images = np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape((len(pixels),) + shape)
+        for name, lines in zip(names, _scanlines(images, self.scale), strict=True):
+            data = _png(lines)
+            fd = os.open(name, _CREATE, 0o644, dir_fd=self._dir_fd)
             try:
-                os.write(fd, data)
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"{self.directory / name}: short write (disk full?)")
             finally:
                 os.close(fd)
 
-    def _submit(self) -> None:
-        if self._pending:
-            self._futures.append(self._pool.submit(self._write, self._pending))
-            self._pending = []
+    def _remove(self, name: str) -> None:
+        os.unlink(name, dir_fd=self._dir_fd)
+
+    def _submit(self, *task: object) -> None:
+        if self._names:
+            self._futures.append(self._pool.submit(self._write, self._names, self._pixels,
+                                                   self._shape))
+            self._names, self._pixels = [], []
+        if task:
+            self._futures.append(self._pool.submit(*task))
+        futures = self._futures
+        while futures and (futures[0].done() or len(futures) > self.max_pending):
+            futures.popleft().result()
 
     def add(self, image: np.ndarray) -> str:
         """Queue one uint8 image (H, W) for writing if not yet present; return its file name."""
-        image = np.array(image, dtype=np.uint8, copy=True)
-        name = image_name(image, scale=self.scale)
-        if name not in self.written:
+        image = np.asarray(image, dtype=np.uint8)
+        if image.ndim != 2:
+            raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+        pixels = image.tobytes()
+        name = _name(pixels, image.shape, self.scale)
+        held = self._holders.get(name, 0)
+        self._holders[name] = held + 1
+        if not held:
             self.written.add(name)
-            self._pending.append((name, image))
-            if len(self._pending) >= self.batch:
+            if image.shape != self._shape:
+                self._submit()
+                self._shape = image.shape
+            self._names.append(name)
+            self._pixels.append(pixels)
+            if len(self._names) >= self.batch:
                 self._submit()
         return name
 
+    def discard(self, name: str) -> None:
+        """Take back one :meth:`add` of ``name``; delete the file when no other add holds it."""
+        held = self._holders[name] - 1
+        if held:
+            self._holders[name] = held
+            return
+        del self._holders[name]
+        self.written.discard(name)
+        try:
+            k = self._names.index(name)
+        except ValueError:
+            self._submit(self._remove, name)  # after its write: one thread, tasks in order
+        else:
+            del self._names[k], self._pixels[k]
+
     def close(self) -> None:
         """Write what is queued, wait for all writes; raise the first error."""
-        self._submit()
-        futures, self._futures = self._futures, []
         try:
-            for f in futures:
-                f.result()
+            self._submit()
+            while self._futures:
+                self._futures.popleft().result()
         finally:
+            self._futures.clear()
             self._pool.shutdown(wait=True)
+            if self._dir_fd is not None:
+                os.close(self._dir_fd)
+                self._dir_fd = None
 
     def __enter__(self) -> ImageStore:
         return self

@@ -24,6 +24,7 @@ many candidate rounds it took; the statistics of the failures are returned.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -188,7 +189,7 @@ class PairMaker:
                 f"[pairs] n_same_source = {n}: only {len(pool)} source images are available for "
                 f"{dag}; ask for at most {len(pool)} pairs")
         result = PairSet(dag=dag, setting="same_source")
-        queue = list(pool)
+        queue = collections.deque(int(i) for i in pool)
         tries = np.zeros(n, dtype=np.int64)
         done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]] = {}
         tried = 0
@@ -200,25 +201,36 @@ class PairMaker:
                     f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
                     f"after trying {tried} source images; lower [pairs] n_same_source or raise "
                     "[pairs] alpha_steps")
-            # Chunks of `batch` slots: the images of one chunk are written (by the store's worker
-            # thread) while the next chunk is decoded.
+            # Chunks of `batch` slots. The source and cause images of a chunk go to the store
+            # (whose thread writes them while the effect is decoded) as soon as the cause passed;
+            # they are taken back if the effect fails. The rest is written while the next chunk
+            # is decoded.
             for start in range(0, len(waiting), self.config.batch):
                 chunk = waiting[start:start + self.config.batch]
-                idx = np.array([queue.pop(0) for _ in chunk], dtype=np.int64)
+                idx = np.array([queue.popleft() for _ in chunk], dtype=np.int64)
                 tries[chunk] += 1
                 tried += len(idx)
                 t_c = 1 - self.labels[cause.name][idx]
                 t_e = 1 - self.labels[effect.name][idx]
                 mc = self.manipulate(idx, cause, t_c)
+                early = {int(k): (self.store.add(self.images[idx[k]]),
+                                  self.store.add(mc.images[k])) for k in np.flatnonzero(mc.ok)}
                 me = self.manipulate(idx, effect, t_e)
                 stats.add(mc, me)
                 for k, j in enumerate(chunk):
-                    if mc.ok[k] and me.ok[k]:
-                        src = int(idx[k])
-                        row = self._row(dag, cause, effect, "same_source", src, src, _take(mc, k),
-                                        _take(me, k), int(tries[j]))
-                        label = (f"{cause.name} ->{int(t_c[k])}, {effect.name} ->{int(t_e[k])}")
-                        done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
+                    if k not in early:
+                        continue
+                    name_src, name_c = early[k]
+                    if not me.ok[k]:
+                        self.store.discard(name_src)
+                        self.store.discard(name_c)
+                        continue
+                    src = int(idx[k])
+                    names = (name_src, name_src, name_c, self.store.add(me.images[k]))
+                    row = self._row(dag, cause, effect, "same_source", src, src, names, mc, k,
+                                    me, k, int(tries[j]))
+                    label = (f"{cause.name} ->{int(t_c[k])}, {effect.name} ->{int(t_e[k])}")
+                    done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
         for j in range(n):
             row, sheet, label = done[j]
             result.rows.append(row)
@@ -233,8 +245,8 @@ class PairMaker:
         dag = dag_name(cause.name, effect.name)
         lc = self.labels[cause.name][pool]
         le = self.labels[effect.name][pool]
-        queues = {(a, b): [int(i) for i in pool[(lc == a) & (le == b)]] for a in (0, 1)
-                  for b in (0, 1)}
+        queues = {(a, b): collections.deque(int(i) for i in pool[(lc == a) & (le == b)])
+                  for a in (0, 1) for b in (0, 1)}
         combos = [COMBINATIONS[j % 4] for j in range(n)]
         need = {key: 0 for key in queues}
         for c, e in combos:
@@ -249,8 +261,8 @@ class PairMaker:
         result = PairSet(dag=dag, setting="same_destination")
         side_a: list[int] = [-1] * n
         side_b: list[int] = [-1] * n
-        ok_a: dict[int, Manipulation] = {}
-        ok_b: dict[int, Manipulation] = {}
+        ok_a: dict[int, tuple[Manipulation, str, str]] = {}  # manipulation, source and image names
+        ok_b: dict[int, tuple[Manipulation, str, str]] = {}
         rounds = np.zeros(n, dtype=np.int64)
         tried = 0
         stats = _Counter()
@@ -268,7 +280,7 @@ class PairMaker:
                             f"{dag} same_destination: only {min(len(ok_a), len(ok_b))} of {n} "
                             f"pairs passed the classifier checks after trying {tried} source "
                             "images; lower [pairs] n_same_destination or raise [pairs] alpha_steps")
-                    side[j] = queue.pop(0)
+                    side[j] = queue.popleft()
                     tried += 1
             for side, waiting, attr, which, accepted in (
                     (side_a, need_a, cause, 0, ok_a), (side_b, need_b, effect, 1, ok_b)):
@@ -280,15 +292,15 @@ class PairMaker:
                     stats.add(m)
                     for k, j in enumerate(chunk):
                         if m.ok[k]:
-                            accepted[j] = _take(m, k)
-                            self.store.add(m.images[k])
-                            self.store.add(self.images[idx[k]])
+                            accepted[j] = (_take(m, k), self.store.add(self.images[idx[k]]),
+                                           self.store.add(m.images[k]))
         for j in range(n):
             a, b = side_a[j], side_b[j]
-            result.rows.append(self._row(dag, cause, effect, "same_destination", a, b, ok_a[j],
-                                         ok_b[j], int(rounds[j])))
-            result.sheet_rows.append([self.images[a], ok_a[j].images[0], self.images[b],
-                                      ok_b[j].images[0]])
+            (ma, src_a, img_a), (mb, src_b, img_b) = ok_a[j], ok_b[j]
+            result.rows.append(self._row(dag, cause, effect, "same_destination", a, b,
+                                         (src_a, src_b, img_a, img_b), ma, 0, mb, 0,
+                                         int(rounds[j])))
+            result.sheet_rows.append([self.images[a], ma.images[0], self.images[b], mb.images[0]])
             result.sheet_labels.append(
                 f"-> {cause.name}={combos[j][0]}, {effect.name}={combos[j][1]}")
         result.stats = stats.summary(n, tried, 2 * n)
@@ -297,10 +309,11 @@ class PairMaker:
     # ------------------------------------------------------------------ rows
 
     def _row(self, dag: str, cause: LinearAttribute, effect: LinearAttribute, setting: str,
-             src_c: int, src_e: int, mc: Manipulation, me: Manipulation,
-             attempts: int) -> dict[str, Any]:
-        img_sc = self.store.add(self.images[src_c])
-        img_se = img_sc if src_c == src_e else self.store.add(self.images[src_e])
+             src_c: int, src_e: int, names: tuple[str, str, str, str], mc: Manipulation, kc: int,
+             me: Manipulation, ke: int, attempts: int) -> dict[str, Any]:
+        """One pairs.csv row; ``names`` are the file names of the cause's source, the effect's
+        source, the cause-manipulated and the effect-manipulated image, ``mc[kc]`` and ``me[ke]``
+        the two manipulations."""
         return {
             "pair_id": "",
             "dag": dag,
@@ -309,18 +322,18 @@ class PairMaker:
             "setting": setting,
             "source_cause_id": int(self.ids[src_c]),
             "source_effect_id": int(self.ids[src_e]),
-            "image_source_cause": img_sc,
-            "image_source_effect": img_se,
-            "image_cause": self.store.add(mc.images[0]),
-            "image_effect": self.store.add(me.images[0]),
-            "target_cause": int(mc.target[0]),
-            "target_effect": int(me.target[0]),
-            "alpha_cause": f"{mc.alpha[0]:.4f}",
-            "alpha_effect": f"{me.alpha[0]:.4f}",
-            "check_cause": f"{mc.check[0]:.4f}",
-            "check_effect": f"{me.check[0]:.4f}",
-            "ok_cause": int(mc.ok[0]),
-            "ok_effect": int(me.ok[0]),
+            "image_source_cause": names[0],
+            "image_source_effect": names[1],
+            "image_cause": names[2],
+            "image_effect": names[3],
+            "target_cause": int(mc.target[kc]),
+            "target_effect": int(me.target[ke]),
+            "alpha_cause": f"{mc.alpha[kc]:.4f}",
+            "alpha_effect": f"{me.alpha[ke]:.4f}",
+            "check_cause": f"{mc.check[kc]:.4f}",
+            "check_effect": f"{me.check[ke]:.4f}",
+            "ok_cause": int(mc.ok[kc]),
+            "ok_effect": int(me.ok[ke]),
             "attempts": attempts,
         }
 

@@ -13,8 +13,10 @@ Contract (also in docs/engine.md)
     ``classifiers[attr]``: a fitted :class:`cage.classifiers.LatentClassifier` with ``coef_`` (d,),
     ``intercept_``, ``normal_`` (unit, (d,)), ``accuracy_`` (held out), ``predict_proba(z) -> (n,)``;
     ``directions``: one :class:`PairDirection` per attribute pair and outcome variant
-    (``latent`` = eq. 8, ``observation`` = eq. 9) with GATEs, delta tau, p-values, the call
-    ``direction`` in ``{"->", "<-", "⊥"}`` and ``cause``/``effect`` names when a direction is called;
+    (``latent`` = eq. 8, ``observation`` = eq. 9, ``observation_conditional`` = eq. 9 with the other
+    attribute of the pair projected out of each treatment direction) with GATEs, delta tau,
+    p-values, the call ``direction`` in ``{"->", "<-", "⊥", "?"}`` (:func:`cage.effects.decide`)
+    and ``cause``/``effect`` names when a direction is called;
     ``direction_for(m1, m2, outcome)`` picks one; ``prior_latents`` (k, d) float32;
     ``interventions[(m1, m2)][attr]``: the unit direction used to intervene on ``attr`` in that pair.
 """
@@ -61,7 +63,7 @@ class PairDirection:
     at the headline ``alpha``; ``offset_1``/``offset_2`` are the signed distances ``-b/|w|`` of the
     two decision hyperplanes from the prior mean (latent units); ``p_*`` from the decision null (``null``), ``p_values[kind]`` holds
     ``(p_gate_12, p_gate_21, p_delta_tau)`` for every null kind computed. ``direction`` follows
-    :func:`cage.effects.decide`; ``cause``/``effect`` are empty for ``⊥``.
+    :func:`cage.effects.decide`; ``cause``/``effect`` are empty for ``⊥`` and ``?``.
     """
 
     m1: str
@@ -153,7 +155,8 @@ def _check_setup(setup: ExperimentSetup, config: ExperimentConfig) -> list[str]:
                               f"experiment has {', '.join(sorted(setup.attributes))}")
         if np.asarray(setup.attributes[a]).shape != (z.shape[0],):
             raise ValueError(f"attribute {a!r} labels do not align with data_latents")
-    if "observation" in config.cage.outcomes and setup.observation_classifier is None:
+    if any(o.startswith("observation") for o in config.cage.outcomes) \
+            and setup.observation_classifier is None:
         raise ConfigError(f"{config.where('cage', 'outcomes')}: experiment kind {config.kind!r} has "
                           "no observation-space classifier; use outcomes = [\"latent\"]")
     return names
@@ -234,8 +237,11 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
         for outcome in cc.outcomes:
             if outcome == "latent":
                 v = _latent_variant(m1, m2, classifiers, logits, u, null_dirs, cc)
-            else:
+            elif outcome == "observation":
                 v = _observation_variant(m1, m2, z_prior, u, null_dirs, outcome_obs, cc)
+            else:  # observation_conditional: hold the other attribute of the pair fixed
+                uc, nc = _pair_conditional(m1, m2, classifiers, u, null_dirs, cc.nulls)
+                v = _observation_variant(m1, m2, z_prior, uc, nc, outcome_obs, cc)
             g12, g21, obs12, obs21, nulls, k_used = v.g12, v.g21, v.obs12, v.obs21, v.nulls, v.k_used
             sweep12, sweep21, bands = v.sweep12, v.sweep21, v.bands
             dt_obs = float(delta_tau(g12, g21))
@@ -250,7 +256,7 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                                       "gate_12": n12[b], "gate_21": n21[b], "delta_tau": ndt[b]})
             p12, p21, pdt = p_values[cc.null]
             sweep_dt = delta_tau(sweep12, sweep21)
-            call = decide(dt_obs, p12, p21, cc.level)
+            call = decide(dt_obs, p12, p21, pdt, cc.level)
             cause, effect = {"->": (m1, m2), "<-": (m2, m1)}.get(call, ("", ""))
             stable = bool(np.all(np.sign(sweep_dt) == np.sign(dt_obs))) and dt_obs != 0
             c1, c2 = classifiers[m1], classifiers[m2]
@@ -368,6 +374,32 @@ def _observation_variant(m1: str, m2: str, z_prior: torch.Tensor, u: dict[str, n
         nulls[kind] = (n12, n21)
     return _Variant(sweep12=sweep12, sweep21=sweep21, g12=g12, g21=g21, obs12=obs12, obs21=obs21,
                     nulls=nulls, bands={}, k_used=n_sub)
+
+
+def _project_out(directions: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Unit rows of ``directions`` with their component along the unit ``normal`` removed."""
+    d = np.atleast_2d(np.asarray(directions, dtype=np.float64))
+    n = np.asarray(normal, dtype=np.float64)
+    r = d - np.outer(d @ n, n)
+    norms = np.linalg.norm(r, axis=1, keepdims=True)
+    if np.any(norms < 1e-8):
+        raise ConfigError("observation_conditional: a treatment direction is parallel to the other "
+                          "attribute's normal, so nothing is left after projecting it out; drop "
+                          "observation_conditional from [cage] outcomes for this pair")
+    return r / norms
+
+
+def _pair_conditional(m1: str, m2: str, classifiers: dict[str, LatentClassifier],
+                      u: dict[str, np.ndarray], null_dirs: dict, kinds: tuple[str, ...]
+                      ) -> tuple[dict[str, np.ndarray], dict]:
+    """Directions of the ``observation_conditional`` variant: treating ``m1`` moves along ``u[m1]``
+    with ``h2`` projected out (``m2``'s latent logit does not move), and vice versa; the null
+    directions of each treated attribute are projected the same way."""
+    other = {m1: classifiers[m2].normal_, m2: classifiers[m1].normal_}
+    uc = {a: _project_out(u[a], other[a])[0] for a in (m1, m2)}
+    nc = {(m1, m2, a, kind): _project_out(null_dirs[(m1, m2, a, kind)], other[a])
+          for a in (m1, m2) for kind in kinds}
+    return uc, nc
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cage.effects import CALL_WORDS
 from cage_eval import runs
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from cage.pipeline import CageResult
 
 DIRECTIONS_COLUMNS = (
-    "m1", "m2", "outcome", "direction", "cause", "effect", "alpha", "k", "gate_12", "gate_21",
+    "m1", "m2", "outcome", "direction", "call", "cause", "effect", "alpha", "k", "gate_12", "gate_21",
     "delta_tau", "null", "p_gate_12", "p_gate_21", "p_delta_tau", "delta_tau_significant",
     "sign_stable", "p_gate_12_permutation", "p_gate_21_permutation", "p_delta_tau_permutation",
     "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "n_null_k", "cos_normals",
@@ -58,6 +59,7 @@ def direction_rows(result: CageResult) -> list[dict[str, Any]]:
     rows = []
     for d in result.directions:
         row = {k: v for k, v in asdict(d).items() if k in DIRECTIONS_COLUMNS}
+        row["call"] = CALL_WORDS[d.direction]
         for kind in ("permutation", "random"):
             p = d.p_values.get(kind, ("", "", ""))
             row[f"p_gate_12_{kind}"], row[f"p_gate_21_{kind}"], row[f"p_delta_tau_{kind}"] = p

@@ -77,14 +77,44 @@ def summary(result, out: Path, elapsed: float) -> str:
                   f"{'dtau':>7s} {'p(G12)':>7s} {'p(G21)':>7s} {'p(dtau)':>7s} {'cos':>6s} "
                   f"{'stable':>6s}  call"]
     for d in result.directions:
-        call = f"{d.cause} -> {d.effect}" if d.cause else "independent (⊥)"
+        if d.cause:
+            call = f"{d.cause} -> {d.effect}"
+        elif d.direction == "?":
+            call = "undetermined (?): associated, direction not identified"
+        else:
+            call = "independent (⊥)"
         lines.append(
             f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:11s} {d.gate_12:9.3f} {d.gate_21:9.3f} "
             f"{d.delta_tau:7.3f} {d.p_gate_12:7.3f} {d.p_gate_21:7.3f} {d.p_delta_tau:7.3f} "
             f"{d.cos_normals:6.2f} {'yes' if d.sign_stable else 'no':>6s}  {call}")
     lines += ["", f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)",
-              f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}"]
+              f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}",
+              f"call rule: a direction needs a significant GATE and p(dtau) <= {cc.level:g}; "
+              "'undetermined (?)': a GATE is significant, dtau is not"]
+    lines += _pair_lines(manifest.get("pairs"), out)
     return "\n".join(lines)
+
+
+def _pair_lines(pairs, out: Path) -> list[str]:
+    """One line per DAG the counterfactual pairs were made for (experiments that make pairs)."""
+    from cage_eval import runs
+
+    if not pairs:
+        return []
+    lines = ["", f"counterfactual pairs ({pairs['rows']} rows, {pairs['images']} images in "
+                 f"{out / runs.IMAGES_DIR}/; DAG source: inferred = called by CAGE, declared = "
+                 "[pairs] dags, the known mechanism, not inferred):"]
+    for rec in pairs.get("dag_sources", []):
+        order = sorted(rec["settings"], key=lambda k: (k != "same_source", k))
+        settings = ", ".join(f"{k} {rec['settings'][k]}" for k in order)
+        sheets = ", ".join(str(out / s) for s in rec["sheets"])
+        lines.append(f"  {rec['dag']:16s} {rec['source']:8s} (CAGE {rec['outcome']}: "
+                     f"{rec['cage_call']}, p(dtau)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
+                     f"({settings}); sheets: {sheets}")
+    for skip in pairs.get("skipped", []):
+        lines.append(f"  {skip['m1'] + ' / ' + skip['m2']:16s} no pairs (CAGE {skip['outcome']}: "
+                     f"{skip['cage_call']}, p(dtau)={skip['p_delta_tau']:.3f})")
+    return lines
 
 
 COMMANDS: list[click.Command] = [generate]

@@ -9,6 +9,7 @@ from scipy import integrate
 
 from cage.classifiers import LatentClassifier, sigmoid
 from cage.effects import (
+    CALLS,
     decide,
     delta_tau,
     empirical_p_value,
@@ -153,8 +154,58 @@ def test_empirical_p_value_and_delta_tau():
     np.testing.assert_allclose(delta_tau(np.array([0.1, -0.2]), np.array([0.3, 0.1])), [-0.2, 0.1])
 
 
-def test_decision_rule():
-    assert decide(0.2, 0.5, 0.6, 0.05) == "⊥"  # neither GATE significant
-    assert decide(0.2, 0.01, 0.6, 0.05) == "->"
-    assert decide(-0.2, 0.01, 0.01, 0.05) == "<-"
-    assert decide(0.0, 0.01, 0.01, 0.05) == "⊥"
+@pytest.mark.parametrize("delta, p12, p21, pdt, call", [
+    # neither GATE significant: independent, whatever delta tau does
+    (0.2, 0.5, 0.6, 0.01, "⊥"),
+    (0.2, 0.06, 0.051, 0.9, "⊥"),
+    # a GATE significant and delta tau significant: the sign of delta tau picks the arrow
+    (0.2, 0.01, 0.6, 0.01, "->"),
+    (0.2, 0.6, 0.01, 0.05, "->"),  # p = level counts as significant
+    (-0.2, 0.01, 0.01, 0.02, "<-"),
+    # a GATE significant, delta tau not: associated, direction undetermined
+    (0.013, 0.024, 0.024, 0.902, "?"),  # the digits thick / bright latent row
+    (-0.014, 0.024, 0.024, 1.0, "?"),  # ... and its observation row (the sign flipped)
+    (0.2, 0.01, 0.6, 0.051, "?"),
+    (0.0, 0.01, 0.01, 0.01, "?"),  # delta tau exactly 0 orients nothing
+])
+def test_decision_rule_truth_table(delta, p12, p21, pdt, call):
+    assert decide(delta, p12, p21, pdt, 0.05) == call
+    assert call in CALLS
+
+
+def _gate_integral(mean, sd, t):
+    """E[sigmoid(L + t) - sigmoid(L - t)] for L ~ N(mean, sd^2), by quadrature."""
+    def f(x):
+        pdf = np.exp(-0.5 * ((x - mean) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+        return (sigmoid(x + t) - sigmoid(x - t)) * pdf
+    return integrate.quad(f, mean - 12 * sd, mean + 12 * sd)[0]
+
+
+def test_planted_asymmetry_is_still_called_with_a_significant_delta_tau():
+    # m1: a soft, off-centre hyperplane (|w1| = 1, offset 2); m2: a sharp, centred one (|w2| = 4) at
+    # cos 0.6. Intervening on m1 moves m2's logits by 4 * 0.6 = 2.4 across a boundary where the prior
+    # mass sits; intervening on m2 moves m1's logits by only 0.6, far from its boundary:
+    # GATE(1->2) ~ 0.41, GATE(2->1) ~ 0.14 (quadrature), delta tau ~ +0.27, far outside the null of
+    # random unit directions in d = 64 (|cos| ~ 0.12): the new rule still calls m1 -> m2.
+    rng = np.random.default_rng(5)
+    d, k = 64, 4000
+    z = rng.standard_normal((k, d))
+    h1 = np.eye(d)[0]
+    h2 = 0.6 * np.eye(d)[0] + 0.8 * np.eye(d)[1]
+    w1, b1, w2, b2 = 1.0 * h1, -2.0, 4.0 * h2, 0.0
+    l1, l2 = z @ w1 + b1, z @ w2 + b2
+    g12 = float(gate_from_logits(l2, w2 @ h1, 1.0))
+    g21 = float(gate_from_logits(l1, w1 @ h2, 1.0))
+    # Sampling error of a mean of k bounded terms: tolerance 0.02 (> 4 standard errors).
+    assert g12 == pytest.approx(_gate_integral(0.0, 4.0, 2.4), abs=0.02)
+    assert g21 == pytest.approx(_gate_integral(-2.0, 1.0, 0.6), abs=0.02)
+    null = rng.standard_normal((2, 200, d))
+    null /= np.linalg.norm(null, axis=2, keepdims=True)
+    n12 = gate_from_logits(l2, null[0] @ w2, 1.0)
+    n21 = gate_from_logits(l1, null[1] @ w1, 1.0)
+    p12, p21 = empirical_p_value(n12, g12), empirical_p_value(n21, g21)
+    pdt = empirical_p_value(delta_tau(n12, n21), delta_tau(g12, g21))
+    assert p12 <= 0.05 and pdt <= 0.05
+    assert decide(delta_tau(g12, g21), p12, p21, pdt, 0.05) == "->"
+    # The same GATEs with a delta tau the null reaches are only "associated".
+    assert decide(delta_tau(g12, g21), p12, p21, 0.3, 0.05) == "?"

@@ -85,7 +85,7 @@ def test_observation_outcome_reproduces_latent_outcome_through_a_linear_generato
     sweep = {(r["outcome"], r["alpha"]): r for r in result.sweep_rows}
     for alpha in (0.5, 1.0):
         assert abs(sweep[("latent", alpha)]["delta_tau"] - sweep[("observation", alpha)]["delta_tau"]) < 1e-5
-    assert lat.direction in ("->", "<-", "⊥")
+    assert lat.direction in ("->", "<-", "⊥", "?")
     assert lat.cos_normals == pytest.approx(result.classifiers["a"].normal_ @ result.classifiers["b"].normal_)
     assert lat.p_values.keys() == {"permutation", "random"}
     assert 1 / 21 <= lat.p_gate_12 <= 1
@@ -104,6 +104,39 @@ def test_conditional_intervention_projects_out_the_other_pairs_attributes():
     np.testing.assert_allclose(np.linalg.norm(nulls, axis=1), 1.0)
     assert [(d.m1, d.m2, d.outcome) for d in result.directions] == [("a", "b", "latent"),
                                                                      ("a", "c", "latent")]
+
+
+def test_observation_conditional_holds_the_other_attribute_of_the_pair_fixed():
+    # The observation classifiers here are the latent classifiers composed with the exact encoder,
+    # so moving orthogonally to h_b cannot change P(b): both conditional GATEs are 0 (up to float32
+    # decoding), while the plain observation variant (moving along h_a) does move b.
+    config = config_from_dict(_raw(outcomes=["observation", "observation_conditional"],
+                                   nulls=["random"], null="random"))
+    result = run_cage(_setup(config), config)
+    obs = result.direction_for("a", "b", "observation")
+    cond = result.direction_for("a", "b", "observation_conditional")
+    assert abs(obs.gate_12) > 0.05
+    assert abs(cond.gate_12) < 1e-5 and abs(cond.gate_21) < 1e-5
+    # The null directions are projected the same way: every null GATE vanishes too.
+    nulls = [r for r in result.null_rows if r["outcome"] == "observation_conditional"]
+    assert len(nulls) == 20 and max(abs(r["gate_12"]) + abs(r["gate_21"]) for r in nulls) < 1e-5
+    assert cond.cos_normals == obs.cos_normals
+    # The engine still reports the unconditioned direction for the pair's interventions.
+    u = result.interventions[("a", "b")]["a"]
+    np.testing.assert_allclose(u, result.classifiers["a"].normal_)
+
+
+def test_decision_rule_in_the_pipeline_needs_a_significant_delta_tau():
+    config = config_from_dict(_raw(outcomes=["latent"]))
+    result = run_cage(_setup(config), config)
+    for d in result.directions:
+        if d.direction in ("->", "<-"):
+            assert d.p_delta_tau <= config.cage.level and d.delta_tau_significant
+            assert min(d.p_gate_12, d.p_gate_21) <= config.cage.level
+        elif d.direction == "?":
+            assert d.p_delta_tau > config.cage.level or d.delta_tau == 0
+        else:
+            assert d.direction == "⊥" and min(d.p_gate_12, d.p_gate_21) > config.cage.level
 
 
 def test_unknown_attribute_missing_observation_classifier_and_nan_latents():

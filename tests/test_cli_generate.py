@@ -34,6 +34,10 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     assert any(line.startswith("m_c / m_e              latent ") for line in lines)
     assert any(line.startswith("m_c / m_e              observation ") for line in lines)
     assert f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)" in lines
+    assert lines[-1].startswith("call rule: a direction needs a significant GATE and p(dtau) <= 0.05")
+    calls = [line.split("  ")[-1] for line in lines if line.startswith("m_c / m_e")]
+    assert all(c in ("independent (⊥)", "undetermined (?): associated, direction not identified",
+                     "m_c -> m_e", "m_e -> m_c") for c in calls)
     manifest = runs.read_manifest(out)
     assert manifest["complete"] and manifest["config"]["cage"]["k"] == 400
     assert manifest["setup"]["flow"]["cached"] is False

@@ -139,3 +139,8 @@ def test_staged_run_dir_gets_ordinary_directory_permissions(tmp_path):
     with runs.staged_run_dir(tmp_path / "run"):
         pass
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_atomic_write_with_private_mode(tmp_path):
+    runs.atomic_write_text(tmp_path / "secret.json", "{}", mode=0o600)
+    assert (tmp_path / "secret.json").stat().st_mode & 0o777 == 0o600
