@@ -199,6 +199,10 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
 
     from cage.classifiers import train_test_mask
 
+    unknown = sorted(set(config.kind_options) - {"data", "flow"})
+    if unknown:
+        raise ConfigError(f"{config.source}: [{unknown[0]}]: unknown section for a mog experiment; "
+                          "its sections are [experiment], [cage], [data] and [flow]")
     data = data_options(config)
     flow_opts = flow_options(config)
     x, m_c, m_e = sample_mog(data, config.seed)

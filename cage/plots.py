@@ -19,7 +19,12 @@ import numpy as np
 if TYPE_CHECKING:
     from cage.pipeline import CageResult
 
-_COLORS = {"latent": "tab:blue", "observation": "tab:orange"}
+_COLORS = {"latent": "tab:blue", "observation": "tab:orange", "observation_conditional": "tab:green"}
+_LABELS = {
+    "latent": "eq. 8, latent outcome",
+    "observation": "eq. 9, observation outcome",
+    "observation_conditional": "eq. 9, conditional intervention",
+}
 _NULL_COLORS = {"permutation": "tab:gray", "random": "tab:green"}
 
 
@@ -55,8 +60,7 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
             al = np.array([r["alpha"] for r in rr])
             dt = np.array([r["delta_tau"] for r in rr], dtype=float)
             color = _COLORS.get(outcome, "k")
-            label = ("eq. 8, latent outcome" if outcome == "latent"
-                     else "eq. 9, observation outcome")
+            label = _LABELS.get(outcome, outcome)
             ax.plot(al, dt, "o-", color=color,
                     label=f"{label}: {d.direction} (p_dt={d.p_delta_tau:.3g} at alpha={d.alpha:g})")
             if rr and rr[0]["null_lo"] != "":

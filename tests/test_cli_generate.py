@@ -74,6 +74,8 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     (["--set", "data.cut=100"], "Error: attribute 'm_e' has a single class (0 zeros, 600 ones)"),
     (["--set", "flow.hidden=[0]"], "Error: built-in:mog: [flow] hidden = [0]: must be a list"),
     (["--set", "flow.colour=1"], "Error: built-in:mog: [flow] colour: unknown field"),
+    (["--set", "pairs.dags=['m_c->m_e']"],
+     "Error: built-in:mog: [pairs]: unknown section for a mog experiment"),
 ])
 def test_bad_input_is_one_error_line_and_leaves_nothing(tmp_path, cache, args, message):
     out = tmp_path / "run"
