@@ -6,8 +6,10 @@ nor the pair; the PNG carries no text chunks or timestamps. The encoder is writt
 (8-bit greyscale, filter type 0, zlib stream with the run-length strategy ``Z_RLE``) so that the
 bytes do not depend on the Pillow version: same pixels, same file, same name. On the digits
 ``Z_RLE`` is both faster than zlib's default strategy at level 6 (about 9 vs 15 us per 28x28 image,
-most of it the stream's set-up) and smaller (152 vs 158 bytes on average): the images are runs of
-black background.
+most of it the stream's set-up) and smaller (152 vs 158 bytes of image data on average): the images
+are runs of black background. Small files matter: HITs may inline the images as data URIs under
+MTurk's 64 KB question limit, so storing them uncompressed (about 1 us, but 5x the bytes) is not
+an option.
 
 Contact sheets (``sheets/``) are for the researcher, not for annotators: they label every column, as
 the paper's Figures 9-20 do.

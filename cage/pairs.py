@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,20 @@ class Manipulation:
 
 
 @dataclass
+class _Pending:
+    """A manipulation whose first alpha is decoded but not yet checked."""
+
+    attr: LinearAttribute
+    targets: np.ndarray
+    z: np.ndarray
+    sign: np.ndarray
+    base: np.ndarray
+    unit: np.ndarray
+    out: Manipulation
+    decoded: torch.Tensor | None = None
+
+
+@dataclass
 class PairSet:
     """The pairs of one DAG and setting, with what is needed for its contact sheet."""
 
@@ -144,6 +159,10 @@ class PairMaker:
 
     def manipulate(self, idx: np.ndarray, attr: LinearAttribute, targets: np.ndarray) -> Manipulation:
         """Move pool latents ``idx`` towards ``targets`` on ``attr``, escalating alpha on failure."""
+        return self._finish(self._start(idx, attr, targets))
+
+    def _start(self, idx: np.ndarray, attr: LinearAttribute, targets: np.ndarray) -> _Pending:
+        """Choose each latent's first alpha and decode the batch (the check comes later)."""
         cfg = self.config
         z = self.latents[idx].astype(np.float64)
         sign = np.where(targets == 1, 1.0, -1.0)
@@ -151,26 +170,53 @@ class PairMaker:
         goal = math.log(cfg.target_probability / (1.0 - cfg.target_probability))
         rate = attr.rate
         needed = (goal - sign * logit0) / rate if rate > 1e-9 else np.zeros(len(idx))
-        base = np.maximum(cfg.alpha_min, needed)
-        unit = attr.unit
         m = len(idx)
-        out = Manipulation(images=np.zeros((m,) + self.images.shape[1:], dtype=np.uint8),
-                           alpha=np.zeros(m), check=np.zeros(m), ok=np.zeros(m, dtype=bool),
-                           tries=np.zeros(m, dtype=np.int64),
-                           target=np.asarray(targets, dtype=np.int64))
-        pending = np.arange(m)
+        job = _Pending(attr=attr, targets=np.asarray(targets), z=z, sign=sign,
+                       base=np.maximum(cfg.alpha_min, needed), unit=attr.unit,
+                       out=Manipulation(images=np.zeros((m,) + self.images.shape[1:],
+                                                        dtype=np.uint8),
+                                        alpha=np.zeros(m), check=np.zeros(m),
+                                        ok=np.zeros(m, dtype=bool),
+                                        tries=np.zeros(m, dtype=np.int64),
+                                        target=np.asarray(targets, dtype=np.int64)))
+        if m:
+            job.decoded = self._decode(job, np.arange(m), 0)
+        return job
+
+    def _decode(self, job: _Pending, pending: np.ndarray, level: int) -> torch.Tensor:
+        alpha = job.base[pending] * self.config.alpha_growth**level
+        moved = job.z[pending] + (job.sign[pending] * alpha)[:, None] * job.unit[None, :]
+        self.decoded += len(pending)
+        return self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
+
+    def _check(self, decoded: torch.Tensor, attr: LinearAttribute,
+               targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quantise decoded images to 8 bits and return them with psi's probability of the
+        target value (what is written is what is checked)."""
+        quantised = to_uint8(decoded.numpy()[:, 0])
+        prob = self.psi(torch.as_tensor(quantised[:, None], dtype=torch.float32) / 255.0)
+        return quantised, np.where(targets == 1, prob[attr.name], 1.0 - prob[attr.name])
+
+    def _check_first(self, job: _Pending) -> tuple[np.ndarray, np.ndarray]:
+        assert job.decoded is not None
+        return self._check(job.decoded, job.attr, job.targets)
+
+    def _finish(self, job: _Pending,
+                first: tuple[np.ndarray, np.ndarray] | None = None) -> Manipulation:
+        """Check the first decode (unless ``first``, its check, is given), then escalate alpha
+        for the latents that failed."""
+        cfg, out = self.config, job.out
+        pending = np.arange(len(out.ok))
         for level in range(cfg.alpha_steps):
             if pending.size == 0:
                 break
-            alpha = base[pending] * cfg.alpha_growth**level
-            moved = z[pending] + (sign[pending] * alpha)[:, None] * unit[None, :]
-            decoded = self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
-            self.decoded += len(pending)
-            quantised = to_uint8(decoded.numpy()[:, 0])
-            prob = self.psi(torch.as_tensor(quantised[:, None], dtype=torch.float32) / 255.0)
-            p_target = np.where(targets[pending] == 1, prob[attr.name], 1.0 - prob[attr.name])
+            if level == 0:
+                quantised, p_target = first if first is not None else self._check_first(job)
+            else:
+                decoded = self._decode(job, pending, level)
+                quantised, p_target = self._check(decoded, job.attr, job.targets[pending])
             out.images[pending] = quantised
-            out.alpha[pending] = alpha
+            out.alpha[pending] = job.base[pending] * cfg.alpha_growth**level
             out.check[pending] = p_target
             out.tries[pending] = level + 1
             passed = p_target >= cfg.check_threshold
@@ -192,52 +238,82 @@ class PairMaker:
         queue = collections.deque(int(i) for i in pool)
         tries = np.zeros(n, dtype=np.int64)
         done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]] = {}
-        tried = 0
         stats = _Counter()
-        while len(done) < n:
-            waiting = [j for j in range(n) if j not in done]
-            if len(queue) < len(waiting):
-                raise ConfigError(
-                    f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
-                    f"after trying {tried} source images; lower [pairs] n_same_source or raise "
-                    "[pairs] alpha_steps")
-            # Chunks of `batch` slots. The source and cause images of a chunk go to the store
-            # (whose thread writes them while the effect is decoded) as soon as the cause passed;
-            # they are taken back if the effect fails. The rest is written while the next chunk
-            # is decoded.
-            for start in range(0, len(waiting), self.config.batch):
-                chunk = waiting[start:start + self.config.batch]
-                idx = np.array([queue.popleft() for _ in chunk], dtype=np.int64)
-                tries[chunk] += 1
-                tried += len(idx)
-                t_c = 1 - self.labels[cause.name][idx]
-                t_e = 1 - self.labels[effect.name][idx]
-                mc = self.manipulate(idx, cause, t_c)
-                early = {int(k): (self.store.add(self.images[idx[k]]),
-                                  self.store.add(mc.images[k])) for k in np.flatnonzero(mc.ok)}
-                me = self.manipulate(idx, effect, t_e)
-                stats.add(mc, me)
-                for k, j in enumerate(chunk):
-                    if k not in early:
-                        continue
-                    name_src, name_c = early[k]
-                    if not me.ok[k]:
-                        self.store.discard(name_src)
-                        self.store.discard(name_c)
-                        continue
-                    src = int(idx[k])
-                    names = (name_src, name_src, name_c, self.store.add(me.images[k]))
-                    row = self._row(dag, cause, effect, "same_source", src, src, names, mc, k,
-                                    me, k, int(tries[j]))
-                    label = (f"{cause.name} ->{int(t_c[k])}, {effect.name} ->{int(t_e[k])}")
-                    done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
+        helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="psi",
+                                    initializer=torch.set_num_threads, initargs=(1,))
+        try:
+            self._same_source_rounds(dag, cause, effect, n, queue, tries, done, stats, helper)
+        finally:
+            helper.shutdown(wait=True)
         for j in range(n):
             row, sheet, label = done[j]
             result.rows.append(row)
             result.sheet_rows.append(sheet)
             result.sheet_labels.append(label)
-        result.stats = stats.summary(n, tried, n)
+        result.stats = stats.summary(n, int(tries.sum()), n)
         return result
+
+    def _same_source_rounds(self, dag: str, cause: LinearAttribute, effect: LinearAttribute,
+                            n: int, queue: collections.deque[int], tries: np.ndarray,
+                            done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]],
+                            stats: _Counter, helper: ThreadPoolExecutor) -> None:
+        """Rounds of :meth:`same_source` until ``n`` pairs passed; each round gives every pair slot
+        still open the next unused source."""
+        while len(done) < n:
+            waiting = [j for j in range(n) if j not in done]
+            if len(queue) < len(waiting):
+                raise ConfigError(
+                    f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
+                    f"after trying {int(tries.sum())} source images; lower [pairs] n_same_source "
+                    "or raise [pairs] alpha_steps")
+            # Chunks of `batch` slots, software-pipelined over two threads: the helper checks
+            # one decoded batch while this thread decodes the next one, and the store's thread
+            # writes images meanwhile. The source and cause images of a chunk go to the store as
+            # soon as the cause passed (they are written while the effect is decoded) and are
+            # taken back if the effect fails. The outcome does not depend on the overlap: every
+            # batch is decoded and checked exactly as by :meth:`manipulate`.
+            last: tuple[Any, ...] | None = None
+            for start in range(0, len(waiting), self.config.batch):
+                chunk = waiting[start:start + self.config.batch]
+                idx = np.array([queue.popleft() for _ in chunk], dtype=np.int64)
+                tries[chunk] += 1
+                t_c = 1 - self.labels[cause.name][idx]
+                job_c = self._start(idx, cause, t_c)
+                check_c = helper.submit(self._check_first, job_c)
+                if last is not None:
+                    self._close_chunk(*last)
+                mc = self._finish(job_c, check_c.result())
+                early = {int(k): (self.store.add(self.images[idx[k]]),
+                                  self.store.add(mc.images[k])) for k in np.flatnonzero(mc.ok)}
+                job_e = self._start(idx, effect, 1 - self.labels[effect.name][idx])
+                last = (dag, cause, effect, chunk, idx, mc, early, job_e,
+                        helper.submit(self._check_first, job_e), tries, stats, done)
+            if last is not None:
+                self._close_chunk(*last)
+
+    def _close_chunk(self, dag: str, cause: LinearAttribute, effect: LinearAttribute,
+                     chunk: list[int], idx: np.ndarray, mc: Manipulation,
+                     early: dict[int, tuple[str, str]], job_e: _Pending, check_e: Future[Any],
+                     tries: np.ndarray, stats: _Counter,
+                     done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]]) -> None:
+        """Finish a same-source chunk once its effect batch is checked: rows for the pairs whose
+        two manipulations passed, the early images of the others taken back."""
+        me = self._finish(job_e, check_e.result())
+        stats.add(mc, me)
+        for k, j in enumerate(chunk):
+            if k not in early:
+                continue
+            name_src, name_c = early[k]
+            if not me.ok[k]:
+                self.store.discard(name_src)
+                self.store.discard(name_c)
+                continue
+            src = int(idx[k])
+            names = (name_src, name_src, name_c, self.store.add(me.images[k]))
+            row = self._row(dag, cause, effect, "same_source", src, src, names, mc, k, me, k,
+                            int(tries[j]))
+            label = f"{cause.name} ->{int(mc.target[k])}, {effect.name} ->{int(me.target[k])}"
+            done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
 
     def same_destination(self, cause: LinearAttribute, effect: LinearAttribute, n: int,
                          pool: np.ndarray) -> PairSet:
