@@ -59,6 +59,8 @@ def _client_for_ledger(run: Path, profile, endpoint_url, region, retry_mode, con
               help="Attention-check HITs per pair HIT (0.1 = one per ten).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Top/bottom placement seed.")
 @click.option("--domain", default="digits", show_default=True, help="HIT texts: digits or faces.")
+@click.option("--texts", "texts_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON or TOML file with the seven HIT texts (overrides --domain).")
 @click.option("--templates", "templates_dir", type=click.Path(exists=True, file_okay=False),
               default=None, help="Use the HIT templates in DIR instead of the built-in ones.")
 @click.option("--images", type=click.Choice(["data-uri", "s3"]), default="data-uri", show_default=True,
@@ -79,7 +81,7 @@ def _client_for_ledger(run: Path, profile, endpoint_url, region, retry_mode, con
               help="Create calls in flight at once.")
 @_aws_options
 def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime, duration,
-            auto_approve, attention_rate, seed, domain, templates_dir, images, bucket, s3_prefix,
+            auto_approve, attention_rate, seed, domain, texts_file, templates_dir, images, bucket, s3_prefix,
             s3_endpoint_url, min_approval, min_approved, locales, any_locale, masters,
             allow_10_plus, concurrency, profile, endpoint_url, region, retry_mode):
     """Publish a run's counterfactual pairs as HITs on MTurk (sandbox by default).
@@ -113,7 +115,8 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
         allow_10_plus=allow_10_plus,
     )
     request = PublishRequest(
-        settings=settings, domain=domain, templates_dir=Path(templates_dir) if templates_dir else None,
+        settings=settings, domain=domain,
+        texts_file=Path(texts_file) if texts_file else None, templates_dir=Path(templates_dir) if templates_dir else None,
         images=images, bucket=bucket, s3_prefix=s3_prefix, attention_rate=attention_rate, seed=seed,
         concurrency=concurrency, max_cost=parse_money(max_cost) if max_cost is not None else None,
     )

@@ -56,6 +56,7 @@ class PublishRequest:
 
     settings: HitSettings
     domain: str = "digits"
+    texts_file: Path | None = None  # overrides domain: a JSON/TOML file with the seven HIT texts
     templates_dir: Path | None = None
     images: str = "data-uri"
     bucket: str | None = None
@@ -178,7 +179,8 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
             f"{run_dir / runs.TURKLE_LEDGER}: this run was published on a local Turkle server, and both "
             "backends write results.csv; copy the run (without turkle_ledger.sqlite) to publish it on MTurk"
         )
-    texts = hg.texts.HitTexts.for_domain(request.domain)
+    texts = (hg.texts.HitTexts.from_file(request.texts_file) if request.texts_file
+             else hg.texts.HitTexts.for_domain(request.domain))
 
     created: frozenset[str] = frozenset()
     if Ledger.exists(run_dir):

@@ -228,3 +228,21 @@ def test_ten_plus_assignments_when_allowed_show_the_doubled_fee(run_dir):  # noq
                     "--allow-10-plus", "--lifetime", "1d", "--duration", "5m", "--auto-approve", "0")
     assert result.exit_code == 0, result.output
     assert "$0.10 x 10 assignments x 8 HITs x (1 + 40% fee) = $11.20" in result.stdout
+
+
+def test_texts_file_sets_the_hit_wording(aws_env, run_dir, fake, tmp_path):  # noqa: F811
+    texts = tmp_path / "texts.json"
+    texts.write_text(
+        '{"title": "Which sketch looks hand-drawn?", "description": "Pick the more natural sketch.",'
+        ' "keywords": "sketch, realism", "question": "Which sketch looks more hand-drawn?",'
+        ' "instructions": "Go with your first impression.", "top_label": "Upper sketch",'
+        ' "bottom_label": "Lower sketch"}'
+    )
+    result = invoke("publish", run_dir, *PUBLISH_OPTIONS, "--texts", texts, "--endpoint-url",
+                    fake.url)
+    assert result.exit_code == 0, result.output
+    (hit_type,) = fake.hit_types.values()
+    assert hit_type["Title"] == "Which sketch looks hand-drawn?"
+    questions = [h["Question"] for h in fake.hits.values()]
+    assert len(questions) == 8
+    assert all("Which sketch looks more hand-drawn?" in q and "Upper sketch" in q for q in questions)

@@ -75,3 +75,30 @@ def test_contact_sheet_lays_out_labelled_rows():
     assert png == contact_sheet(rows, column_titles=["source", "a changed", "b changed"],
                                 row_labels=[f"p{k}" for k in range(5)], title="a->b same-source",
                                 scale=2)
+
+
+def test_discard_deletes_only_what_no_other_add_holds(tmp_path):
+    a, b = digit(0), digit(1)
+    with ImageStore(tmp_path / "img", batch=1) as store:
+        name_a = store.add(a)
+        store.add(a)  # held twice
+        name_b = store.add(b)
+        store.discard(name_a)  # still held once: stays
+        store.discard(name_b)  # written (batch=1), then deleted in order
+        assert store.written == {name_a}
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == [name_a]
+    with ImageStore(tmp_path / "img2") as store:
+        name_b = store.add(b)
+        store.discard(name_b)  # still queued: never written
+        assert store.add(b) == name_b  # and back again
+    assert [p.name for p in (tmp_path / "img2").iterdir()] == [name_b]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "img2" / name_b)), b)
+
+
+def test_png_of_a_digit_is_small_and_exact():
+    # Run-length deflate: a mostly black 28x28 digit compresses to well under its 812 raw bytes.
+    img = np.zeros((28, 28), dtype=np.uint8)
+    img[6:22, 12:16] = 200
+    png = encode_png(img)
+    assert len(png) < 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), img)

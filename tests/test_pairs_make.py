@@ -175,3 +175,33 @@ def test_rows_are_deterministic_and_names_are_opaque(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "pairs0.csv")))
     assert [r["pair_id"] for r in rows] == [f"p{k:04d}" for k in range(1, 19)]
     assert tuple(rows[0]) == PAIRS_COLUMNS
+
+
+def test_same_source_takes_back_the_images_of_pairs_whose_effect_failed(tmp_path):
+    # psi reads b backwards when the left half is brighter than 0.8: those sources pass the cause
+    # check (their images are written early) but never the effect check, so they are replaced and
+    # their source and cause images must be deleted again.
+    def psi(x):
+        p = halves_psi(x)
+        left = x[:, 0, :, :14].mean(dim=(1, 2)).double().numpy()
+        return {"a": p["a"], "b": np.where(left > 0.8, 1 - p["b"], p["b"])}
+
+    maker, z, labels, pool = make(tmp_path, psi=psi, alpha_steps=1, batch=16)
+    s = maker.same_source(A, B, 40, pool)
+    maker.store.close()
+    assert s.stats["replaced_sources"] > 0
+    names = {r[c] for r in s.rows for c in PAIRS_COLUMNS if c.startswith("image_")}
+    assert {p.name for p in (tmp_path / "images").iterdir()} == names == maker.store.written
+
+
+def test_overlapped_same_source_matches_plain_manipulations(tmp_path):
+    # same_source checks one batch on a helper thread while the next is decoded; its rows must be
+    # exactly what manipulate() gives for the same sources, one batch at a time.
+    maker, z, labels, pool = make(tmp_path, batch=7, target_probability=0.7)
+    s = maker.same_source(A, B, 30, pool)
+    maker.store.close()
+    idx = np.array([r["source_cause_id"] - 1000 for r in s.rows])
+    mc = maker.manipulate(idx, A, 1 - labels["a"][idx])
+    me = maker.manipulate(idx, B, 1 - labels["b"][idx])
+    assert [r["alpha_cause"] for r in s.rows] == [f"{x:.4f}" for x in mc.alpha]
+    assert [r["check_effect"] for r in s.rows] == [f"{x:.4f}" for x in me.check]
