@@ -250,6 +250,30 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Itera
         os.replace(stage, out)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` while the block runs (main thread only).
+
+    A terminated ``generate`` then unwinds like Ctrl-C, so :func:`staged_run_dir` removes its
+    staging directory instead of leaving a hidden partial run behind.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check ``RUN/manifest.json``; raise :class:`RunDirError` when it is not a run."""
     run = Path(run)

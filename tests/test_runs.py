@@ -144,3 +144,33 @@ def test_staged_run_dir_gets_ordinary_directory_permissions(tmp_path):
 def test_atomic_write_with_private_mode(tmp_path):
     runs.atomic_write_text(tmp_path / "secret.json", "{}", mode=0o600)
     assert (tmp_path / "secret.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_sigterm_during_a_staged_run_leaves_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time\n"
+        "from cage_eval import runs\n"
+        "with runs.sigterm_as_interrupt(), runs.staged_run_dir(sys.argv[1]) as stage:\n"
+        "    (stage / 'a.txt').write_text('x')\n"
+        "    print('staged', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "staged"
+        assert any(p.name.startswith(".run.partial-") for p in tmp_path.iterdir())
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()
+    deadline = time.monotonic() + 5
+    while list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []
