@@ -4,8 +4,10 @@ Pipeline (all timed): choose alpha from the latent classifier, decode, quantise,
 observation classifier, escalate / replace failures, name (hash), encode and write the PNGs of the
 sources and counterfactuals, build the pairs.csv rows, and wait until every file is written.
 Raw: ``generator.decode`` of as many latents as the pipeline made counterfactual images (its
-escalation decodes are extra work it is charged for), in batches of the same size. Both run with
-one torch thread, as pair generation does (for byte-identical output).
+escalation decodes are extra work it is charged for), in batches of the same size. Every decode on
+both sides runs on the calling thread with one torch thread, as pair generation does (for
+byte-identical output); the pipeline also checks on a helper thread and writes PNGs on a writer
+thread, overlapping the decoding, but never decodes in parallel.
 
 Each repetition times the two side by side (their order alternates) and gives one ratio; the
 median ratio over ``--repeats`` repetitions is the result, so a burst of load from other processes
@@ -13,7 +15,7 @@ on a shared machine spoils one repetition, not the comparison.
 
 The directories written are removed only after the last repetition: without a journal, ext4 skips
 inodes freed in the last minute or more when it allocates new ones, so deleting thousands of files
-makes the next thousands of creations crawl (measured: 20 us -> 500-1000 us per file, all of it in
+makes the next thousands of creations crawl (measured: 20 us -> 130-1,000 us per file, all of it in
 the kernel's ``recently_deleted``). A real run writes into a fresh directory and deletes nothing.
 
 Target: counterfactual images per second through the pipeline >= 0.8 x raw decoded images per
