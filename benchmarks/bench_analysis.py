@@ -75,7 +75,7 @@ def build_run(root: Path, judgements: int, seed: int = 0) -> Path:
                       np.where(rng.random(n) < 0.97, "top", "bottom"))
     item_ids = items["item_id"].to_numpy()[item]
     const = {c: "" for c in runs.RESULTS_COLUMNS}
-    const.update({"HITTypeId": "3TYPEXXXXXXXXXXXXXXXXXXXXXXX", "Title": "Which image looks more real?",
+    const.update({"HITTypeId": "3TYPE0000000000000000000000", "Title": "Which image looks more real?",
                   "Description": "Pick the more realistic image", "Keywords": "image, realism",
                   "Reward": "$0.05", "CreationTime": "Sat Nov 28 16:00:00 UTC 2026",
                   "MaxAssignments": "3", "RequesterAnnotation": runs.REQUESTER_ANNOTATION_PREFIX + RUN_ID,

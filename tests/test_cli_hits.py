@@ -118,39 +118,31 @@ def test_export_batch_with_data_uris_and_base_url(run, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_export_batch_to_s3(run, tmp_path, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                            ("AWS_DEFAULT_REGION", "us-east-1")):
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="hits-bucket")
-        assert _invoke("hits", run, "--no-preview").exit_code == 0
-        args = ["export-batch", run, "--s3-bucket", "hits-bucket", "--endpoint-url", endpoint,
-                "--expires-in", "86400"]
-        result = _invoke(*args, "--out", tmp_path / "s1")
-        assert result.exit_code == 0, result.output
-        assert "s3://hits-bucket/cage-eval/5e1f0c2a9b7d4e33/: 16 images uploaded, 0 already there" \
-            in result.output
-        result = _invoke(*args, "--out", tmp_path / "s2")
-        assert "0 images uploaded, 16 already there" in result.output
-        with open(tmp_path / "s2" / "batch_input.csv", newline="") as fh:
-            row = next(csv.DictReader(fh))
-        assert row["image_top"].startswith(endpoint) and "X-Amz-Expires=86400" in row["image_top"]
-        result = CliRunner().invoke(cli, [str(a) for a in args[:-1]] + ["700000", "--out",
-                                                                        str(tmp_path / "s3")])
-        assert result.exit_code == 1 and "7 days" in result.output
-        assert not (tmp_path / "s3").exists()
-        result = CliRunner().invoke(cli, ["export-batch", str(run), "--out", str(tmp_path / "s4"),
-                                          "--s3-bucket", "missing-bucket", "--endpoint-url", endpoint])
-        assert result.exit_code == 1
-        assert result.output.startswith("Error: S3 bucket 'missing-bucket' does not exist")
-        assert not (tmp_path / "s4").exists()
-    finally:
-        server.stop()
+def test_export_batch_to_s3(run, tmp_path, monkeypatch, s3_endpoint):
+    endpoint = s3_endpoint
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="hits-bucket")
+    assert _invoke("hits", run, "--no-preview").exit_code == 0
+    args = ["export-batch", run, "--s3-bucket", "hits-bucket", "--endpoint-url", endpoint,
+            "--expires-in", "86400"]
+    result = _invoke(*args, "--out", tmp_path / "s1")
+    assert result.exit_code == 0, result.output
+    assert "s3://hits-bucket/cage-eval/5e1f0c2a9b7d4e33/: 16 images uploaded, 0 already there" \
+        in result.output
+    result = _invoke(*args, "--out", tmp_path / "s2")
+    assert "0 images uploaded, 16 already there" in result.output
+    with open(tmp_path / "s2" / "batch_input.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["image_top"].startswith(endpoint) and "X-Amz-Expires=86400" in row["image_top"]
+    result = CliRunner().invoke(cli, [str(a) for a in args[:-1]] + ["700000", "--out",
+                                                                    str(tmp_path / "s3")])
+    assert result.exit_code == 1 and "7 days" in result.output
+    assert not (tmp_path / "s3").exists()
+    result = CliRunner().invoke(cli, ["export-batch", str(run), "--out", str(tmp_path / "s4"),
+                                      "--s3-bucket", "missing-bucket", "--endpoint-url", endpoint])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: S3 bucket 'missing-bucket' does not exist")
+    assert not (tmp_path / "s4").exists()

@@ -167,19 +167,6 @@ def test_unknown_profile(aws_env, run_dir):  # noqa: F811
     assert not (run_dir / "ledger.sqlite").exists()
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def test_publish_with_s3_images(aws_env, run_dir, fake, s3_endpoint):  # noqa: F811
     import boto3
 

@@ -9,24 +9,12 @@ import boto3
 import pytest
 from botocore.config import Config
 from crowd_fixtures import make_run_dir
-from moto.server import ThreadedMotoServer
 
 from cage_eval import runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError
 from mturk.images_s3 import MAX_PRESIGN_SECONDS, S3ImageHost
 
 BUCKET = "cage-eval-test-bucket"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture()
