@@ -161,6 +161,26 @@ def check_single_run(raw: pd.DataFrame, path: Path) -> str:
 # --------------------------------------------------------------------------- join
 
 
+def _set_aside_unknown(raw: pd.DataFrame, pos: np.ndarray, key: str, column: str, what: str,
+                       path: Path, report: JoinReport, run_dir: Path | None,
+                       drop_unknown: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows whose ``key`` is not in the run (``pos < 0``): an error naming the first one, or,
+    with ``drop_unknown``, set aside in ``report.unknown_items`` and removed."""
+    unknown = pos < 0
+    if not unknown.any():
+        return raw, pos
+    if not drop_unknown:
+        i = int(np.flatnonzero(unknown)[0])
+        raise InputFileError(
+            f"{path}: line {int(raw['line'].iloc[i])}: column {column}: "
+            f"{raw[key].iloc[i]!r} is not {what} of run {report.run_id or run_dir} "
+            f"({int(unknown.sum())} such row(s)); pass the right --run DIR, remove those "
+            "rows, or --drop-unknown to set them aside")
+    report.unknown_items = list(zip(raw["line"].to_numpy()[unknown].tolist(),
+                                    raw[key].to_numpy()[unknown].tolist(), strict=True))
+    return raw[~unknown], pos[~unknown]
+
+
 def join_judgements(
     raw: pd.DataFrame, fmt: str, path: str | Path, run_dir: str | Path | None = None,
     *, drop_unknown: bool = False,
@@ -205,18 +225,8 @@ def join_judgements(
     report.run_dir, report.run_id = run_dir, manifest_id or run_id
     items = read_hit_items_table(run_dir)
     pos = pd.Index(items["item_id"]).get_indexer(raw["item_id"])
-    unknown = pos < 0
-    if unknown.any():
-        if not drop_unknown:
-            i = int(np.flatnonzero(unknown)[0])
-            raise InputFileError(
-                f"{path}: line {int(raw['line'].iloc[i])}: column Input.item_id: "
-                f"{raw['item_id'].iloc[i]!r} is not an item of run {report.run_id or run_dir} "
-                f"({int(unknown.sum())} such row(s)); pass the right --run DIR, remove those "
-                "rows, or --drop-unknown to set them aside")
-        report.unknown_items = list(zip(raw["line"].to_numpy()[unknown].tolist(),
-                                        raw["item_id"].to_numpy()[unknown].tolist(), strict=True))
-        raw, pos = raw[~unknown], pos[~unknown]
+    raw, pos = _set_aside_unknown(raw, pos, "item_id", "Input.item_id", "an item", path, report,
+                                  run_dir, drop_unknown)
     echo = raw["answer_item_id"].to_numpy()
     mismatch = (echo != "") & (echo != raw["item_id"].to_numpy())
     if mismatch.any():
@@ -290,18 +300,8 @@ def _join_tidy(raw: pd.DataFrame, path: Path, run_dir: Path | None, report: Join
         report.run_dir, report.run_id = run_dir, str(manifest.get("run_id", ""))
         pairs = read_pairs_table(run_dir).set_index("pair_id")
         pos = pairs.index.get_indexer(raw["pair_id"])
-        unknown = pos < 0
-        if unknown.any():
-            if not drop_unknown:
-                i = int(np.flatnonzero(unknown)[0])
-                raise InputFileError(
-                    f"{path}: line {int(raw['line'].iloc[i])}: column pair_id: "
-                    f"{raw['pair_id'].iloc[i]!r} is not a pair of run {report.run_id or run_dir} "
-                    f"({int(unknown.sum())} such row(s)); pass the right --run DIR, remove "
-                    "those rows, or --drop-unknown to set them aside")
-            report.unknown_items = list(zip(raw["line"].to_numpy()[unknown].tolist(),
-                                            raw["pair_id"].to_numpy()[unknown].tolist(), strict=True))
-            raw, pos = raw[~unknown], pos[~unknown]
+        raw, pos = _set_aside_unknown(raw, pos, "pair_id", "pair_id", "a pair", path, report,
+                                      run_dir, drop_unknown)
         wrong = ((pairs["dag"].to_numpy()[pos] != raw["dag"].to_numpy())
                  | (pairs["setting"].to_numpy()[pos] != raw["setting"].to_numpy()))
         if wrong.any():
