@@ -95,6 +95,21 @@ class HitRow:
     expired_at: str | None
 
 
+
+@contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception (the connection must be in
+    autocommit mode, ``isolation_level=None``). Takes the write lock up front, so a crash between
+    two statements of one record never leaves half of it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class Ledger:
     """Thread-safe access to ``RUN/ledger.sqlite``. Use :meth:`create` / :meth:`open`."""
 
@@ -211,14 +226,8 @@ class Ledger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, immediate_transaction(self._conn) as conn:
+            yield conn
 
     # ------------------------------------------------------------------ meta
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cage_eval import runs
 from cage_eval.errors import RunDirError
+from mturk.ledger import immediate_transaction
 
 LEDGER_SCHEMA_VERSION = 1
 CREATING = "creating"
@@ -163,15 +163,8 @@ class TurkleLedger:
         conn.execute("INSERT INTO events (at, event, detail) VALUES (?, ?, ?)",
                      (utc_now(), event, detail))
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._conn)
 
 
 def ledger_url(run_dir: Path) -> str:
