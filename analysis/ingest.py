@@ -31,6 +31,7 @@ import ast
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,6 +240,22 @@ def _task_answers_choice(values: pd.Series, path: Path) -> pd.Series:
     return pd.Series(out, index=values.index, dtype=object)
 
 
+
+def _read_rows(header: CsvHeader, wanted: list[str]
+               ) -> tuple[pd.DataFrame, Callable[[str], pd.Series], pd.Series]:
+    """Read the ``wanted`` columns; refuse a file without data rows. Returns the frame, a getter
+    for a stripped column (an all-empty column when absent) and that empty column."""
+    df = _read_columns(header, wanted)
+    if len(df) == 0:
+        raise InputFileError(f"{header.path}: no data rows after the header; nothing to analyse")
+    empty = pd.Series("", index=df.index, dtype=object)
+
+    def col(name: str) -> pd.Series:
+        return df[name].str.strip() if name in df.columns else empty
+
+    return df, col, empty
+
+
 def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
     """Read an ``mturk``/``batch``/``turkle`` file into :data:`RAW_COLUMNS`."""
     answer_col = f"Answer.{runs.ANSWER_FIELD}"
@@ -251,14 +268,8 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
             "the results of a HIT made by cage-eval, whose form field is 'choice'")
     wanted = list(MTURK_REQUIRED) + [c for c in MTURK_OPTIONAL if c in header.columns]
     wanted.append(answer_col if has_answer else "Answer.taskAnswers")
-    df = _read_columns(header, wanted)
+    df, col, empty = _read_rows(header, wanted)
     n = len(df)
-    if n == 0:
-        raise InputFileError(f"{header.path}: no data rows after the header; nothing to analyse")
-    empty = pd.Series("", index=df.index, dtype=object)
-
-    def col(name: str) -> pd.Series:
-        return df[name].str.strip() if name in df.columns else empty
 
     if has_answer:
         choice = _unwrap_list_repr(col(answer_col), header.path, answer_col)
@@ -301,14 +312,8 @@ def read_tidy(header: CsvHeader) -> pd.DataFrame:
     """Read a tidy file (``dag, setting, pair_id, worker_id, preferred`` + optional columns)."""
     _require(header, TIDY_COLUMNS, "tidy")
     wanted = list(TIDY_COLUMNS) + [c for c in TIDY_OPTIONAL if c in header.columns]
-    df = _read_columns(header, wanted)
+    df, col, empty = _read_rows(header, wanted)
     n = len(df)
-    if n == 0:
-        raise InputFileError(f"{header.path}: no data rows after the header; nothing to analyse")
-    empty = pd.Series("", index=df.index, dtype=object)
-
-    def col(name: str) -> pd.Series:
-        return df[name].str.strip() if name in df.columns else empty
 
     for name in TIDY_COLUMNS:
         blank = (col(name) == "").to_numpy()
