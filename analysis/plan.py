@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
 
 PLAN_VERSION = 1
@@ -150,7 +150,7 @@ def freeze_plan(run_dir: str | Path, plan: AnalysisPlan | None = None) -> Path:
         return path
     plan = plan if plan is not None else AnalysisPlan()
     frozen_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    runs.atomic_write_json(
+    files.atomic_write_json(
         path, {"plan_version": PLAN_VERSION, "frozen_at": frozen_at, "plan": plan.to_dict()}
     )
     return path

@@ -32,7 +32,7 @@ import pandas as pd
 
 from analysis.report import AnalysisOptions, analyze_file
 from analysis.tables import write_outputs
-from cage_eval import runs
+from cage_eval import files, runs
 
 DAGS = ("thick->bright", "slant->thick", "width->slant", "bright->width")
 RUN_ID = "0123456789abcdef"
@@ -43,7 +43,7 @@ def build_run(root: Path, judgements: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     run = root / "run"
     run.mkdir(parents=True)
-    runs.atomic_write_json(run / runs.MANIFEST, {"run_id": RUN_ID, "schema_version": 1,
+    files.atomic_write_json(run / runs.MANIFEST, {"run_id": RUN_ID, "schema_version": 1,
                                                  "complete": True})
     n_items = -(-judgements // 3)
     n_att = n_items // 20

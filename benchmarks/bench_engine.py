@@ -4,7 +4,7 @@ Targets (issue "CAGE engine"):
 
 1. ``closed``: latent-classifier CAGE on k = 100,000 latents of dimension 512, 20 alpha values,
    100 random-direction null draws, GATE in both directions: the closed form
-   (:func:`cage.effects.gate_from_logits`) at least 200x faster than a straightforward Algorithm 1
+   (:func:`cage.engine.effects.gate_from_logits`) at least 200x faster than a straightforward Algorithm 1
    that materialises ``z +- alpha u`` and calls scikit-learn's ``predict_proba`` for every alpha and
    direction; peak extra memory of the closed form at most 2x the latent matrix (measured as the
    growth of the process's peak resident set size in a fresh subprocess).
@@ -12,7 +12,7 @@ Fast sides are timed several times (``REPEATS``) and the medians are compared, b
 machine may be shared.
 
 2. ``refit``: 100 label-permutation refits, n = 30,000, d = 512: batched refits
-   (:func:`cage.classifiers.fit_logreg_batched`, as :func:`cage.nulls.permutation_normals` runs
+   (:func:`cage.engine.classifiers.fit_logreg_batched`, as :func:`cage.engine.nulls.permutation_normals` runs
    them) at least 10x faster than a loop of scikit-learn ``LogisticRegression`` fits, with held-out
    log-loss within 1%.
 3. ``mog``: ``cage-eval generate --experiment mog`` (training included, empty cache) under 300 s.
@@ -89,9 +89,9 @@ def closed_form_child(seed: int) -> dict:
     """Runs in a fresh subprocess: closed-form CAGE and its peak extra memory."""
     import torch
 
-    from cage.classifiers import logits_of
-    from cage.effects import gate_from_logits
-    from cage.nulls import random_directions
+    from cage.engine.classifiers import logits_of
+    from cage.engine.effects import gate_from_logits
+    from cage.engine.nulls import random_directions
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     z = _latents(K, D, seed)
@@ -119,7 +119,7 @@ def closed_form_child(seed: int) -> dict:
 
 
 def bench_closed(seed: int, baseline_evals: int, full: bool) -> bool:
-    from cage.nulls import random_directions
+    from cage.engine.nulls import random_directions
 
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, __file__, "--child-closed", str(seed)], env=env,
@@ -180,8 +180,8 @@ def bench_refit(seed: int) -> bool:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    from cage.classifiers import fit_logreg_batched
-    from cage.nulls import permutation_labels
+    from cage.engine.classifiers import fit_logreg_batched
+    from cage.engine.nulls import permutation_labels
 
     rng = np.random.default_rng(seed)
     z = _latents(N_ROWS + 10_000, D, seed)

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from cage import digits_data
 from cage.config import default_cache_dir, load_experiment
-from cage.digits_weights import load_or_train
-from cage.experiment_digits import parse_options
-from cage.generator_vae import deterministic_torch
+from cage.digits import data as digits_data
+from cage.digits.models import load_or_train
+from cage.experiments.digits import parse_options
 from cage.images import ImageStore
 from cage.pairs import LinearAttribute, PairConfig, PairMaker
+from cage.runtime import deterministic_torch
 
 TARGET = 0.8
 

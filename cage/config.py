@@ -4,7 +4,7 @@ An experiment file looks like::
 
     [experiment]
     name = "mog"              # used for the default output directory and in the manifest
-    kind = "mog"              # selects the module cage.experiment_<kind>
+    kind = "mog"              # selects the experiment kind (cage.experiments.registry)
     seed = 0
     description = "..."
 
@@ -16,7 +16,7 @@ An experiment file looks like::
     ...
 
     [flow]                    # any other section is the experiment kind's own business: it is kept
-    transforms = 5            # raw in ExperimentConfig.kind_options for cage.experiment_<kind>
+    transforms = 5            # raw in ExperimentConfig.kind_options for the kind's module
 
 The built-in experiments are ``cage/experiments/<name>.toml`` (read through importlib.resources, so
 they work after a non-editable install). Every mistake is a :class:`cage_eval.errors.ConfigError`
@@ -137,7 +137,7 @@ class ExperimentConfig:
     Attributes
     ----------
     name, kind : str
-        Experiment name and kind (module ``cage.experiment_<kind>``).
+        Experiment name and kind (:mod:`cage.experiments.registry` finds its module).
     seed : int
         Master seed; every random stage derives its own seed from it.
     cage : CageConfig

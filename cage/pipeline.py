@@ -3,19 +3,19 @@
 Contract (also in docs/engine.md)
 ---------------------------------
 ``run_experiment(config, out, *, force=False, cache_dir=None) -> CageResult``
-    imports ``cage.experiment_<config.kind>``, calls its ``setup(config, cache_dir=...)`` (an
-    :class:`cage.experiment.ExperimentSetup`), runs :func:`run_cage`, writes the engine files into a
-    staged run directory (``cage_eval.runs.staged_run_dir``), then calls the kind's optional
+    loads the kind module (:func:`cage.experiments.registry.load_kind`), calls its ``setup(config, cache_dir=...)`` (an
+    :class:`cage.experiments.base.ExperimentSetup`), runs :func:`run_cage`, writes the engine files into a
+    staged run directory (``cage_eval.files.staged_run_dir``), then calls the kind's optional
     ``finish(setup, result, stage_dir, config) -> dict`` and merges its dict into ``manifest.json``,
     which is written last (``complete: true``, ``run_id``, ``schema_version``).
 
 ``CageResult``
-    ``classifiers[attr]``: a fitted :class:`cage.classifiers.LatentClassifier` with ``coef_`` (d,),
+    ``classifiers[attr]``: a fitted :class:`cage.engine.classifiers.LatentClassifier` with ``coef_`` (d,),
     ``intercept_``, ``normal_`` (unit, (d,)), ``accuracy_`` (held out), ``predict_proba(z) -> (n,)``;
     ``directions``: one :class:`PairDirection` per attribute pair and outcome variant
     (``latent`` = eq. 8, ``observation`` = eq. 9, ``observation_conditional`` = eq. 9 with the other
     attribute of the pair projected out of each treatment direction) with GATEs, delta tau,
-    p-values, the call ``direction`` in ``{"->", "<-", "⊥", "?"}`` (:func:`cage.effects.decide`)
+    p-values, the call ``direction`` in ``{"->", "<-", "⊥", "?"}`` (:func:`cage.engine.effects.decide`)
     and ``cause``/``effect`` names when a direction is called;
     ``direction_for(m1, m2, outcome)`` picks one; ``prior_latents`` (k, d) float32;
     ``interventions[(m1, m2)][attr]``: the unit direction used to intervene on ``attr`` in that pair.
@@ -24,109 +24,36 @@ Contract (also in docs/engine.md)
 from __future__ import annotations
 
 import hashlib
-import importlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cage.classifiers import LatentClassifier, fit_attribute_classifier
 from cage.config import ExperimentConfig, default_cache_dir
-from cage.effects import (
+from cage.engine.classifiers import LatentClassifier, fit_attribute_classifier
+from cage.engine.effects import (
     decide,
     delta_tau,
     empirical_p_value,
     gate_from_logits,
     gate_materialised,
 )
-from cage.experiment import ExperimentSetup
-from cage.interventions import make_intervention
-from cage.mmd import mmd_test
-from cage.nulls import permutation_normals, random_directions
+from cage.engine.interventions import make_intervention
+from cage.engine.mmd import mmd_test
+from cage.engine.nulls import permutation_normals, random_directions
+from cage.experiments.base import ExperimentSetup
+from cage.experiments.registry import load_kind
 from cage.report import jsonable, versions, write_engine_files
-from cage_eval import runs
+from cage.result import CageResult, PairDirection
+from cage_eval import files, runs
 from cage_eval.errors import ConfigError
 
 #: Rows decoded at once for observation-space outcomes.
 DECODE_BATCH = 8192
-
-
-@dataclass(frozen=True)
-class PairDirection:
-    """CAGE's verdict on one attribute pair for one outcome variant (a row of directions.csv).
-
-    ``gate_12 = GATE(m1 -> m2)``, ``gate_21 = GATE(m2 -> m1)``, ``delta_tau = |gate_12| - |gate_21|``
-    at the headline ``alpha``; ``offset_1``/``offset_2`` are the signed distances ``-b/|w|`` of the
-    two decision hyperplanes from the prior mean (latent units); ``p_*`` from the decision null (``null``), ``p_values[kind]`` holds
-    ``(p_gate_12, p_gate_21, p_delta_tau)`` for every null kind computed. ``direction`` follows
-    :func:`cage.effects.decide`; ``cause``/``effect`` are empty for ``⊥`` and ``?``.
-    """
-
-    m1: str
-    m2: str
-    outcome: str
-    alpha: float
-    k: int
-    gate_12: float
-    gate_21: float
-    delta_tau: float
-    null: str
-    p_gate_12: float
-    p_gate_21: float
-    p_delta_tau: float
-    p_values: dict[str, tuple[float, float, float]]
-    direction: str
-    cause: str
-    effect: str
-    delta_tau_significant: bool
-    sign_stable: bool
-    cos_normals: float
-    norm_w1: float
-    norm_w2: float
-    acc_1: float
-    acc_2: float
-    offset_1: float
-    offset_2: float
-    separable: bool
-    mmd: float
-    p_mmd: float
-    mmd_2: float
-    p_mmd_2: float
-    n_null_k: int
-
-
-@dataclass
-class CageResult:
-    """Everything CAGE computed; see the module docstring for the contract."""
-
-    config: ExperimentConfig
-    classifiers: dict[str, LatentClassifier]
-    directions: list[PairDirection]
-    prior_latents: np.ndarray
-    interventions: dict[tuple[str, str], dict[str, np.ndarray]]
-    null_directions: dict[tuple[str, str, str, str], np.ndarray]
-    sweep_rows: list[dict[str, Any]]
-    null_rows: list[dict[str, Any]]
-    classifier_rows: list[dict[str, Any]]
-    seeds: dict[str, int]
-    test_masks: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def direction_for(self, m1: str, m2: str, outcome: str | None = None) -> PairDirection:
-        """The record of pair ``(m1, m2)`` (either order given) for ``outcome`` (default: the
-        observation variant when computed, else latent)."""
-        rows = [d for d in self.directions if {d.m1, d.m2} == {m1, m2}]
-        if not rows:
-            raise KeyError(f"no pair ({m1}, {m2}) in this result")
-        if outcome is None:
-            outcome = "observation" if any(r.outcome == "observation" for r in rows) else "latent"
-        for r in rows:
-            if r.outcome == outcome:
-                return r
-        raise KeyError(f"pair ({m1}, {m2}) has no {outcome!r} outcome in this result")
 
 
 def stage_seed(seed: int, *parts: str) -> int:
@@ -445,17 +372,6 @@ def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: Laten
     return cache[key]
 
 
-def load_kind(kind: str) -> Any:
-    """The module ``cage.experiment_<kind>``; ConfigError when there is none."""
-    try:
-        return importlib.import_module(f"cage.experiment_{kind}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"cage.experiment_{kind}":
-            raise
-        raise ConfigError(f"[experiment] kind = {kind!r}: no such experiment kind (no module "
-                          f"cage.experiment_{kind}); use e.g. kind = \"mog\"") from None
-
-
 def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = False,
                    cache_dir: str | Path | None = None) -> CageResult:
     """Set up the experiment, run CAGE and write the run directory ``out`` (see module docstring).
@@ -464,10 +380,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
     """
     module = load_kind(config.kind)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    with runs.staged_run_dir(out, force=force) as stage:
+    with files.staged_run_dir(out, force=force) as stage:
         setup = module.setup(config, cache_dir=cache)
         result = run_cage(setup, config)
-        files = write_engine_files(result, setup, stage)
+        written = write_engine_files(result, setup, stage)
         extra: dict[str, Any] = {}
         finish = getattr(module, "finish", None)
         if finish is not None:
@@ -482,7 +398,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             "seeds": result.seeds,
             "versions": versions(),
             "setup": jsonable(setup.info),
-            "files": files,
+            "files": written,
             "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
                             "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau}
                            for d in result.directions],
@@ -491,5 +407,5 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             if key in manifest:
                 raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
             manifest[key] = jsonable(value)
-        runs.atomic_write_json(stage / runs.MANIFEST, manifest)
+        files.atomic_write_json(stage / runs.MANIFEST, manifest)
     return result

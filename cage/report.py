@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cage.effects import CALL_WORDS
-from cage_eval import runs
+from cage.engine.effects import CALL_WORDS
+from cage_eval import files, runs
 
 if TYPE_CHECKING:
-    from cage.experiment import ExperimentSetup
+    from cage.experiments.base import ExperimentSetup
     from cage.pipeline import CageResult
 
 DIRECTIONS_COLUMNS = (
@@ -104,11 +104,11 @@ def write_engine_files(result: CageResult, setup: ExperimentSetup, stage: Path) 
     """Write every engine file into ``stage``; return the names written."""
     from cage.plots import write_plots
 
-    runs.atomic_write_csv(stage / runs.CLASSIFIERS, _fmt_rows(result.classifier_rows),
+    files.atomic_write_csv(stage / runs.CLASSIFIERS, _fmt_rows(result.classifier_rows),
                           CLASSIFIERS_COLUMNS)
-    runs.atomic_write_csv(stage / runs.DIRECTIONS, direction_rows(result), DIRECTIONS_COLUMNS)
-    runs.atomic_write_csv(stage / runs.ALPHA_SWEEP, _fmt_rows(result.sweep_rows), SWEEP_COLUMNS)
-    runs.atomic_write_csv(stage / runs.NULL_DRAWS, _fmt_rows(result.null_rows), NULL_COLUMNS)
+    files.atomic_write_csv(stage / runs.DIRECTIONS, direction_rows(result), DIRECTIONS_COLUMNS)
+    files.atomic_write_csv(stage / runs.ALPHA_SWEEP, _fmt_rows(result.sweep_rows), SWEEP_COLUMNS)
+    files.atomic_write_csv(stage / runs.NULL_DRAWS, _fmt_rows(result.null_rows), NULL_COLUMNS)
     arrays = artifact_arrays(result, setup)
     tmp = stage / f".{runs.ARTIFACTS}.tmp.npz"
     np.savez_compressed(tmp, **arrays)

@@ -1,5 +1,8 @@
-"""cage-eval application shell: the CLI, the run-directory schema and the error classes.
+"""cage-eval's foundation and command line.
 
+The foundation (:mod:`cage_eval.errors`, :mod:`cage_eval.runs`, :mod:`cage_eval.files`) uses the
+standard library only; every library package (``cage``, ``hitgen``, ``mturk``, ``analysis``) builds
+on it. The command line (:mod:`cage_eval.cli`) sits on top of everything and nothing imports it.
 Importing this package is cheap: nothing here imports torch, pandas or boto3.
 """
 

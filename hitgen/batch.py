@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cage_eval import runs
+from cage_eval import files
 from cage_eval.errors import ConfigError
 from hitgen.hosting import ImageHost, check_substitution_value, image_path
 from hitgen.items import HitItem
@@ -94,6 +94,6 @@ def export_batch(
             copied += 1
     template_path = out_dir / BATCH_TEMPLATE_FILE
     csv_path = out_dir / BATCH_INPUT_FILE
-    runs.atomic_write_text(template_path, template)
-    runs.atomic_write_csv(csv_path, rows, PLACEHOLDER_FIELDS)
+    files.atomic_write_text(template_path, template)
+    files.atomic_write_csv(csv_path, rows, PLACEHOLDER_FIELDS)
     return BatchExport(template_path, csv_path, len(rows), largest, copied)

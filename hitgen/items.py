@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
 
 KINDS = ("pair", "attention")
@@ -212,7 +212,7 @@ class HitPlan:
         for name, data in sorted(self.new_images.items()):
             path = images / name
             if not path.is_file() or path.read_bytes() != data:
-                runs.atomic_write_bytes(path, data)
+                files.atomic_write_bytes(path, data)
                 written += 1
         return written
 
@@ -325,7 +325,7 @@ def plan_hit_items(run_dir: Path, *, seed: int = 0, attention_rate: float = 0.0)
 def write_hit_items(run_dir: Path, items: list[HitItem]) -> Path:
     """Write ``RUN/hit_items.csv`` atomically (columns ``runs.HIT_ITEMS_COLUMNS``); return its path."""
     path = Path(run_dir) / runs.HIT_ITEMS
-    runs.atomic_write_csv(path, (asdict(it) for it in items), runs.HIT_ITEMS_COLUMNS)
+    files.atomic_write_csv(path, (asdict(it) for it in items), runs.HIT_ITEMS_COLUMNS)
     return path
 
 

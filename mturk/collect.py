@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import RunDirError
 from mturk import aws
 from mturk.ledger import CREATED, Ledger
@@ -194,7 +194,7 @@ def collect(run_dir: Path, client: Any, *, concurrency: int = 8) -> CollectRepor
     raw_dir = run_dir / runs.RAW_ANSWERS_DIR
     out_rows: list[dict[str, str]] = []
     for row, (hit, assignments) in zip(rows, fetched, strict=True):
-        runs.atomic_write_json(raw_dir / f"{hit['HITId']}.json",
+        files.atomic_write_json(raw_dir / f"{hit['HITId']}.json",
                                {"item_id": row.item_id, "hit": _jsonable(hit),
                                 "assignments": _jsonable(assignments)})
         assignments = sorted(assignments, key=lambda a: (str(a.get("SubmitTime", "")), a["AssignmentId"]))
@@ -208,6 +208,6 @@ def collect(run_dir: Path, client: Any, *, concurrency: int = 8) -> CollectRepor
             report.by_status[a.get("AssignmentStatus", "")] += 1
     report.assignments = len(out_rows)
     path = run_dir / runs.RESULTS
-    runs.atomic_write_csv(path, out_rows, runs.RESULTS_COLUMNS)
+    files.atomic_write_csv(path, out_rows, runs.RESULTS_COLUMNS)
     report.results_path = path
     return report

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError
 from mturk.turkle_ledger import CREATING, PUBLISHED, Publication, TurkleLedger, utc_now
 
@@ -219,7 +219,7 @@ class ServerImageHost:
         data = source.read_bytes()
         if not dest.is_file() or dest.read_bytes() != data:
             self.target.mkdir(parents=True, exist_ok=True)
-            runs.atomic_write_bytes(dest, data)
+            files.atomic_write_bytes(dest, data)
         return SERVER_IMAGES_URL + image_name
 
 
@@ -510,7 +510,7 @@ def collect(run_dir: Path, api: TurkleAPI) -> CollectResult:
     n_rows, n_workers, n_items, invalid = check_results_csv(
         data, item_ids, source=f"Turkle at {api.url}: batch {batch_id} results")
     path = run_dir / runs.RESULTS
-    runs.atomic_write_bytes(path, data)
+    files.atomic_write_bytes(path, data)
     with TurkleLedger.open(run_dir) as ledger:
         ledger.log("collect", f"{n_rows} rows, {n_workers} workers, {n_items} items")
     return CollectResult(path, n_rows, n_workers, n_items, invalid, progress)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cage_eval import runs
+from cage_eval import files
 from cage_eval.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def require_turkle() -> None:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically with mode 0600 from the first byte."""
-    runs.atomic_write_text(path, text, mode=0o600)
+    files.atomic_write_text(path, text, mode=0o600)
 
 
 @dataclass

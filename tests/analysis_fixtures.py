@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from crowd_fixtures import make_run_dir
 
-from cage_eval import runs
+from cage_eval import files, runs
 from hitgen.items import HitItem, build_hit_items, write_hit_items
 
 
@@ -101,7 +101,7 @@ def _mturk_row(j: Judgement, run_id: str, annotation: str) -> dict[str, str]:
 def write_results(path: Path, judgements: list[Judgement], run_id: str) -> Path:
     """``cage-eval collect`` layout (``runs.RESULTS_COLUMNS``)."""
     rows = [_mturk_row(j, run_id, runs.REQUESTER_ANNOTATION_PREFIX + run_id) for j in judgements]
-    runs.atomic_write_csv(path, rows, runs.RESULTS_COLUMNS)
+    files.atomic_write_csv(path, rows, runs.RESULTS_COLUMNS)
     return path
 
 
@@ -168,5 +168,5 @@ def write_tidy(path: Path, judgements: list[Judgement], *, with_position: bool =
             row.update({"cause_position": "top" if j.item.role_top == "cause" else "bottom",
                         "assignment_id": j.assignment_id, "work_time_s": j.work_time_s})
         rows.append(row)
-    runs.atomic_write_csv(path, rows, cols)
+    files.atomic_write_csv(path, rows, cols)
     return path

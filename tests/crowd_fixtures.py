@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cage_eval import runs
+from cage_eval import files, runs
 
 DEFAULT_RUN_ID = "5e1f0c2a9b7d4e33"
 DEFAULT_DAGS = (("thick", "bright"), ("slant", "thick"))
@@ -124,8 +124,8 @@ def make_run_dir(
                     "ok_effect": 1,
                     "attempts": 1,
                 })
-    runs.atomic_write_csv(run_dir / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
-    runs.atomic_write_json(run_dir / runs.MANIFEST, {
+    files.atomic_write_csv(run_dir / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
+    files.atomic_write_json(run_dir / runs.MANIFEST, {
         "run_id": run_id,
         "schema_version": runs.SCHEMA_VERSION,
         "complete": True,

@@ -1,4 +1,4 @@
-"""Latent classifiers and the batched logistic-regression refits (cage.classifiers)."""
+"""Latent classifiers and the batched logistic-regression refits (cage.engine.classifiers)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from cage.classifiers import (
+from cage.engine.classifiers import (
     LatentClassifier,
     fit_attribute_classifier,
     fit_logreg_batched,
     sigmoid,
     train_test_mask,
 )
-from cage.nulls import permutation_labels
+from cage.engine.nulls import permutation_labels
 from cage_eval.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""GATE, delta tau, p-values and the decision rule (cage.effects, cage.nulls)."""
+"""GATE, delta tau, p-values and the decision rule (cage.engine.effects, cage.engine.nulls)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import integrate
 
-from cage.classifiers import LatentClassifier, sigmoid
-from cage.effects import (
+from cage.engine.classifiers import LatentClassifier, sigmoid
+from cage.engine.effects import (
     CALLS,
     decide,
     delta_tau,
@@ -17,8 +17,8 @@ from cage.effects import (
     gate_materialised,
     mean_outcomes,
 )
-from cage.interventions import LinearIntervention
-from cage.nulls import permutation_normals, random_directions
+from cage.engine.interventions import LinearIntervention
+from cage.engine.nulls import permutation_normals, random_directions
 
 
 def _planted(n, d, direction, beta, rng):

@@ -1,4 +1,4 @@
-"""Interventions on latents (cage.interventions)."""
+"""Interventions on latents (cage.engine.interventions)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cage.classifiers import LatentClassifier, sigmoid
-from cage.interventions import (
+from cage.engine.classifiers import LatentClassifier, sigmoid
+from cage.engine.interventions import (
     ConditionalIntervention,
     Intervention,
     LinearIntervention,

@@ -1,11 +1,11 @@
-"""Unbiased MMD^2 and its permutation test (cage.mmd)."""
+"""Unbiased MMD^2 and its permutation test (cage.engine.mmd)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cage.mmd import _mmd2_from_indicator, gaussian_kernel, mmd2_unbiased, mmd_test
+from cage.engine.mmd import _mmd2_from_indicator, gaussian_kernel, mmd2_unbiased, mmd_test
 
 
 def _naive_mmd2(x, y, sigma):

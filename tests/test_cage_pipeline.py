@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from cage.classifiers import fit_attribute_classifier, sigmoid
 from cage.config import config_from_dict
-from cage.experiment import ExperimentSetup
-from cage.generator import EncodingGenerator
+from cage.engine.classifiers import fit_attribute_classifier, sigmoid
+from cage.experiments import registry
+from cage.experiments.base import ExperimentSetup
+from cage.generators.base import EncodingGenerator
 from cage.pipeline import run_cage, run_experiment, stage_seed
 from cage_eval import runs
 from cage_eval.errors import ConfigError
@@ -155,7 +156,7 @@ def test_unknown_attribute_missing_observation_classifier_and_nan_latents():
 @pytest.fixture
 def lintest_kind(monkeypatch):
     calls = {}
-    module = types.ModuleType("cage.experiment_lintest")
+    module = types.ModuleType("lintest_kind")
 
     def setup(config, *, cache_dir):
         calls["cache_dir"] = cache_dir
@@ -168,7 +169,8 @@ def lintest_kind(monkeypatch):
         return {"extra": {"pairs": 0, "first_direction": result.directions[0].direction}}
 
     module.setup, module.finish = setup, finish
-    monkeypatch.setitem(__import__("sys").modules, "cage.experiment_lintest", module)
+    monkeypatch.setitem(__import__("sys").modules, "lintest_kind", module)
+    monkeypatch.setitem(registry.BUILTIN_KINDS, "lintest", "lintest_kind")
     return calls
 
 

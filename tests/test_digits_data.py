@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from cage import digits_data, morpho
-from cage.digits_data import DigitsConfig
+from cage.digits import data as digits_data
+from cage.digits import morpho
+from cage.digits.data import DigitsConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cage.config import config_from_dict, load_experiment
-from cage.experiment_digits import _dags, parse_options
+from cage.experiments.digits import _dags, parse_options
 from cage.pipeline import CageResult, PairDirection, run_experiment
 from cage_eval import runs
-from cage_eval.cmd_generate import summary
+from cage_eval.cli.generate import summary
 from cage_eval.errors import CageEvalError, ConfigError
 
 TINY = [

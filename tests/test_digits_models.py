@@ -5,19 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from cage import digits_data
 from cage.config import load_experiment
-from cage.digits_weights import (
+from cage.digits import data as digits_data
+from cage.digits.models import (
     BUNDLE_FILES,
     ModelConfigs,
     _read_bundle,
     read_shipped_meta,
     shipped_dir,
 )
-from cage.experiment_digits import parse_options
-from cage.generator import EncodingGenerator
-from cage.generator_vae import VAEConfig, deterministic_torch, state_to_bytes, train_vae
-from cage.obs_classifiers import ObsClassifierConfig, train_obs_classifier
+from cage.digits.obs_classifier import ObsClassifierConfig, train_obs_classifier
+from cage.experiments.digits import parse_options
+from cage.generators.base import EncodingGenerator
+from cage.generators.vae import VAEConfig, state_to_bytes, train_vae
+from cage.runtime import deterministic_torch
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cage import morpho
-from cage.digits_data import base_digits
+from cage.digits import morpho
+from cage.digits.data import base_digits
 
 
 def bar(width: int, *, rows=(6, 22), col0=12) -> np.ndarray:

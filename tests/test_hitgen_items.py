@@ -196,7 +196,7 @@ def test_run_without_pairs_or_with_broken_pairs_is_a_clear_error(tmp_path):
         plan_hit_items(run)
 
 
-# "\r" is left out: runs.csv_text writes "\n" line ends and the csv module does not quote a lone
+# "\r" is left out: files.csv_text writes "\n" line ends and the csv module does not quote a lone
 # "\r" then (reported; pairs.csv values never contain one).
 _text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r"), max_size=12)
 

@@ -16,7 +16,8 @@ import torch
 from cage.images import ImageStore
 from cage.pairs import COMBINATIONS, LinearAttribute, PairConfig, PairMaker, number_pairs
 from cage_eval.errors import ConfigError
-from cage_eval.runs import PAIRS_COLUMNS, atomic_write_csv
+from cage_eval.files import atomic_write_csv
+from cage_eval.runs import PAIRS_COLUMNS
 
 
 class HalvesGenerator:

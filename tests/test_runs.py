@@ -6,35 +6,35 @@ import json
 
 import pytest
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import RunDirError
 
 
 def test_atomic_write_csv_has_fixed_column_order_and_no_temp_left(tmp_path):
     path = tmp_path / "sub" / "t.csv"
-    runs.atomic_write_csv(path, [{"b": 2, "a": 1}, {"a": 3, "b": 4}], ["a", "b"])
+    files.atomic_write_csv(path, [{"b": 2, "a": 1}, {"a": 3, "b": 4}], ["a", "b"])
     assert path.read_text() == "a,b\n1,2\n3,4\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["t.csv"]
 
 
 def test_atomic_write_csv_rejects_unknown_column_and_keeps_old_file(tmp_path):
     path = tmp_path / "t.csv"
-    runs.atomic_write_csv(path, [{"a": 1}], ["a"])
+    files.atomic_write_csv(path, [{"a": 1}], ["a"])
     with pytest.raises(ValueError):
-        runs.atomic_write_csv(path, [{"a": 1, "zzz": 2}], ["a"])
+        files.atomic_write_csv(path, [{"a": 1, "zzz": 2}], ["a"])
     assert path.read_text() == "a\n1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
 
 
 def test_atomic_write_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
-        runs.atomic_write_json(tmp_path / "m.json", {"x": float("nan")})
+        files.atomic_write_json(tmp_path / "m.json", {"x": float("nan")})
     assert not (tmp_path / "m.json").exists()
 
 
 def test_staged_run_dir_moves_into_place_only_on_success(tmp_path):
     out = tmp_path / "run"
-    with runs.staged_run_dir(out) as stage:
+    with files.staged_run_dir(out) as stage:
         (stage / "a.txt").write_text("x")
         assert not out.exists()
     assert (out / "a.txt").read_text() == "x"
@@ -43,7 +43,7 @@ def test_staged_run_dir_moves_into_place_only_on_success(tmp_path):
 
 def test_staged_run_dir_leaves_nothing_on_failure(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(RuntimeError), runs.staged_run_dir(out) as stage:
+    with pytest.raises(RuntimeError), files.staged_run_dir(out) as stage:
         (stage / "a.txt").write_text("x")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
@@ -53,10 +53,10 @@ def test_staged_run_dir_refuses_non_empty_without_force_and_replaces_with_force(
     out = tmp_path / "run"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(RunDirError, match="--force"), runs.staged_run_dir(out):
+    with pytest.raises(RunDirError, match="--force"), files.staged_run_dir(out):
         pass
     assert (out / "old.txt").exists()
-    with runs.staged_run_dir(out, force=True) as stage:
+    with files.staged_run_dir(out, force=True) as stage:
         (stage / "new.txt").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
@@ -66,7 +66,7 @@ def test_staged_run_dir_failed_replacement_keeps_old_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(KeyError), runs.staged_run_dir(out, force=True):
+    with pytest.raises(KeyError), files.staged_run_dir(out, force=True):
         raise KeyError("x")
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
 
@@ -75,7 +75,7 @@ def test_staged_run_dir_unwritable_parent_is_a_clear_error(tmp_path):
     # A parent that is a regular file cannot hold a directory, even for root.
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    with pytest.raises(RunDirError, match="writable --out"), runs.staged_run_dir(blocker / "run"):
+    with pytest.raises(RunDirError, match="writable --out"), files.staged_run_dir(blocker / "run"):
         pass
     assert blocker.read_text() == "x"
 
@@ -83,7 +83,7 @@ def test_staged_run_dir_unwritable_parent_is_a_clear_error(tmp_path):
 def test_staged_run_dir_out_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(RunDirError, match="not a directory"), runs.staged_run_dir(f):
+    with pytest.raises(RunDirError, match="not a directory"), files.staged_run_dir(f):
         pass
 
 
@@ -118,7 +118,7 @@ def test_csv_text_round_trips_carriage_returns():
     import io
 
     rows = [{"a": "x\ry", "b": "p\r\nq"}, {"a": "plain", "b": "1"}]
-    back = list(csv.DictReader(io.StringIO(runs.csv_text(rows, ["a", "b"]), newline="")))
+    back = list(csv.DictReader(io.StringIO(files.csv_text(rows, ["a", "b"]), newline="")))
     assert back == rows
 
 
@@ -127,7 +127,7 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
 
     mask = os.umask(0)
     os.umask(mask)
-    runs.atomic_write_text(tmp_path / "a.txt", "x")
+    files.atomic_write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
@@ -136,13 +136,13 @@ def test_staged_run_dir_gets_ordinary_directory_permissions(tmp_path):
 
     mask = os.umask(0)
     os.umask(mask)
-    with runs.staged_run_dir(tmp_path / "run"):
+    with files.staged_run_dir(tmp_path / "run"):
         pass
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_atomic_write_with_private_mode(tmp_path):
-    runs.atomic_write_text(tmp_path / "secret.json", "{}", mode=0o600)
+    files.atomic_write_text(tmp_path / "secret.json", "{}", mode=0o600)
     assert (tmp_path / "secret.json").stat().st_mode & 0o777 == 0o600
 
 
@@ -154,8 +154,8 @@ def test_sigterm_during_a_staged_run_leaves_nothing(tmp_path):
 
     code = (
         "import sys, time\n"
-        "from cage_eval import runs\n"
-        "with runs.sigterm_as_interrupt(), runs.staged_run_dir(sys.argv[1]) as stage:\n"
+        "from cage_eval import files\n"
+        "with files.sigterm_as_interrupt(), files.staged_run_dir(sys.argv[1]) as stage:\n"
         "    (stage / 'a.txt').write_text('x')\n"
         "    print('staged', flush=True)\n"
         "    time.sleep(60)\n"

@@ -18,7 +18,7 @@ import torch
 
 
 class FlowGenerator:
-    """:class:`cage.generator.EncodingGenerator` over a zuko flow.
+    """:class:`cage.generators.base.EncodingGenerator` over a zuko flow.
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cage.generator_vae import deterministic_torch, torch_threads
+from cage.runtime import deterministic_torch, torch_threads
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class ObsReport:
 
 class ObservationClassifier:
     """``psi``: images ``(n, 1, 28, 28)`` in [0, 1] -> ``{attribute: P(attribute = 1)}``, on
-    ``threads`` torch threads (default 1, as :class:`cage.generator_vae.VAEGenerator`).
+    ``threads`` torch threads (default 1, as :class:`cage.generators.vae.VAEGenerator`).
 
     Parameters
     ----------

@@ -25,19 +25,19 @@ def train(experiment, out, seed, overrides, cache_dir):
 
     Builds (or loads) the dataset, trains both models deterministically (one thread) and writes the
     weights bundle: digits_vae.pt, digits_obs.pt, digits_weights.json. With the built-in settings
-    this reproduces the weights shipped in cage/weights/ and says so.
+    this reproduces the weights shipped in cage/digits/weights/ and says so.
 
     \b
     Example:
       cage-eval train                       # into the cache, used by `cage-eval generate`
-      cage-eval train --out cage/weights    # regenerate the shipped weights
+      cage-eval train --out cage/digits/weights    # regenerate the shipped weights
       cage-eval train --seed 3 --out w3/    # another seed
     """
     from pathlib import Path
 
     from cage.config import default_cache_dir, load_experiment
-    from cage.digits_weights import cache_bundle_dir, read_shipped_meta, train_and_write
-    from cage.experiment_digits import parse_options
+    from cage.digits.models import cache_bundle_dir, read_shipped_meta, train_and_write
+    from cage.experiments.digits import parse_options
     from cage_eval.errors import ConfigError
 
     items = list(overrides)

@@ -4,12 +4,12 @@ Two constructions of "a treatment direction carrying no information about the at
 
 - **label permutation** (the paper's): shuffle the treatment attribute's labels, refit its latent
   classifier, take the refitted unit normal. The ``B`` refits are batched into one weight matrix
-  (:func:`cage.classifiers.fit_logreg_batched`), not a loop of scikit-learn fits;
+  (:func:`cage.engine.classifiers.fit_logreg_batched`), not a loop of scikit-learn fits;
 - **random directions** (GANSpace ``get_random_dirs`` style): ``N(0, I)`` draws normalised to unit
   length.
 
 Either way the null GATE is the GATE along the null direction with the observed outcome classifier;
-p-values are :func:`cage.effects.empirical_p_value`.
+p-values are :func:`cage.engine.effects.empirical_p_value`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cage.classifiers import fit_logreg_batched
+from cage.engine.classifiers import fit_logreg_batched
 
 
 def random_directions(n: int, d: int, seed: int) -> np.ndarray:

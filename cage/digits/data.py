@@ -7,7 +7,7 @@ al. 2020, ``create_synth_thickness_intensity_data.py``):
 
 * thickness ``t = 0.5 + Gamma(concentration=10, rate=5)``;
 * intensity ``i = 64 + 191 * sigmoid(2 * (t - 2.5) + 0.5 * eps)``, ``eps ~ N(0, 1)``;
-* the digit is set to thickness ``t`` (:func:`cage.morpho.set_thickness`) and rescaled so that the
+* the digit is set to thickness ``t`` (:func:`cage.digits.morpho.set_thickness`) and rescaled so that the
   median foreground value equals ``i`` (out of 255).
 
 Binary attributes (``ATTRIBUTES``): ``thick`` = ``t`` above its median, ``bright`` = ``i`` above its
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cage import morpho
+from cage.digits import morpho
 from cage_eval.errors import RunDirError
-from cage_eval.runs import atomic_write_bytes
+from cage_eval.files import atomic_write_bytes
 
 ATTRIBUTES = ("thick", "bright", "slanted", "wide", "round")
 ROUND_DIGITS = (0, 6, 8, 9)

@@ -8,7 +8,7 @@ cage_method.md section 2, step 4 (paper eq. 2-4). An intervention is any object 
 
 ``direction(classifier) -> np.ndarray | None``
     the unit direction ``u`` when the intervention is the constant shift ``z + sign * alpha * u``
-    (then :mod:`cage.effects` evaluates it in closed form from the logits), else None.
+    (then :mod:`cage.engine.effects` evaluates it in closed form from the logits), else None.
 
 Provided:
 
@@ -34,7 +34,7 @@ from cage_eval.errors import ConfigError
 
 @runtime_checkable
 class HasNormal(Protocol):
-    """A fitted linear classifier as interventions see it (e.g. :class:`cage.classifiers.LatentClassifier`)."""
+    """A fitted linear classifier as interventions see it (e.g. :class:`cage.engine.classifiers.LatentClassifier`)."""
 
     coef_: np.ndarray
     intercept_: float

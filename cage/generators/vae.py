@@ -11,9 +11,7 @@ and a seeded ``torch.Generator`` for initialisation, shuffling and the reparamet
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from cage.runtime import deterministic_torch, torch_threads
 
 
 @dataclass(frozen=True)
@@ -40,20 +40,6 @@ class VAEConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
-
-
-@contextlib.contextmanager
-def deterministic_torch(threads: int = 1) -> Iterator[None]:
-    """Run a block with ``threads`` torch threads and deterministic algorithms, then restore."""
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
 
 
 class ConvVAE(nn.Module):
@@ -152,22 +138,8 @@ def train_vae(images: np.ndarray, config: VAEConfig) -> tuple[ConvVAE, TrainingR
     return model, report
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run a block with ``threads`` torch threads (None: leave the setting alone), then restore."""
-    if threads is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 class VAEGenerator:
-    """:class:`cage.generator.EncodingGenerator` over a trained :class:`ConvVAE`.
+    """:class:`cage.generators.base.EncodingGenerator` over a trained :class:`ConvVAE`.
 
     ``decode`` returns decoder means in [0, 1], shape ``(n, 1, 28, 28)``; ``encode`` the posterior
     mean. Both run without gradients in batches of ``batch_size``, on ``threads`` torch threads

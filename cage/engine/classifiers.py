@@ -2,7 +2,7 @@
 
 :class:`LatentClassifier` follows the scikit-learn contract. Whatever the kind, the fitted model is a
 *linear logit* ``logit(z) = coef_ . z + intercept_`` with ``P(m = 1 | z) = sigmoid(logit)``, so the
-closed-form evaluation in :mod:`cage.effects` applies to it:
+closed-form evaluation in :mod:`cage.engine.effects` applies to it:
 
 - ``logreg``: L2 logistic regression (scikit-learn ``LogisticRegression``, lbfgs);
 - ``linsvm``: ``LinearSVC`` whose decision value ``f`` is Platt-calibrated, ``P = sigmoid(a f + c)``

@@ -1,6 +1,6 @@
 """The built-in image experiment: thickness -> intensity digits, CAGE, counterfactual pairs.
 
-``setup`` builds (or loads from the cache) the Morpho-MNIST-style digits of :mod:`cage.digits_data`,
+``setup`` builds (or loads from the cache) the Morpho-MNIST-style digits of :mod:`cage.digits.data`,
 loads the shipped VAE and observation classifier (or trains and caches them when the configuration
 differs from the shipped one), and encodes every image with the posterior mean. ``finish`` makes the
 same-source and same-destination pairs for every DAG CAGE called (``->``/``<-``) and every DAG
@@ -9,7 +9,7 @@ declared in ``[pairs] dags``, writes
 
 Kind-specific sections of the experiment TOML (all keys optional; defaults in the dataclasses)::
 
-    [data]            draws, n_digits, seed, scale                   (cage.digits_data.DigitsConfig)
+    [data]            draws, n_digits, seed, scale                   (cage.digits.data.DigitsConfig)
     [vae]             latent_dim, channels, epochs, batch_size, lr, beta, seed, max_steps
     [obs_classifier]  epochs, batch_size, lr, test_fraction, seed, max_steps
     [pairs]           n_same_source, n_same_destination, target_probability, alpha_min,
@@ -34,15 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage import digits_data
 from cage.config import OUTCOME_CHOICES, ExperimentConfig
-from cage.digits_weights import DigitsModels, ModelConfigs, load_or_train
-from cage.experiment import ExperimentSetup
-from cage.generator_vae import VAEConfig, deterministic_torch
+from cage.digits import data as digits_data
+from cage.digits.models import DigitsModels, ModelConfigs, load_or_train
+from cage.digits.obs_classifier import ObsClassifierConfig
+from cage.experiments.base import ExperimentSetup
+from cage.generators.vae import VAEConfig
 from cage.images import ImageStore, contact_sheet
-from cage.obs_classifiers import ObsClassifierConfig
 from cage.pairs import LinearAttribute, PairConfig, PairMaker, PairSet, number_pairs
-from cage_eval import runs
+from cage.runtime import deterministic_torch
+from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
 
 
@@ -361,7 +362,7 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
         raise RunDirError(f"{run_dir}: writing the pair images failed ({exc}); free space or "
                           "choose another --out") from None
     rows = number_pairs(sets)
-    runs.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
+    files.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
     sheets = write_sheets(sets, Path(run_dir) / runs.SHEETS_DIR, options.output.sheet_pairs)
     for rec in records:
         mine = [s for s in sets if s.dag == rec["dag"]]
@@ -398,7 +399,7 @@ def write_sheets(sets: list[PairSet], directory: Path, limit: int) -> list[str]:
                             title=f"{s.dag}  {s.setting.replace('_', '-')}  "
                                   f"({len(s.rows)} pairs, first {min(limit, len(s.rows))} shown)")
         name = sheet_name(cause, effect, s.setting)
-        runs.atomic_write_bytes(directory / name, png)
+        files.atomic_write_bytes(directory / name, png)
         names.append(f"{runs.SHEETS_DIR}/{name}")
     return names
 

@@ -1,6 +1,6 @@
 """The ``cage-eval`` command line: a thin shell over the libraries.
 
-Each group of commands lives in its own module (``cmd_*.py``) and exports ``COMMANDS``; this file
+Each group of commands lives in its own module (``cage_eval/cli/<group>.py``) and exports ``COMMANDS``; this file
 only assembles them and turns user-facing errors into ``Error: ...`` and exit code 1. Heavy imports
 (torch, pandas, boto3) happen inside command bodies, so ``cage-eval --help`` stays fast.
 """
@@ -11,15 +11,8 @@ import sys
 
 import click
 
-from cage_eval import (
-    __version__,
-    cmd_analyze,
-    cmd_crowd,
-    cmd_generate,
-    cmd_hits,
-    cmd_train,
-    cmd_turkle,
-)
+from cage_eval import __version__
+from cage_eval.cli import analyze, crowd, generate, hits, train, turkle
 from cage_eval.errors import CageEvalError
 
 
@@ -61,7 +54,7 @@ def cli() -> None:
     """
 
 
-for _module in (cmd_generate, cmd_train, cmd_hits, cmd_crowd, cmd_turkle, cmd_analyze):
+for _module in (generate, train, hits, crowd, turkle, analyze):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

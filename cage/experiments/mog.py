@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from cage.config import ExperimentConfig
-from cage.experiment import ExperimentSetup
-from cage.generator_flow import FlowGenerator, MAFSpec, build_maf, train_maf
+from cage.experiments.base import ExperimentSetup
+from cage.generators.flow import FlowGenerator, MAFSpec, build_maf, train_maf
 from cage_eval.errors import ConfigError
 
 DATA_DEFAULTS: dict[str, Any] = {
@@ -197,7 +197,7 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
     """Sample the data, train (or load) the MAF, encode, fit the observation classifiers."""
     from sklearn.linear_model import LogisticRegression
 
-    from cage.classifiers import train_test_mask
+    from cage.engine.classifiers import train_test_mask
 
     unknown = sorted(set(config.kind_options) - {"data", "flow"})
     if unknown:

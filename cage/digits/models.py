@@ -3,7 +3,7 @@
 A bundle is a directory with ``digits_vae.pt``, ``digits_obs.pt`` and ``digits_weights.json`` (the
 configs that made them, their training reports and a key). The key is a hash of the dataset config,
 the VAE config and the classifier config: a bundle is used only for exactly the config it was trained
-with. :func:`load_or_train` looks in the package's shipped ``cage/weights/`` first, then in the cache
+with. :func:`load_or_train` looks in the package's shipped ``cage/digits/weights/`` first, then in the cache
 directory, and trains (and caches) otherwise; :func:`train_bundle` always trains from scratch (the
 ``cage-eval train`` command).
 """
@@ -22,23 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage import digits_data
-from cage.generator_vae import (
-    VAEConfig,
-    VAEGenerator,
-    deterministic_torch,
-    state_to_bytes,
-    train_vae,
-    vae_from_bytes,
-)
-from cage.obs_classifiers import (
+from cage.digits import data as digits_data
+from cage.digits.obs_classifier import (
     AttributeCNN,
     ObsClassifierConfig,
     ObservationClassifier,
     train_obs_classifier,
 )
+from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_vae, vae_from_bytes
+from cage.runtime import deterministic_torch
 from cage_eval.errors import InputFileError, RunDirError
-from cage_eval.runs import atomic_write_bytes
+from cage_eval.files import atomic_write_bytes
 
 VAE_FILE = "digits_vae.pt"
 OBS_FILE = "digits_obs.pt"
@@ -78,8 +72,8 @@ class DigitsModels:
 
 
 def shipped_dir() -> Path:
-    """The package's ``cage/weights`` directory."""
-    return Path(str(resources.files("cage") / "weights"))
+    """The package's ``cage/digits/weights`` directory."""
+    return Path(str(resources.files("cage.digits") / "weights"))
 
 
 def cache_bundle_dir(cache_dir: str | os.PathLike[str], configs: ModelConfigs) -> Path:

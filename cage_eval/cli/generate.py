@@ -54,7 +54,7 @@ def generate(experiment, out, seed, overrides, force, cache_dir, list_only):
     config = load_experiment(experiment, overrides=overrides, seed=seed)
     out = out if out is not None else Path("runs") / config.name
     started = time.perf_counter()
-    from cage_eval.runs import sigterm_as_interrupt
+    from cage_eval.files import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
         result = run_experiment(config, out, force=force, cache_dir=cache_dir)

@@ -1,7 +1,8 @@
 """The contract between the CAGE pipeline and an experiment kind (``mog``, ``digits``, ...).
 
 An experiment is a TOML file (the built-ins live in ``cage/experiments/``, see :mod:`cage.config`)
-whose ``[experiment] kind`` names a module ``cage.experiment_<kind>``. That module provides
+whose ``[experiment] kind`` names a kind module (found by :mod:`cage.experiments.registry`). That
+module provides
 
 ``setup(config: ExperimentConfig, *, cache_dir: pathlib.Path) -> ExperimentSetup``
     validate its own sections (``config.kind_options``; raise ``cage_eval.errors.ConfigError``
@@ -14,7 +15,7 @@ whose ``[experiment] kind`` names a module ``cage.experiment_<kind>``. That modu
     engine writes itself are refused).
 
 ``result`` is a :class:`cage.pipeline.CageResult` (latent classifiers, per-pair directions,
-intervention directions); interventions for pair making are in :mod:`cage.interventions`.
+intervention directions); interventions for pair making are in :mod:`cage.engine.interventions`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.generator import LatentGenerator
+from cage.generators.base import LatentGenerator
 
 
 @dataclass

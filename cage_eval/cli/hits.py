@@ -133,7 +133,7 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
     Example:
       cage-eval export-batch runs/digits --out batch/ --image-base-url https://example.org/hits
     """
-    from cage_eval import runs
+    from cage_eval import files, runs
     from cage_eval.errors import ConfigError
     from hitgen.batch import export_batch
     from hitgen.hosting import DataUriHost, UrlPrefixHost
@@ -157,7 +157,7 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
         host = UrlPrefixHost(run, image_base_url)
     else:
         host = DataUriHost(run)
-    with runs.staged_run_dir(out, force=force) as stage:
+    with files.staged_run_dir(out, force=force) as stage:
         uploaded = host.upload(images) if s3_bucket is not None else 0
         result = export_batch(stage, items, host, texts, templates_dir=templates_dir,
                               copy_images_from=run if image_base_url is not None else None)

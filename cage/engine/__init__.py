@@ -1,0 +1,5 @@
+"""Algorithm 1 and nothing else (cage_method.md section 2-3): latent classifiers, interventions,
+generative treatment effects (GATE, delta tau, the call rule), null distributions and MMD.
+
+Nothing here knows about experiments, generators' training or files.
+"""
