@@ -47,6 +47,7 @@ from cage.engine.mmd import mmd_test
 from cage.engine.nulls import permutation_normals, random_directions
 from cage.experiments.base import ExperimentSetup
 from cage.experiments.registry import load_kind
+from cage.generators.base import LatentGenerator
 from cage.report import jsonable, versions, write_engine_files
 from cage.result import CageResult, PairDirection
 from cage_eval import files, runs
@@ -55,11 +56,37 @@ from cage_eval.errors import ConfigError
 #: Rows decoded at once for observation-space outcomes.
 DECODE_BATCH = 8192
 
+#: Prior latents drawn per seed: latent ``i`` is row ``i % PRIOR_BLOCK`` of block ``i // PRIOR_BLOCK``.
+PRIOR_BLOCK = 4096
+
 
 def stage_seed(seed: int, *parts: str) -> int:
     """A 31-bit seed for one named stage, derived from the master seed (order independent)."""
     digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def prior_block(generator: LatentGenerator, block: int, seed: int) -> torch.Tensor:
+    """Prior block ``block``: latents ``block * PRIOR_BLOCK ...`` (``PRIOR_BLOCK`` rows), float32.
+
+    Each block has its own seed, derived from the master seed and the block index, so any subset
+    of blocks can be drawn anywhere (another process, a resumed run) with the same values.
+    """
+    with torch.no_grad():
+        z = generator.sample(PRIOR_BLOCK, stage_seed(seed, "prior", str(block)))
+    z = torch.as_tensor(z).to("cpu", torch.float32)
+    if z.shape != (PRIOR_BLOCK, generator.latent_dim):
+        raise ConfigError(f"the generator's sample({PRIOR_BLOCK}, seed) returned shape "
+                          f"{tuple(z.shape)}; expected ({PRIOR_BLOCK}, {generator.latent_dim})")
+    if not torch.isfinite(z).all():
+        raise ConfigError("the generator's sample(n, seed) returned NaN or infinite latents")
+    return z
+
+
+def prior_latents(generator: LatentGenerator, k: int, seed: int) -> torch.Tensor:
+    """The first ``k`` prior latents (Algorithm 1 step 3), shape ``(k, latent_dim)``, float32."""
+    blocks = -(-k // PRIOR_BLOCK)
+    return torch.cat([prior_block(generator, b, seed) for b in range(blocks)])[:k]
 
 
 # --------------------------------------------------------------------------- computation
@@ -96,7 +123,7 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
     """
     cc = config.cage
     names = _check_setup(setup, config)
-    seeds = {"master": config.seed, "prior": stage_seed(config.seed, "prior")}
+    seeds = {"master": config.seed, "prior_block_0": stage_seed(config.seed, "prior", "0")}
 
     # Step 2: latent classifiers with held-out accuracy (the separability check).
     z_data = np.asarray(setup.data_latents, dtype=np.float64)
@@ -110,16 +137,12 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                                              seed=seeds[f"split:{a}"])
         classifiers[a], masks[a] = clf, mask
 
-    # Step 3: prior latents.
-    gen = torch.Generator().manual_seed(seeds["prior"])
-    with torch.no_grad():
-        z_prior = setup.generator.sample_latent(cc.k, generator=gen).to(torch.float32)
+    # Step 3: prior latents, block by block (a latent's value depends on its index only).
+    z_prior = prior_latents(setup.generator, cc.k, config.seed)
     if z_prior.shape != (cc.k, z_data.shape[1]):
-        raise ValueError(f"sample_latent returned {tuple(z_prior.shape)}, expected "
-                         f"({cc.k}, {z_data.shape[1]})")
-    if not torch.isfinite(z_prior).all():
-        raise ConfigError(f"experiment {config.name!r}: the prior latents are not finite; check the "
-                          "generator's sample_latent")
+        raise ConfigError(f"experiment {config.name!r}: the generator's latents have "
+                          f"{z_prior.shape[1]} dimensions but the encoded data {z_data.shape[1]}; "
+                          "encode with the same generator")
     logits = {a: classifiers[a].decision_function(z_prior) for a in names}
 
     def outcome_obs(zb: torch.Tensor) -> dict[str, np.ndarray]:

@@ -28,8 +28,8 @@ class LinearGenerator:
 
     latent_dim = D
 
-    def sample_latent(self, n, generator=None):
-        return torch.randn(n, D, generator=generator)
+    def sample(self, n, seed):
+        return torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
 
     def decode(self, z):
         return z @ torch.as_tensor(A.T, dtype=z.dtype)

@@ -1,20 +1,50 @@
-"""The generator interface CAGE needs, and adapters.
+"""The generator interface CAGE needs, and the check every generator passes before it is used.
 
 A generator maps latents ``z`` (shape ``(n, latent_dim)``, float32) to observations. CAGE samples
-latents from the prior, decodes them, and (for the counterfactual pairs) encodes real observations:
-the exact inverse for a flow, the posterior mean for a VAE (cage_method.md section 1).
+latents from the generator's prior, decodes them, and (for encoded data and counterfactual pairs
+of real images) encodes observations: the exact inverse for a flow, the posterior mean for a VAE,
+a trained or optimisation-based inverter for a GAN (cage_method.md section 1).
+
+The protocol
+------------
+``latent_dim: int``
+    Size of the latent space CAGE edits (for StyleGAN: z, w, or w+ flattened).
+``sample(n, seed) -> Tensor (n, latent_dim)``
+    ``n`` prior draws, float32, on the CPU. The same ``(n, seed)`` gives the same tensor, and
+    ``sample(n, seed)[:m] == sample(m, seed)[:m]`` is *not* required: CAGE always asks for whole
+    blocks of :data:`cage.pipeline.PRIOR_BLOCK` draws with one seed per block, so that a latent's
+    value depends only on its global index (the same on one process or many).
+``decode(z) -> Tensor``
+    Observations for latents ``z`` (float32, any device the generator chooses; CAGE moves them to
+    the CPU): images are ``(n, C, H, W)`` with ``C`` in {1, 3} and values in ``[0, 1]``; non-image
+    observations are ``(n, F)``. CAGE calls ``decode`` on at most ``batch_size`` rows at a time and
+    under ``torch.no_grad()``; decoding must be deterministic (fixed noise for a GAN).
+
+Optional
+--------
+``encode(x) -> Tensor (n, latent_dim)``
+    Latents of observations (an :class:`EncodingGenerator`).
+``batch_size: int``
+    Rows per ``decode`` call (default :data:`DEFAULT_BATCH_SIZE`).
+``device: str``
+    Where the generator computes (``"cpu"``, ``"cuda"``, ``"cuda:1"``); informational.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from cage_eval.errors import ConfigError
+
+#: Rows per decode call when a generator does not say.
+DEFAULT_BATCH_SIZE = 256
 
 
 @runtime_checkable
 class LatentGenerator(Protocol):
-    """What CAGE requires of a pretrained latent-variable generator.
+    """What CAGE requires of a pretrained latent-variable generator (see the module docstring).
 
     Attributes
     ----------
@@ -24,13 +54,12 @@ class LatentGenerator(Protocol):
 
     latent_dim: int
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` prior draws, shape ``(n, latent_dim)``, float32 (``z ~ N(0, I)``)."""
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` seeded prior draws, shape ``(n, latent_dim)``, float32, CPU."""
         ...
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Observations for latents ``z``: shape ``(n, *obs_shape)``; images are ``(n, C, H, W)`` in
-        ``[0, 1]``."""
+        """Observations for latents ``z``: images ``(n, C, H, W)`` in ``[0, 1]``, else ``(n, F)``."""
         ...
 
 
@@ -41,3 +70,93 @@ class EncodingGenerator(LatentGenerator, Protocol):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents for observations ``x``: exact inverse (flow) or posterior mean (VAE)."""
         ...
+
+
+def gaussian_sample(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """``n`` seeded ``N(0, I)`` draws, shape ``(n, latent_dim)``, float32: the usual prior."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n, latent_dim, generator=gen, dtype=torch.float32)
+
+
+def batch_size_of(generator: Any) -> int:
+    """The generator's ``batch_size`` if it states a positive one, else :data:`DEFAULT_BATCH_SIZE`."""
+    size = getattr(generator, "batch_size", None)
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 \
+        else DEFAULT_BATCH_SIZE
+
+
+def check_generator(generator: Any, where: str, *, need_encode: bool = False,
+                    images: bool | None = None) -> tuple[int, ...]:
+    """Check that ``generator`` follows the protocol; return the shape of one observation.
+
+    Draws two latents with ``sample(2, 0)`` and decodes them, so a wrong output shape, type, range
+    or a non-finite value is found before any real work starts.
+
+    Parameters
+    ----------
+    generator : object
+    where : str
+        Where the generator came from (``"file.toml: [generator] factory = 'pkg:make'"``), for
+        messages.
+    need_encode : bool
+        Require ``encode``.
+    images : bool, optional
+        True: the observations must be images ``(C, H, W)`` with ``C`` in {1, 3}; False: vectors
+        ``(F,)``; None: either.
+
+    Returns
+    -------
+    tuple of int
+        The shape of one observation (``(C, H, W)`` or ``(F,)``).
+
+    Raises
+    ------
+    ConfigError
+        Naming what is missing or wrong.
+    """
+    missing = [name for name in ("latent_dim", "sample", "decode") if not hasattr(generator, name)]
+    if need_encode and not hasattr(generator, "encode"):
+        missing.append("encode")
+    if missing:
+        raise ConfigError(f"{where}: the generator ({type(generator).__name__}) has no "
+                          f"{', '.join(missing)}; it must provide latent_dim, sample(n, seed) and "
+                          "decode(z) (see docs/generators.md)")
+    for name in ("sample", "decode") + (("encode",) if need_encode else ()):
+        if not callable(getattr(generator, name)):
+            raise ConfigError(f"{where}: the generator's {name} is not callable")
+    dim = generator.latent_dim
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ConfigError(f"{where}: the generator's latent_dim is {dim!r}; it must be a positive "
+                          "integer")
+    z = generator.sample(2, 0)
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != (2, dim):
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ConfigError(f"{where}: sample(2, seed) returned {shape}; expected a torch tensor of "
+                          f"shape (2, {dim}) (latent_dim = {dim})")
+    if not torch.isfinite(z).all():
+        raise ConfigError(f"{where}: sample(2, seed) returned NaN or infinite latents")
+    with torch.no_grad():
+        x = generator.decode(z.to(torch.float32))
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"{where}: decode(z) returned {type(x).__name__}; expected a torch tensor")
+    shape = tuple(x.shape[1:])
+    if x.shape[0] != 2:
+        raise ConfigError(f"{where}: decode(z) on 2 latents returned {x.shape[0]} rows; expected 2")
+    is_image = len(shape) == 3
+    if images is True and not (is_image and shape[0] in (1, 3)):
+        raise ConfigError(f"{where}: decode(z) returned shape {tuple(x.shape)}; expected images "
+                          "(n, C, H, W) with C = 1 or 3 (convert channels-last or other layouts in "
+                          "your factory)")
+    if images is False and len(shape) != 1:
+        raise ConfigError(f"{where}: decode(z) returned shape {tuple(x.shape)}; expected (n, F)")
+    if len(shape) not in (1, 3):
+        raise ConfigError(f"{where}: decode(z) returned shape {tuple(x.shape)}; expected images "
+                          "(n, C, H, W) or vectors (n, F)")
+    xf = x.detach().to("cpu", torch.float32)
+    if not torch.isfinite(xf).all():
+        raise ConfigError(f"{where}: decode(z) returned NaN or infinite values")
+    if is_image and (float(xf.min()) < -1e-4 or float(xf.max()) > 1 + 1e-4):
+        raise ConfigError(f"{where}: decode(z) returned values in [{float(xf.min()):.3g}, "
+                          f"{float(xf.max()):.3g}]; images must be in [0, 1] (a generator with "
+                          "outputs in [-1, 1] needs output_range = [-1, 1] in its adapter)")
+    return shape

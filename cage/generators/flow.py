@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cage.generators.base import gaussian_sample
+
 
 class FlowGenerator:
     """:class:`cage.generators.base.EncodingGenerator` over a zuko flow.
@@ -39,9 +41,9 @@ class FlowGenerator:
         self.order = torch.as_tensor(order)
         self.inverse_order = torch.argsort(self.order)
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` draws from the base ``N(0, I)``, shape (n, latent_dim), float32."""
-        return torch.randn(n, self.latent_dim, generator=generator, dtype=torch.float32)
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` seeded draws from the base ``N(0, I)``, shape (n, latent_dim), float32."""
+        return gaussian_sample(n, self.latent_dim, seed)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

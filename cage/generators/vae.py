@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cage.generators.base import gaussian_sample
 from cage.runtime import deterministic_torch, torch_threads
 
 
@@ -156,8 +157,9 @@ class VAEGenerator:
         self.batch_size = batch_size
         self.threads = threads
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator)
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` seeded prior draws ``z ~ N(0, I)``, shape (n, latent_dim), float32."""
+        return gaussian_sample(n, self.latent_dim, seed)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
