@@ -56,6 +56,8 @@ OUTCOME_KINDS = ("latent", "observation")
 #: attribute of the pair (``h1`` with ``h2`` projected out, and vice versa; InterFaceGAN style).
 OUTCOME_CHOICES = OUTCOME_KINDS + ("observation_conditional",)
 NULL_KINDS = ("permutation", "random")
+#: Call rules (:mod:`cage.engine.rules`); the first is the default.
+RULES = ("controlled", "paper")
 OUTCOME_SCALES = ("probability", "label")
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -99,6 +101,10 @@ class CageConfig:
         Held-out share of the annotated data for the separability check.
     level : float
         Significance level of the decision rule.
+    rule : str
+        The call rule that fills ``direction``: ``controlled`` (an arrow only when it survives the
+        geometry, centring, label-balance and alpha controls) or ``paper`` (the paper's reading).
+        Both are always reported.
     min_accuracy : float
         Attributes whose held-out latent accuracy is below this are flagged ``separable = no``.
     k_null_observation : int
@@ -124,6 +130,7 @@ class CageConfig:
     outcome_scale: str = "probability"
     test_fraction: float = 0.25
     level: float = 0.05
+    rule: str = RULES[0]
     min_accuracy: float = 0.75
     k_null_observation: int = 2000
     mmd_n: int = 500
@@ -404,6 +411,8 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     level = get("level", float)
     if not 0.0 < level < 1.0:
         raise ConfigError(f"{where('level')} = {level}: must be in (0, 1), e.g. 0.05")
+    rule = get("rule", str)
+    _one_of(rule, RULES, where("rule"))
     min_accuracy = get("min_accuracy", float)
     if not 0.0 <= min_accuracy <= 1.0:
         raise ConfigError(f"{where('min_accuracy')} = {min_accuracy}: must be in [0, 1]")
@@ -419,7 +428,7 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     return CageConfig(pairs=tuple(pairs), alphas=tuple(alphas), alpha=alpha, k=k, n_null=n_null,
                       nulls=nulls, null=null, classifier=classifier, C=C,
                       intervention=intervention, outcomes=outcomes, outcome_scale=outcome_scale,
-                      test_fraction=test_fraction, level=level, min_accuracy=min_accuracy,
+                      test_fraction=test_fraction, level=level, rule=rule, min_accuracy=min_accuracy,
                       k_null_observation=k_null_observation, mmd_n=mmd_n, mmd_permutations=mmd_permutations)
 
 

@@ -35,26 +35,26 @@ import torch
 
 from cage.config import ExperimentConfig, default_cache_dir
 from cage.engine.classifiers import LatentClassifier, fit_attribute_classifier
-from cage.engine.effects import (
-    decide,
-    delta_tau,
-    empirical_p_value,
-    gate_from_logits,
-    gate_materialised,
-)
+from cage.engine.effects import delta_tau, empirical_p_value
 from cage.engine.interventions import make_intervention
 from cage.engine.mmd import mmd_test
 from cage.engine.nulls import permutation_normals, random_directions
+from cage.engine.rules import Evidence, centred_p_value, decide_all, reason_text
 from cage.experiments.base import ExperimentSetup
 from cage.experiments.registry import load_kind
-from cage.generators.base import LatentGenerator
+from cage.generators.base import LatentGenerator, batch_size_of
+from cage.outcomes import (
+    ObservationScorer,
+    PairGeometry,
+    Variant,
+    latent_variant,
+    observation_variant,
+    rotation_frames,
+)
 from cage.report import jsonable, versions, write_engine_files
 from cage.result import CageResult, PairDirection
 from cage_eval import files, runs
 from cage_eval.errors import ConfigError
-
-#: Rows decoded at once for observation-space outcomes.
-DECODE_BATCH = 8192
 
 #: Prior latents drawn per seed: latent ``i`` is row ``i % PRIOR_BLOCK`` of block ``i // PRIOR_BLOCK``.
 PRIOR_BLOCK = 4096
@@ -117,25 +117,15 @@ def _check_setup(setup: ExperimentSetup, config: ExperimentConfig) -> list[str]:
 
 
 def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
-    """Algorithm 1 plus significance, sweeps and diagnostics for every configured pair.
+    """Algorithm 1 plus significance, sweeps, controls and diagnostics for every configured pair.
 
     Pure computation (no files). See docs/engine.md for the definitions of every output.
     """
     cc = config.cage
     names = _check_setup(setup, config)
     seeds = {"master": config.seed, "prior_block_0": stage_seed(config.seed, "prior", "0")}
-
-    # Step 2: latent classifiers with held-out accuracy (the separability check).
     z_data = np.asarray(setup.data_latents, dtype=np.float64)
-    classifiers: dict[str, LatentClassifier] = {}
-    masks: dict[str, np.ndarray] = {}
-    for a in names:
-        seeds[f"split:{a}"] = stage_seed(config.seed, "split", a)
-        clf, mask = fit_attribute_classifier(a, z_data, np.asarray(setup.attributes[a]),
-                                             kind=cc.classifier, C=cc.C,
-                                             test_fraction=cc.test_fraction,
-                                             seed=seeds[f"split:{a}"])
-        classifiers[a], masks[a] = clf, mask
+    classifiers, masks = _fit_classifiers(setup, config, names, z_data, seeds)
 
     # Step 3: prior latents, block by block (a latent's value depends on its index only).
     z_prior = prior_latents(setup.generator, cc.k, config.seed)
@@ -144,93 +134,169 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                           f"{z_prior.shape[1]} dimensions but the encoded data {z_data.shape[1]}; "
                           "encode with the same generator")
     logits = {a: classifiers[a].decision_function(z_prior) for a in names}
+    scorer = None
+    if any(o.startswith("observation") for o in cc.outcomes):
+        scorer = ObservationScorer(setup.generator, _scaled_outcome(setup), batch_size_of(setup.generator))
 
-    def outcome_obs(zb: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            probs = setup.observation_classifier(setup.generator.decode(zb))  # type: ignore[misc]
-        if cc.outcome_scale == "label":
-            return {k: (np.asarray(v) > 0.5).astype(np.float64) for k, v in probs.items()}
-        return probs
-
-    result_dirs: list[PairDirection] = []
-    sweep_rows: list[dict[str, Any]] = []
-    null_rows: list[dict[str, Any]] = []
-    interventions: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    null_dirs: dict[tuple[str, str, str, str], np.ndarray] = {}
+    out = _Collector()
     mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
-    alphas = np.asarray(cc.alphas)
-
     for m1, m2 in cc.pairs:
-        others = [classifiers[a].normal_ for a in names if a not in (m1, m2)]
-        inter = make_intervention(cc.intervention, conditions=np.asarray(others).reshape(-1, z_data.shape[1]))
-        u = {a: inter.direction(classifiers[a]) for a in (m1, m2)}
-        interventions[(m1, m2)] = u
-        # Null directions for each treated attribute, mapped through the same intervention.
-        for a in (m1, m2):
-            for kind in cc.nulls:
-                seed = stage_seed(config.seed, "null", kind, a)
-                seeds[f"null:{kind}:{a}"] = seed
-                if kind == "random":
-                    raw = random_directions(cc.n_null, z_data.shape[1], seed)
-                else:
-                    train = ~masks[a]
-                    raw = permutation_normals(z_data[train], np.asarray(setup.attributes[a])[train],
-                                              cc.n_null, C=cc.C, seed=seed)
-                null_dirs[(m1, m2, a, kind)] = np.stack(
-                    [inter.direction(_Normal(r)) for r in raw]) if cc.intervention != "linear" else raw
-
-        mmd_rows = {a: [_mmd_for(a, u[a], al, z_prior, classifiers[a], cc, config.seed, mmd_cache)
-                        for al in alphas] for a in (m1, m2)}
-        mmd_head = {a: _mmd_for(a, u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
+        geo = _pair_geometry(m1, m2, names, classifiers, masks, setup, z_data, config, seeds)
+        out.interventions[(m1, m2)] = geo.u
+        for (attr, kind), dirs in geo.nulls.items():
+            out.null_dirs[(m1, m2, attr, kind)] = dirs
+        mmd_rows = {a: [_mmd_for(a, geo.u[a], al, z_prior, classifiers[a], cc, config.seed,
+                                 mmd_cache) for al in cc.alphas] for a in (m1, m2)}
+        mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
                                 mmd_cache) for a in (m1, m2)}
-
         for outcome in cc.outcomes:
             if outcome == "latent":
-                v = _latent_variant(m1, m2, classifiers, logits, u, null_dirs, cc)
+                v = latent_variant(geo, classifiers, logits, z_prior, cc, cc.null)
             elif outcome == "observation":
-                v = _observation_variant(m1, m2, z_prior, u, null_dirs, outcome_obs, cc)
+                v = observation_variant(geo, classifiers, z_prior, scorer, cc)
             else:  # observation_conditional: hold the other attribute of the pair fixed
-                uc, nc = _pair_conditional(m1, m2, classifiers, u, null_dirs, cc.nulls)
-                v = _observation_variant(m1, m2, z_prior, uc, nc, outcome_obs, cc)
-            g12, g21, obs12, obs21, nulls, k_used = v.g12, v.g21, v.obs12, v.obs21, v.nulls, v.k_used
-            sweep12, sweep21, bands = v.sweep12, v.sweep21, v.bands
-            dt_obs = float(delta_tau(g12, g21))
-            p_values = {}
-            for kind, (n12, n21) in nulls.items():
-                ndt = delta_tau(n12, n21)
-                p_values[kind] = (empirical_p_value(n12, obs12), empirical_p_value(n21, obs21),
-                                  empirical_p_value(ndt, delta_tau(obs12, obs21)))
-                for b in range(n12.size):
-                    null_rows.append({"m1": m1, "m2": m2, "outcome": outcome, "null": kind,
-                                      "draw": b, "alpha": cc.alpha, "k": k_used,
-                                      "gate_12": n12[b], "gate_21": n21[b], "delta_tau": ndt[b]})
-            p12, p21, pdt = p_values[cc.null]
-            sweep_dt = delta_tau(sweep12, sweep21)
-            call = decide(dt_obs, p12, p21, pdt, cc.level)
-            cause, effect = {"->": (m1, m2), "<-": (m2, m1)}.get(call, ("", ""))
-            stable = bool(np.all(np.sign(sweep_dt) == np.sign(dt_obs))) and dt_obs != 0
-            c1, c2 = classifiers[m1], classifiers[m2]
-            result_dirs.append(PairDirection(
-                m1=m1, m2=m2, outcome=outcome, alpha=cc.alpha, k=cc.k, gate_12=g12, gate_21=g21,
-                delta_tau=dt_obs, null=cc.null, p_gate_12=p12, p_gate_21=p21, p_delta_tau=pdt,
-                p_values=p_values, direction=call, cause=cause, effect=effect,
-                delta_tau_significant=pdt <= cc.level, sign_stable=stable,
-                cos_normals=float(c1.normal_ @ c2.normal_), norm_w1=c1.weight_norm_,
-                norm_w2=c2.weight_norm_, acc_1=c1.accuracy_, acc_2=c2.accuracy_,
-                offset_1=-c1.intercept_ / c1.weight_norm_, offset_2=-c2.intercept_ / c2.weight_norm_,
-                separable=min(c1.accuracy_, c2.accuracy_) >= cc.min_accuracy,
-                mmd=mmd_head[m1][0], p_mmd=mmd_head[m1][1], mmd_2=mmd_head[m2][0],
-                p_mmd_2=mmd_head[m2][1], n_null_k=k_used))
-            for i, al in enumerate(alphas):
-                sweep_rows.append({
-                    "m1": m1, "m2": m2, "outcome": outcome, "alpha": float(al),
-                    "gate_12": sweep12[i], "gate_21": sweep21[i], "delta_tau": sweep_dt[i],
-                    "null_lo": bands["lo"][i] if bands else "",
-                    "null_hi": bands["hi"][i] if bands else "",
-                    "mmd_1": mmd_rows[m1][i][0], "p_mmd_1": mmd_rows[m1][i][1],
-                    "mmd_2": mmd_rows[m2][i][0], "p_mmd_2": mmd_rows[m2][i][1]})
+                v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
+                                        classifiers, z_prior, scorer, cc)
+            out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc)
 
-    classifier_rows = [{
+    return CageResult(config=config, classifiers=classifiers, directions=out.directions,
+                      prior_latents=z_prior.numpy(), interventions=out.interventions,
+                      null_directions=out.null_dirs, sweep_rows=out.sweep_rows,
+                      null_rows=out.null_rows,
+                      classifier_rows=_classifier_rows(setup, classifiers, names, cc),
+                      seeds=seeds, test_masks=masks,
+                      decoded=scorer.decoded if scorer is not None else 0)
+
+
+def _fit_classifiers(setup: ExperimentSetup, config: ExperimentConfig, names: list[str],
+                     z_data: np.ndarray, seeds: dict[str, int]
+                     ) -> tuple[dict[str, LatentClassifier], dict[str, np.ndarray]]:
+    """Step 2: one latent classifier per attribute with held-out accuracy (separability check)."""
+    cc = config.cage
+    classifiers: dict[str, LatentClassifier] = {}
+    masks: dict[str, np.ndarray] = {}
+    for a in names:
+        seeds[f"split:{a}"] = stage_seed(config.seed, "split", a)
+        classifiers[a], masks[a] = fit_attribute_classifier(
+            a, z_data, np.asarray(setup.attributes[a]), kind=cc.classifier, C=cc.C,
+            test_fraction=cc.test_fraction, seed=seeds[f"split:{a}"])
+    return classifiers, masks
+
+
+def _scaled_outcome(setup: ExperimentSetup) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
+    """The experiment's observation classifier (probabilities; the scorer applies the scale)."""
+    psi = setup.observation_classifier
+    assert psi is not None
+
+    def outcome(x: torch.Tensor) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in psi(x).items()}
+
+    return outcome
+
+
+def _pair_geometry(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentClassifier],
+                   masks: dict[str, np.ndarray], setup: ExperimentSetup, z_data: np.ndarray,
+                   config: ExperimentConfig, seeds: dict[str, int]) -> PairGeometry:
+    """Intervention directions, null directions and rotated frames of one pair."""
+    cc = config.cage
+    d = z_data.shape[1]
+    others = [classifiers[a].normal_ for a in names if a not in (m1, m2)]
+    inter = make_intervention(cc.intervention, conditions=np.asarray(others).reshape(-1, d))
+    u = {a: inter.direction(classifiers[a]) for a in (m1, m2)}
+    nulls: dict[tuple[str, str], np.ndarray] = {}
+    for a in (m1, m2):
+        for kind in cc.nulls:
+            seed = stage_seed(config.seed, "null", kind, a)
+            seeds[f"null:{kind}:{a}"] = seed
+            if kind == "random":
+                raw = random_directions(cc.n_null, d, seed)
+            else:
+                train = ~masks[a]
+                raw = permutation_normals(z_data[train], np.asarray(setup.attributes[a])[train],
+                                          cc.n_null, C=cc.C, seed=seed)
+            nulls[(a, kind)] = raw if cc.intervention == "linear" else np.stack(
+                [inter.direction(_Normal(r)) for r in raw])
+    seed = stage_seed(config.seed, "null", "rotation", m1, m2)
+    seeds[f"null:rotation:{m1}:{m2}"] = seed
+    frames = rotation_frames(classifiers[m1], classifiers[m2], u[m1], u[m2], cc.n_null, seed)
+    return PairGeometry(m1=m1, m2=m2, u=u, nulls=nulls, frames=frames)
+
+
+class _Collector:
+    """Accumulates the rows of one run: directions, sweep and null draws."""
+
+    def __init__(self) -> None:
+        self.directions: list[PairDirection] = []
+        self.sweep_rows: list[dict[str, Any]] = []
+        self.null_rows: list[dict[str, Any]] = []
+        self.interventions: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self.null_dirs: dict[tuple[str, str, str, str], np.ndarray] = {}
+
+    def add(self, m1: str, m2: str, outcome: str, v: Variant,
+            classifiers: dict[str, LatentClassifier], mmd_head: dict, mmd_rows: dict,
+            cc: Any) -> None:
+        dt_obs = float(delta_tau(v.g12, v.g21))
+        dt_stat = float(delta_tau(v.obs12, v.obs21))
+        p_values: dict[str, tuple[float, float, float]] = {}
+        null_dt: dict[str, np.ndarray] = {}
+        for kind, (n12, n21) in {**v.nulls, "rotation": v.rotation}.items():
+            null_dt[kind] = delta_tau(n12, n21)
+            p_values[kind] = (empirical_p_value(n12, v.obs12), empirical_p_value(n21, v.obs21),
+                              empirical_p_value(null_dt[kind], dt_stat))
+            for b in range(n12.size):
+                self.null_rows.append({"m1": m1, "m2": m2, "outcome": outcome, "null": kind,
+                                       "draw": b, "alpha": cc.alpha, "k": v.k_used,
+                                       "gate_12": n12[b], "gate_21": n21[b],
+                                       "delta_tau": null_dt[kind][b]})
+        p12, p21, pdt = p_values[cc.null]
+        sweep_dt = delta_tau(v.sweep12, v.sweep21)
+        stable = bool(np.all(np.sign(sweep_dt) == np.sign(dt_obs))) and dt_obs != 0
+        p_centred = centred_p_value(null_dt[cc.null], dt_stat)
+        p_rotation = centred_p_value(null_dt["rotation"], dt_stat)
+        evidence = Evidence(delta_tau=dt_obs, p_gate_12=p12, p_gate_21=p21, p_delta_tau=pdt,
+                            p_delta_tau_centred=p_centred, p_geometry=p_rotation,
+                            balance_delta_tau=v.balance, sign_stable=stable,
+                            latent_outcome=outcome == "latent")
+        calls = decide_all(evidence, cc.level)
+        call, reasons = calls[cc.rule]
+        cause, effect = {"->": (m1, m2), "<-": (m2, m1)}.get(call, ("", ""))
+        c1, c2 = classifiers[m1], classifiers[m2]
+        self.directions.append(PairDirection(
+            m1=m1, m2=m2, outcome=outcome, alpha=cc.alpha, k=cc.k, gate_12=v.g12, gate_21=v.g21,
+            delta_tau=dt_obs, null=cc.null, p_gate_12=p12, p_gate_21=p21, p_delta_tau=pdt,
+            p_values=p_values, direction=call, cause=cause, effect=effect,
+            delta_tau_significant=pdt <= cc.level, sign_stable=stable,
+            cos_normals=float(c1.normal_ @ c2.normal_), norm_w1=c1.weight_norm_,
+            norm_w2=c2.weight_norm_, acc_1=c1.accuracy_, acc_2=c2.accuracy_,
+            offset_1=-c1.intercept_ / c1.weight_norm_, offset_2=-c2.intercept_ / c2.weight_norm_,
+            separable=min(c1.accuracy_, c2.accuracy_) >= cc.min_accuracy,
+            mmd=mmd_head[m1][0], p_mmd=mmd_head[m1][1], mmd_2=mmd_head[m2][0],
+            p_mmd_2=mmd_head[m2][1], n_null_k=v.k_used,
+            rule=cc.rule, reason=reason_text(reasons),
+            direction_paper=calls["paper"][0], direction_controlled=calls["controlled"][0],
+            reason_controlled=reason_text(calls["controlled"][1]),
+            gate_12_geometric=v.geometric[0], gate_21_geometric=v.geometric[1],
+            delta_tau_geometric=v.geometric[2], p_delta_tau_centred=p_centred,
+            p_delta_tau_rotation=p_rotation, delta_tau_balanced=v.balance[0],
+            delta_tau_m1_rare=v.balance[1], delta_tau_m2_rare=v.balance[2],
+            balance_sign_stable=all(np.sign(b) == np.sign(dt_obs) for b in v.balance)
+            and dt_obs != 0,
+            n_null=int(v.nulls[cc.null][0].size), gate_12_null_k=v.obs12,
+            gate_21_null_k=v.obs21))
+        for i, al in enumerate(cc.alphas):
+            self.sweep_rows.append({
+                "m1": m1, "m2": m2, "outcome": outcome, "alpha": float(al),
+                "gate_12": v.sweep12[i], "gate_21": v.sweep21[i], "delta_tau": sweep_dt[i],
+                "null_lo": v.bands["lo"][i] if v.bands else "",
+                "null_hi": v.bands["hi"][i] if v.bands else "",
+                "mmd_1": mmd_rows[m1][i][0], "p_mmd_1": mmd_rows[m1][i][1],
+                "mmd_2": mmd_rows[m2][i][0], "p_mmd_2": mmd_rows[m2][i][1]})
+
+
+def _classifier_rows(setup: ExperimentSetup, classifiers: dict[str, LatentClassifier],
+                     names: list[str], cc: Any) -> list[dict[str, Any]]:
+    """classifiers.csv rows: latent classifiers, then the experiment's observation ones."""
+    rows = [{
         "attribute": a, "space": "latent", "kind": cc.classifier, "accuracy": classifiers[a].accuracy_,
         "n_train": classifiers[a].n_train_, "n_test": classifiers[a].n_test_,
         "positive_rate": float(np.mean(setup.attributes[a])), "weight_norm": classifiers[a].weight_norm_,
@@ -239,91 +305,13 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
     } for a in names]
     for a, acc in sorted(setup.observation_accuracy.items()):
         if a in names:
-            classifier_rows.append({
+            rows.append({
                 "attribute": a, "space": "observation", "kind": "experiment", "accuracy": acc,
                 "n_train": setup.observation_sizes.get(a, ("", ""))[0],
                 "n_test": setup.observation_sizes.get(a, ("", ""))[1],
                 "positive_rate": float(np.mean(setup.attributes[a])), "weight_norm": "",
                 "intercept": "", "separable": "yes" if acc >= cc.min_accuracy else "no"})
-    return CageResult(config=config, classifiers=classifiers, directions=result_dirs,
-                      prior_latents=z_prior.numpy(), interventions=interventions,
-                      null_directions=null_dirs, sweep_rows=sweep_rows, null_rows=null_rows,
-                      classifier_rows=classifier_rows, seeds=seeds, test_masks=masks)
-
-
-@dataclass
-class _Variant:
-    """One outcome variant of one pair: sweep, headline GATEs, the statistics the nulls are
-    compared with (``obs12``, ``obs21``), null GATEs per kind, Δτ null band over alpha."""
-
-    sweep12: np.ndarray
-    sweep21: np.ndarray
-    g12: float
-    g21: float
-    obs12: float
-    obs21: float
-    nulls: dict[str, tuple[np.ndarray, np.ndarray]]
-    bands: dict[str, np.ndarray]
-    k_used: int
-
-
-def _latent_variant(m1: str, m2: str, classifiers: dict[str, LatentClassifier],
-                    logits: dict[str, np.ndarray], u: dict[str, np.ndarray],
-                    null_dirs: dict, cc: Any) -> _Variant:
-    """Eq. 8 in closed form: every alpha and null direction from the prior logits."""
-    w1, w2 = classifiers[m1].coef_, classifiers[m2].coef_
-    alphas = np.asarray(cc.alphas)
-    scale = cc.outcome_scale
-    s12, s21 = float(w2 @ u[m1]), float(w1 @ u[m2])
-    g12 = float(gate_from_logits(logits[m2], s12, cc.alpha, scale=scale))
-    g21 = float(gate_from_logits(logits[m1], s21, cc.alpha, scale=scale))
-    nulls: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    bands: dict[str, np.ndarray] = {}
-    for kind in cc.nulls:
-        n12 = null_dirs[(m1, m2, m1, kind)] @ w2
-        n21 = null_dirs[(m1, m2, m2, kind)] @ w1
-        nulls[kind] = (np.atleast_1d(gate_from_logits(logits[m2], n12, cc.alpha, scale=scale)),
-                       np.atleast_1d(gate_from_logits(logits[m1], n21, cc.alpha, scale=scale)))
-        if kind == cc.null:
-            a12 = np.atleast_2d(gate_from_logits(logits[m2], n12, alphas, scale=scale))
-            a21 = np.atleast_2d(gate_from_logits(logits[m1], n21, alphas, scale=scale))
-            dt = delta_tau(a12, a21)
-            bands = {"lo": np.quantile(dt, 0.025, axis=1), "hi": np.quantile(dt, 0.975, axis=1)}
-    return _Variant(
-        sweep12=np.atleast_1d(gate_from_logits(logits[m2], s12, alphas, scale=scale)),
-        sweep21=np.atleast_1d(gate_from_logits(logits[m1], s21, alphas, scale=scale)),
-        g12=g12, g21=g21, obs12=g12, obs21=g21, nulls=nulls, bands=bands, k_used=cc.k)
-
-
-def _observation_variant(m1: str, m2: str, z_prior: torch.Tensor, u: dict[str, np.ndarray],
-                         null_dirs: dict,
-                         outcome: Callable[[torch.Tensor], dict[str, np.ndarray]],
-                         cc: Any) -> _Variant:
-    """Eq. 9: decode the counterfactual latents and apply the observation classifier."""
-    alphas = np.asarray(cc.alphas)
-    sweep12 = np.array([_obs_gate(z_prior, u[m1], al, outcome)[m2] for al in alphas])
-    sweep21 = np.array([_obs_gate(z_prior, u[m2], al, outcome)[m1] for al in alphas])
-    at = np.flatnonzero(alphas == cc.alpha)
-    if at.size:
-        g12, g21 = float(sweep12[at[0]]), float(sweep21[at[0]])
-    else:
-        g12 = _obs_gate(z_prior, u[m1], cc.alpha, outcome)[m2]
-        g21 = _obs_gate(z_prior, u[m2], cc.alpha, outcome)[m1]
-    # Nulls on the first k_null_observation latents; the observed statistic for the p-values is
-    # recomputed on the same latents so that both sides are comparable.
-    n_sub = min(cc.k, cc.k_null_observation)
-    z_sub = z_prior[:n_sub]
-    obs12 = _obs_gate(z_sub, u[m1], cc.alpha, outcome)[m2]
-    obs21 = _obs_gate(z_sub, u[m2], cc.alpha, outcome)[m1]
-    nulls = {}
-    for kind in cc.nulls:
-        n12 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome)[m2]
-                        for d in null_dirs[(m1, m2, m1, kind)]])
-        n21 = np.array([_obs_gate(z_sub, d, cc.alpha, outcome)[m1]
-                        for d in null_dirs[(m1, m2, m2, kind)]])
-        nulls[kind] = (n12, n21)
-    return _Variant(sweep12=sweep12, sweep21=sweep21, g12=g12, g21=g21, obs12=obs12, obs21=obs21,
-                    nulls=nulls, bands={}, k_used=n_sub)
+    return rows
 
 
 def _project_out(directions: np.ndarray, normal: np.ndarray) -> np.ndarray:
@@ -339,17 +327,20 @@ def _project_out(directions: np.ndarray, normal: np.ndarray) -> np.ndarray:
     return r / norms
 
 
-def _pair_conditional(m1: str, m2: str, classifiers: dict[str, LatentClassifier],
-                      u: dict[str, np.ndarray], null_dirs: dict, kinds: tuple[str, ...]
-                      ) -> tuple[dict[str, np.ndarray], dict]:
+def _pair_conditional(geo: PairGeometry, classifiers: dict[str, LatentClassifier],
+                      kinds: tuple[str, ...]) -> PairGeometry:
     """Directions of the ``observation_conditional`` variant: treating ``m1`` moves along ``u[m1]``
     with ``h2`` projected out (``m2``'s latent logit does not move), and vice versa; the null
-    directions of each treated attribute are projected the same way."""
+    directions and rotated directions of each treated attribute are projected the same way."""
+    m1, m2 = geo.m1, geo.m2
     other = {m1: classifiers[m2].normal_, m2: classifiers[m1].normal_}
-    uc = {a: _project_out(u[a], other[a])[0] for a in (m1, m2)}
-    nc = {(m1, m2, a, kind): _project_out(null_dirs[(m1, m2, a, kind)], other[a])
-          for a in (m1, m2) for kind in kinds}
-    return uc, nc
+    uc = {a: _project_out(geo.u[a], other[a])[0] for a in (m1, m2)}
+    nc = {(a, kind): _project_out(geo.nulls[(a, kind)], other[a]) for a in (m1, m2) for kind in kinds}
+    frames = geo.frames.copy()
+    for i, (w1r, w2r, _, _) in enumerate(geo.frames):
+        frames[i, 2] = _project_out(frames[i, 2], w2r / np.linalg.norm(w2r))[0]
+        frames[i, 3] = _project_out(frames[i, 3], w1r / np.linalg.norm(w1r))[0]
+    return PairGeometry(m1=m1, m2=m2, u=uc, nulls=nc, frames=frames)
 
 
 @dataclass(frozen=True)
@@ -365,12 +356,6 @@ class _Normal:
     @property
     def intercept_(self) -> float:
         return 0.0
-
-
-def _obs_gate(z: torch.Tensor, u: np.ndarray, alpha: float,
-              outcome: Callable[[torch.Tensor], dict[str, np.ndarray]]) -> dict[str, float]:
-    ut = torch.as_tensor(np.asarray(u), dtype=z.dtype)
-    return gate_materialised(z, lambda zb, s: zb + (s * alpha) * ut, outcome, batch_size=DECODE_BATCH)
 
 
 def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: LatentClassifier,

@@ -21,12 +21,17 @@ if TYPE_CHECKING:
     from cage.pipeline import CageResult
 
 DIRECTIONS_COLUMNS = (
-    "m1", "m2", "outcome", "direction", "call", "cause", "effect", "alpha", "k", "gate_12", "gate_21",
-    "delta_tau", "null", "p_gate_12", "p_gate_21", "p_delta_tau", "delta_tau_significant",
-    "sign_stable", "p_gate_12_permutation", "p_gate_21_permutation", "p_delta_tau_permutation",
-    "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "n_null_k", "cos_normals",
-    "norm_w1", "norm_w2", "acc_1", "acc_2", "offset_1", "offset_2", "separable", "mmd", "p_mmd",
-    "mmd_2", "p_mmd_2",
+    "m1", "m2", "outcome", "direction", "call", "cause", "effect", "rule", "reason",
+    "direction_paper", "direction_controlled", "reason_controlled", "alpha", "k", "gate_12",
+    "gate_21", "delta_tau", "null", "p_gate_12", "p_gate_21", "p_delta_tau",
+    "delta_tau_significant", "p_delta_tau_centred", "p_delta_tau_rotation", "sign_stable",
+    "gate_12_geometric", "gate_21_geometric", "delta_tau_geometric", "delta_tau_balanced",
+    "delta_tau_m1_rare", "delta_tau_m2_rare", "balance_sign_stable",
+    "p_gate_12_permutation", "p_gate_21_permutation", "p_delta_tau_permutation",
+    "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "p_gate_12_rotation",
+    "p_gate_21_rotation", "n_null", "p_resolution", "n_null_k", "gate_12_null_k", "gate_21_null_k", "cos_normals", "norm_w1",
+    "norm_w2", "acc_1", "acc_2", "offset_1", "offset_2", "separable", "mmd", "p_mmd", "mmd_2",
+    "p_mmd_2",
 )
 CLASSIFIERS_COLUMNS = ("attribute", "space", "kind", "accuracy", "n_train", "n_test",
                        "positive_rate", "weight_norm", "intercept", "separable")
@@ -63,6 +68,9 @@ def direction_rows(result: CageResult) -> list[dict[str, Any]]:
         for kind in ("permutation", "random"):
             p = d.p_values.get(kind, ("", "", ""))
             row[f"p_gate_12_{kind}"], row[f"p_gate_21_{kind}"], row[f"p_delta_tau_{kind}"] = p
+        rot = d.p_values.get("rotation", ("", "", ""))
+        row["p_gate_12_rotation"], row["p_gate_21_rotation"] = rot[0], rot[1]
+        row["p_resolution"] = 1.0 / (1 + d.n_null) if d.n_null else ""
         rows.append(row)
     return _fmt_rows(rows)
 

@@ -19,9 +19,22 @@ class PairDirection:
 
     ``gate_12 = GATE(m1 -> m2)``, ``gate_21 = GATE(m2 -> m1)``, ``delta_tau = |gate_12| - |gate_21|``
     at the headline ``alpha``; ``offset_1``/``offset_2`` are the signed distances ``-b/|w|`` of the
-    two decision hyperplanes from the prior mean (latent units); ``p_*`` from the decision null (``null``), ``p_values[kind]`` holds
-    ``(p_gate_12, p_gate_21, p_delta_tau)`` for every null kind computed. ``direction`` follows
-    :func:`cage.engine.effects.decide`; ``cause``/``effect`` are empty for ``⊥`` and ``?``.
+    two decision hyperplanes from the prior mean (latent units); ``p_*`` from the decision null
+    (``null``), ``p_values[kind]`` holds ``(p_gate_12, p_gate_21, p_delta_tau)`` for every null kind
+    computed, the rotation null included. ``direction`` is the call of ``rule``
+    (:mod:`cage.engine.rules`) and ``reason`` why it is not an arrow; ``direction_paper`` and
+    ``direction_controlled`` (with ``reason_controlled``) are both rules' calls;
+    ``cause``/``effect`` are empty for ``⊥`` and ``?``.
+
+    The controls: ``*_geometric``, eq. 8 under ``N(0, I)`` predicted from the two hyperplanes
+    alone (:func:`cage.engine.geometry.predicted_delta_tau`); ``p_delta_tau_centred``, delta tau
+    against the decision null around the null's median; ``p_delta_tau_rotation``, against the
+    rotation null; ``delta_tau_balanced`` / ``delta_tau_m1_rare`` / ``delta_tau_m2_rare``,
+    delta tau with the outcome thresholds moved so that 50/50, 25/50, 50/25 % of the prior samples
+    read 1 for (m1, m2); ``balance_sign_stable``, all three have the observed sign. ``n_null`` is
+    the number of draws per null kind; ``gate_12_null_k`` / ``gate_21_null_k`` are the GATEs on the
+    ``n_null_k`` latents behind the nulls, the statistics every p-value compares (equal to the
+    GATEs for eq. 8).
     """
 
     m1: str
@@ -55,6 +68,23 @@ class PairDirection:
     mmd_2: float
     p_mmd_2: float
     n_null_k: int
+    rule: str = "controlled"
+    reason: str = ""
+    direction_paper: str = ""
+    direction_controlled: str = ""
+    reason_controlled: str = ""
+    gate_12_geometric: float = float("nan")
+    gate_21_geometric: float = float("nan")
+    delta_tau_geometric: float = float("nan")
+    p_delta_tau_centred: float = float("nan")
+    p_delta_tau_rotation: float = float("nan")
+    delta_tau_balanced: float = float("nan")
+    delta_tau_m1_rare: float = float("nan")
+    delta_tau_m2_rare: float = float("nan")
+    balance_sign_stable: bool = False
+    n_null: int = 0
+    gate_12_null_k: float = float("nan")
+    gate_21_null_k: float = float("nan")
 
 
 @dataclass
@@ -72,6 +102,7 @@ class CageResult:
     classifier_rows: list[dict[str, Any]]
     seeds: dict[str, int]
     test_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    decoded: int = 0
 
     def direction_for(self, m1: str, m2: str, outcome: str | None = None) -> PairDirection:
         """The record of pair ``(m1, m2)`` (either order given) for ``outcome`` (default: the

@@ -88,7 +88,7 @@ def test_observation_outcome_reproduces_latent_outcome_through_a_linear_generato
         assert abs(sweep[("latent", alpha)]["delta_tau"] - sweep[("observation", alpha)]["delta_tau"]) < 1e-5
     assert lat.direction in ("->", "<-", "⊥", "?")
     assert lat.cos_normals == pytest.approx(result.classifiers["a"].normal_ @ result.classifiers["b"].normal_)
-    assert lat.p_values.keys() == {"permutation", "random"}
+    assert lat.p_values.keys() == {"permutation", "random", "rotation"}
     assert 1 / 21 <= lat.p_gate_12 <= 1
 
 
@@ -119,7 +119,8 @@ def test_observation_conditional_holds_the_other_attribute_of_the_pair_fixed():
     assert abs(obs.gate_12) > 0.05
     assert abs(cond.gate_12) < 1e-5 and abs(cond.gate_21) < 1e-5
     # The null directions are projected the same way: every null GATE vanishes too.
-    nulls = [r for r in result.null_rows if r["outcome"] == "observation_conditional"]
+    nulls = [r for r in result.null_rows
+             if r["outcome"] == "observation_conditional" and r["null"] == "random"]
     assert len(nulls) == 20 and max(abs(r["gate_12"]) + abs(r["gate_21"]) for r in nulls) < 1e-5
     assert cond.cos_normals == obs.cos_normals
     # The engine still reports the unconditioned direction for the pair's interventions.
@@ -199,7 +200,7 @@ def test_run_directory_contents_and_reproducibility(tmp_path, lintest_kind):
     for column in ("m1", "m2", "gate_12", "gate_21", "delta_tau", "p_gate_12", "p_gate_21",
                    "p_delta_tau", "direction", "mmd", "alpha", "k", "cos_normals"):
         assert column in directions[0]
-    assert len(_read(out / runs.NULL_DRAWS)) == 2 * 2 * 20
+    assert len(_read(out / runs.NULL_DRAWS)) == 2 * 3 * 20  # outcomes x (2 kinds + rotation) x draws
     assert len(_read(out / runs.ALPHA_SWEEP)) == 2 * 2
     classifiers = _read(out / runs.CLASSIFIERS)
     assert [(r["attribute"], r["space"]) for r in classifiers] == [

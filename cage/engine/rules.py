@@ -1,0 +1,139 @@
+"""Call rules: from GATEs, delta tau and their controls to ``->``, ``<-``, ``⊥`` or ``?``.
+
+Two rules, both reported for every pair (directions.csv ``direction_paper`` and
+``direction_controlled``); ``[cage] rule`` picks the one that fills ``direction``:
+
+``paper``
+    The paper's reading (:func:`cage.engine.effects.decide`): an arrow when a GATE and delta tau
+    are significant against the label-permutation null, its sign picking the direction.
+``controlled`` (the default)
+    An arrow only when the direction survives every control that can explain it without a
+    mechanism (cage_method.md section 3); otherwise ``?`` with the reasons:
+
+    - ``no-effect``: neither GATE is significant (the call is ``⊥``);
+    - ``geometry-only``: eq. 8 (a latent outcome). Its GATEs depend only on the marginal law of
+      each outcome logit and on ``alpha (w_e . u_c)``, so delta tau is fixed by the two
+      hyperplanes' offsets and norms (:mod:`cage.engine.geometry`) and cannot tell a cause from an
+      effect. For eq. 9: delta tau is not outside the rotation null (the same pair geometry in a
+      randomly rotated latent space);
+    - ``not-significant``: delta tau is not outside its decision null *around the null's own
+      centre* (:func:`centred_p_value`; the null of delta tau is not centred at 0);
+    - ``balance-driven``: the sign of delta tau changes when the outcome classifiers' thresholds
+      are moved so that both are balanced (50 % of the prior samples labelled 1), or one
+      of them is rare (25 %) and the other balanced;
+    - ``alpha-unstable``: the sign of delta tau changes over the alpha grid.
+
+The controlled rule requires every check to pass (an intersection-union test), so its false-arrow
+rate is at most the level of any one of its tests; its power is measured in
+``benchmarks/bench_calibration.py`` (docs/calibration.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cage.config import RULES
+from cage.engine.effects import ARROW_12, ARROW_21, INDEPENDENT, UNDETERMINED, decide
+
+__all__ = ["RULES", "REASONS", "Evidence", "centred_p_value", "decide_all", "decide_controlled",
+           "decide_paper", "reason_text"]
+
+#: Every reason :func:`decide_controlled` can give, in the order they are checked.
+REASONS = ("no-effect", "geometry-only", "not-significant", "balance-driven", "alpha-unstable")
+
+
+def centred_p_value(null: np.ndarray, observed: float) -> float:
+    """Two-sided empirical p-value of ``observed`` around the null's own median.
+
+    ``(1 + #{|null_b - m| >= |observed - m|}) / (1 + B)`` with ``m = median(null)``; ties within a
+    relative 1e-12 count as exceedances (conservative). NaN draws are dropped; with no draw left
+    the p-value is 1.
+    """
+    draws = np.asarray(null, dtype=np.float64).ravel()
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return 1.0
+    centre = float(np.median(draws))
+    dist = np.abs(draws - centre)
+    obs = abs(float(observed) - centre)
+    hits = int(np.count_nonzero(dist >= obs * (1 - 1e-12)))
+    return (1 + hits) / (1 + draws.size)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the rules read for one pair and outcome variant.
+
+    Attributes
+    ----------
+    delta_tau : float
+        Observed delta tau at the headline alpha.
+    p_gate_12, p_gate_21, p_delta_tau : float
+        p-values against the decision null (``p_delta_tau`` compares ``|delta tau|``, the paper's
+        reading).
+    p_delta_tau_centred : float
+        Delta tau against the decision null around its own centre.
+    p_geometry : float
+        Delta tau against the rotation null (eq. 9); NaN when not computed.
+    balance_delta_tau : tuple of float
+        Delta tau with the outcome thresholds moved to each balance setting.
+    sign_stable : bool
+        Delta tau keeps its sign over the alpha grid.
+    latent_outcome : bool
+        The outcome is the latent classifier (eq. 8).
+    """
+
+    delta_tau: float
+    p_gate_12: float
+    p_gate_21: float
+    p_delta_tau: float
+    p_delta_tau_centred: float
+    p_geometry: float
+    balance_delta_tau: tuple[float, ...]
+    sign_stable: bool
+    latent_outcome: bool
+
+
+def _arrow(delta: float) -> str:
+    return ARROW_12 if delta > 0 else ARROW_21
+
+
+def decide_controlled(ev: Evidence, level: float) -> tuple[str, tuple[str, ...]]:
+    """The controlled call and every reason it is not an arrow (empty for an arrow)."""
+    if ev.p_gate_12 > level and ev.p_gate_21 > level:
+        return INDEPENDENT, ("no-effect",)
+    reasons: list[str] = []
+    if ev.latent_outcome or not (ev.p_geometry <= level):
+        reasons.append("geometry-only")
+    if ev.delta_tau == 0 or ev.p_delta_tau_centred > level:
+        reasons.append("not-significant")
+    if any(np.sign(b) != np.sign(ev.delta_tau) for b in ev.balance_delta_tau):
+        reasons.append("balance-driven")
+    if not ev.sign_stable:
+        reasons.append("alpha-unstable")
+    if reasons:
+        return UNDETERMINED, tuple(reasons)
+    return _arrow(ev.delta_tau), ()
+
+
+def decide_paper(ev: Evidence, level: float) -> tuple[str, tuple[str, ...]]:
+    """The paper's call (:func:`cage.engine.effects.decide`) with its reason."""
+    call = decide(ev.delta_tau, ev.p_gate_12, ev.p_gate_21, ev.p_delta_tau, level)
+    if call == INDEPENDENT:
+        return call, ("no-effect",)
+    if call == UNDETERMINED:
+        return call, ("not-significant",)
+    return call, ()
+
+
+def decide_all(ev: Evidence, level: float) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``{rule: (call, reasons)}`` for every rule in :data:`RULES`."""
+    return {"controlled": decide_controlled(ev, level), "paper": decide_paper(ev, level)}
+
+
+def reason_text(reasons: Sequence[str]) -> str:
+    """The ``reason`` column: reasons joined by ``+`` (empty for an arrow)."""
+    return "+".join(reasons)
