@@ -56,6 +56,8 @@ class Variant:
         Delta tau at each of :data:`BALANCE_SETTINGS`.
     geometric : tuple of float
         ``(GATE 1->2, GATE 2->1, delta tau)`` predicted by :func:`predicted_delta_tau`.
+    geometric_sweep : np.ndarray, shape (A,)
+        The predicted delta tau over the alpha grid.
     bands : dict
         ``{"lo": (A,), "hi": (A,)}`` central 95 % band of the decision null's delta tau over alpha
         (latent variant; empty for eq. 9).
@@ -73,6 +75,7 @@ class Variant:
     rotation: tuple[np.ndarray, np.ndarray]
     balance: tuple[float, ...]
     geometric: tuple[float, float, float]
+    geometric_sweep: np.ndarray
     bands: dict[str, np.ndarray] = field(default_factory=dict)
     k_used: int = 0
 
@@ -111,6 +114,12 @@ def geometric_prediction(c1: LatentClassifier, c2: LatentClassifier, u1: np.ndar
     return predicted_delta_tau((c1.intercept_, c2.intercept_), (c1.weight_norm_, c2.weight_norm_),
                                (alpha * float(c2.coef_ @ u1), alpha * float(c1.coef_ @ u2)),
                                scale=scale)
+
+
+def geometric_sweep(c1: LatentClassifier, c2: LatentClassifier, u1: np.ndarray, u2: np.ndarray,
+                    alphas: np.ndarray, scale: str) -> np.ndarray:
+    """:func:`geometric_prediction`'s delta tau at every alpha of the grid, shape (A,)."""
+    return np.array([geometric_prediction(c1, c2, u1, u2, float(al), scale)[2] for al in alphas])
 
 
 def _shift_gate(plus: np.ndarray, minus: np.ndarray, offset: float, scale: str) -> float:
@@ -167,6 +176,7 @@ def latent_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
         g12=g12, g21=g21, obs12=g12, obs21=g21, nulls=nulls,
         rotation=(np.asarray(r12), np.asarray(r21)), balance=tuple(balance),
         geometric=geometric_prediction(c1, c2, g.u[m1], g.u[m2], cc.alpha, scale),
+        geometric_sweep=geometric_sweep(c1, c2, g.u[m1], g.u[m2], alphas, scale),
         bands=bands, k_used=int(z_prior.shape[0]))
 
 
@@ -277,4 +287,5 @@ def observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassif
     return Variant(sweep12=sweep12, sweep21=sweep21, g12=g12, g21=g21, obs12=obs12, obs21=obs21,
                    nulls=nulls, rotation=(r12, r21), balance=tuple(balance),
                    geometric=geometric_prediction(c1, c2, g.u[m1], g.u[m2], cc.alpha, scale),
+                   geometric_sweep=geometric_sweep(c1, c2, g.u[m1], g.u[m2], alphas, scale),
                    k_used=n_sub)

@@ -287,6 +287,7 @@ class _Collector:
             self.sweep_rows.append({
                 "m1": m1, "m2": m2, "outcome": outcome, "alpha": float(al),
                 "gate_12": v.sweep12[i], "gate_21": v.sweep21[i], "delta_tau": sweep_dt[i],
+                "delta_tau_geometric": v.geometric_sweep[i],
                 "null_lo": v.bands["lo"][i] if v.bands else "",
                 "null_hi": v.bands["hi"][i] if v.bands else "",
                 "mmd_1": mmd_rows[m1][i][0], "p_mmd_1": mmd_rows[m1][i][1],

@@ -25,7 +25,8 @@ _LABELS = {
     "observation": "eq. 9, observation outcome",
     "observation_conditional": "eq. 9, conditional intervention",
 }
-_NULL_COLORS = {"permutation": "tab:gray", "random": "tab:green"}
+_NULL_COLORS = {"permutation": "tab:gray", "random": "tab:green", "rotation": "tab:purple"}
+_SHORT = {"permutation": "perm", "random": "rand", "rotation": "rot"}
 
 
 def _pyplot():
@@ -62,7 +63,8 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
             color = _COLORS.get(outcome, "k")
             label = _LABELS.get(outcome, outcome)
             ax.plot(al, dt, "o-", color=color,
-                    label=f"{label}: {d.direction} (p_dt={d.p_delta_tau:.3g} at alpha={d.alpha:g})")
+                    label=f"{label}: {d.direction} [{d.rule} rule] (p_dt={d.p_delta_tau:.3g}, "
+                          f"centred {d.p_delta_tau_centred:.3g} at alpha={d.alpha:g})")
             if rr and rr[0]["null_lo"] != "":
                 lo = np.array([r["null_lo"] for r in rr], dtype=float)
                 hi = np.array([r["null_hi"] for r in rr], dtype=float)
@@ -72,12 +74,17 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
                      label=f"GATE({m1}->{m2}), {outcome}")
             ax2.plot(al, [r["gate_21"] for r in rr], "s--", color=color,
                      label=f"GATE({m2}->{m1}), {outcome}")
+        geo = [r for r in rows if r["outcome"] == rows[0]["outcome"]] if rows else []
+        if geo:
+            ax.plot([r["alpha"] for r in geo], [r["delta_tau_geometric"] for r in geo], ":",
+                    color="0.3", lw=2,
+                    label="geometry alone (eq. 8 predicted from offsets, norms, cos)")
         ax.axhline(0, color="k", lw=0.8)
         ax.set_ylabel(f"delta tau = |GATE({m1}->{m2})| - |GATE({m2}->{m1})|")
         any_d = next(iter(dirs.values()))
-        ax.set_title(f"{m1} vs {m2}: cos(h1,h2)={any_d.cos_normals:.2f}, |w1|={any_d.norm_w1:.2f}, "
-                     f"|w2|={any_d.norm_w2:.2f}, acc={any_d.acc_1:.2f}/{any_d.acc_2:.2f}",
-                     fontsize=9)
+        ax.set_title(f"{m1} vs {m2}, k = {any_d.k} prior latents: cos(h1,h2)={any_d.cos_normals:.2f}, "
+                     f"|w1|={any_d.norm_w1:.2f}, |w2|={any_d.norm_w2:.2f}, "
+                     f"acc={any_d.acc_1:.2f}/{any_d.acc_2:.2f}", fontsize=9)
         ax.legend(fontsize=7, loc="best")
         ax2.axhline(0, color="k", lw=0.8)
         ax2.set_xlabel("alpha (intervention strength, latent units)")
@@ -93,7 +100,7 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
             nulls = [r for r in result.null_rows
                      if r["m1"] == m1 and r["m2"] == m2 and r["outcome"] == outcome]
             kinds = sorted({r["null"] for r in nulls})
-            fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+            fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
             observed = {"gate_12": d.gate_12, "gate_21": d.gate_21, "delta_tau": d.delta_tau}
             titles = {"gate_12": f"GATE({m1}->{m2})", "gate_21": f"GATE({m2}->{m1})",
                       "delta_tau": "delta tau"}
@@ -109,13 +116,19 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
                     axh.hist(v, bins=bins, histtype="stepfilled" if kind == d.null else "step",
                              alpha=0.5 if kind == d.null else 1.0, lw=1.5,
                              color=_NULL_COLORS.get(kind, "k"), label=f"{kind} null (B={v.size})")
-                    ptext.append(f"p_{kind[:4]}={d.p_values[kind][p_index[stat]]:.3g}")
+                    if stat == "delta_tau" and kind == "rotation":
+                        ptext.append(f"p_rot(centred)={d.p_delta_tau_rotation:.3g}")
+                        continue
+                    ptext.append(f"p_{_SHORT.get(kind, kind)}={d.p_values[kind][p_index[stat]]:.3g}")
+                if stat == "delta_tau":
+                    ptext.append(f"p_centred={d.p_delta_tau_centred:.3g}")
                 axh.axvline(observed[stat], color="tab:red", lw=2,
                             label=f"observed {observed[stat]:.3f}")
-                axh.set_title(f"{titles[stat]}: " + ", ".join(ptext), fontsize=9)
+                axh.set_title(f"{titles[stat]}\n" + ", ".join(ptext), fontsize=8)
                 axh.legend(fontsize=7)
-            fig.suptitle(f"{m1} vs {m2}, {outcome} outcome, alpha={d.alpha:g}, "
-                         f"k={d.n_null_k}: call {d.direction}", fontsize=10)
+            fig.suptitle(f"{m1} vs {m2}, {outcome} outcome, alpha={d.alpha:g}, nulls on "
+                         f"{d.n_null_k} of the k = {d.k} prior latents: call {d.direction} "
+                         f"({d.rule} rule; paper rule {d.direction_paper})", fontsize=10)
             fig.tight_layout()
             name = f"null__{tag}__{outcome}.png"
             _save(fig, out_dir / name)
@@ -126,12 +139,21 @@ def write_plots(result: CageResult, out_dir: Path) -> list[str]:
         first = [r for r in rows if r["outcome"] == rows[0]["outcome"]] if rows else []
         al = [r["alpha"] for r in first]
         for key, attr in (("mmd_1", m1), ("mmd_2", m2)):
-            ax.plot(al, [r[key] for r in first], "o-",
-                    label=f"{attr}: MMD^2( p(z|{attr}=1), p(z|do({attr}=1)) )")
+            pkey = f"p_{key}"
+            ys = [r[key] for r in first]
+            line, = ax.plot(al, ys, "o-",
+                            label=f"{attr}: MMD^2( p(z|{attr}=1), p(z|do({attr}=1)) )")
+            for x, y, r in zip(al, ys, first, strict=True):
+                if r[pkey] == r[pkey]:  # not NaN
+                    ax.annotate(f"p={r[pkey]:.2g}", (x, y), textcoords="offset points",
+                                xytext=(0, 5), fontsize=6, ha="center", color=line.get_color())
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("alpha")
-        ax.set_ylabel("unbiased MMD^2")
-        ax.set_title("conditioning vs intervening (Gaussian kernel, median bandwidth)", fontsize=9)
+        ax.set_ylabel("unbiased MMD^2 (permutation p at each point)")
+        cc = result.config.cage
+        ax.set_title(f"{m1} vs {m2}: conditioning vs intervening, {cc.mmd_n} of k = {cc.k} "
+                     "latents per side\n(Gaussian kernel, median bandwidth; "
+                     f"{cc.mmd_permutations} permutations)", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         name = f"mmd__{tag}.png"

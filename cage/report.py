@@ -35,7 +35,8 @@ DIRECTIONS_COLUMNS = (
 )
 CLASSIFIERS_COLUMNS = ("attribute", "space", "kind", "accuracy", "n_train", "n_test",
                        "positive_rate", "weight_norm", "intercept", "separable")
-SWEEP_COLUMNS = ("m1", "m2", "outcome", "alpha", "gate_12", "gate_21", "delta_tau", "null_lo",
+SWEEP_COLUMNS = ("m1", "m2", "outcome", "alpha", "gate_12", "gate_21", "delta_tau",
+                 "delta_tau_geometric", "null_lo",
                  "null_hi", "mmd_1", "p_mmd_1", "mmd_2", "p_mmd_2")
 NULL_COLUMNS = ("m1", "m2", "outcome", "null", "draw", "alpha", "k", "gate_12", "gate_21",
                 "delta_tau")

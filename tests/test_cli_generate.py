@@ -31,13 +31,19 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[0].startswith("mog: run ") and f"written to {out}" in lines[0]
-    assert any(line.startswith("m_c / m_e              latent ") for line in lines)
-    assert any(line.startswith("m_c / m_e              observation ") for line in lines)
+    table = [line for line in lines if line.startswith("m_c / m_e") and "p(centred)" not in line]
+    assert [line.split()[3] for line in table] == ["latent", "observation"]
     assert f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)" in lines
-    assert lines[-1].startswith("call rule: a direction needs a significant GATE and p(dtau) <= 0.05")
-    calls = [line.split("  ")[-1] for line in lines if line.startswith("m_c / m_e")]
-    assert all(c in ("independent (⊥)", "undetermined (?): associated, direction not identified",
-                     "m_c -> m_e", "m_e -> m_c") for c in calls)
+    assert lines[-1].startswith("call rule (controlled): an arrow needs a significant GATE")
+    assert "p-values: 10 draws per null, so the smallest possible p is 0.091; that cannot " \
+           "reach level 0.05: raise [cage] n_null" in lines
+    for line in table:
+        call, paper = line.split("  ")[-1].rsplit(" ", 1)
+        assert call in ("independent (⊥)", "m_c -> m_e", "m_e -> m_c") \
+            or call.startswith("undetermined (?): ")
+        assert paper in ("[⊥]", "[?]", "[->]", "[<-]")
+    words = lines[lines.index("in words:") + 1:][:2]
+    assert all(w.startswith("  CAGE finds ") for w in words)
     manifest = runs.read_manifest(out)
     assert manifest["complete"] and manifest["config"]["cage"]["k"] == 400
     assert manifest["setup"]["flow"]["cached"] is False

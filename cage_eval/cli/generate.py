@@ -21,6 +21,9 @@ from cage.config import DEFAULT_EXPERIMENT
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config field (repeatable), e.g. --set cage.k=2000 "
                    "--set 'cage.alphas=[0.5,1]'.")
+@click.option("--rule", type=click.Choice(["controlled", "paper"]), default=None,
+              help="Call rule that fills the direction column (both are always reported); "
+                   "replaces [cage] rule. [default: controlled]")
 @click.option("--force", is_flag=True, default=False, show_default=True,
               help="Replace an existing, non-empty run directory (only once the new run is complete).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -28,7 +31,7 @@ from cage.config import DEFAULT_EXPERIMENT
                    "~/.cache/cage-eval]")
 @click.option("--list", "list_only", is_flag=True, default=False,
               help="List the built-in experiments and exit.")
-def generate(experiment, out, seed, overrides, force, cache_dir, list_only):
+def generate(experiment, out, seed, overrides, rule, force, cache_dir, list_only):
     """Run CAGE on an experiment and write a run directory.
 
     Trains (or loads from the cache) the experiment's generator, fits the latent attribute
@@ -51,6 +54,8 @@ def generate(experiment, out, seed, overrides, force, cache_dir, list_only):
             cfg = load_experiment(name)
             click.echo(f"{name:16s} {cfg.description}")
         return
+    if rule is not None:
+        overrides = (*overrides, f"cage.rule={rule}")
     config = load_experiment(experiment, overrides=overrides, seed=seed)
     out = out if out is not None else Path("runs") / config.name
     started = time.perf_counter()
@@ -62,8 +67,23 @@ def generate(experiment, out, seed, overrides, force, cache_dir, list_only):
     click.echo(summary(result, out, elapsed))
 
 
+#: How the summary names the calls that are not arrows.
+CALL_NAMES = {"?": "undetermined (?)", "⊥": "independent (⊥)"}
+
+#: The last line of the summary: the rule that filled the call column.
+RULE_LINES = {
+    "controlled": ("call rule (controlled): an arrow needs a significant GATE and delta tau "
+                   "outside its null's centre, outside the rotation null (eq. 9 only: eq. 8 is "
+                   "geometry), the same sign with either label made rare and over the alpha grid, "
+                   "all at level {level:g}; [the paper's rule] in brackets"),
+    "paper": ("call rule (paper): a direction needs a significant GATE and p(dtau) <= {level:g}; "
+              "'undetermined (?)': a GATE is significant, dtau is not"),
+}
+
+
 def summary(result, out: Path, elapsed: float) -> str:
     """The readable end-of-run summary (classifiers, one line per pair and outcome, plots)."""
+    from cage.explain import sentence
     from cage_eval import runs
 
     manifest = runs.read_manifest(out)
@@ -76,24 +96,34 @@ def summary(result, out: Path, elapsed: float) -> str:
         extra = f", |w|={row['weight_norm']:.2f}" if row["space"] == "latent" else ""
         flag = "" if row["separable"] == "yes" else "  NOT SEPARABLE: CAGE unreliable"
         lines.append(f"  {row['attribute']:12s} {row['space']:11s} acc={row['accuracy']:.3f}{extra}{flag}")
-    lines += ["", f"{'pair':22s} {'outcome':11s} {'GATE 1->2':>9s} {'GATE 2->1':>9s} "
-                  f"{'dtau':>7s} {'p(G12)':>7s} {'p(G21)':>7s} {'p(dtau)':>7s} {'cos':>6s} "
-                  f"{'stable':>6s}  call"]
+    lines += ["", f"{'pair':22s} {'outcome':23s} {'GATE 1->2':>9s} {'GATE 2->1':>9s} "
+                  f"{'dtau':>7s} {'geom.':>7s} {'p(G12)':>7s} {'p(G21)':>7s} {'p(dtau)':>7s} "
+                  f"{'cos':>6s}  call ({cc.rule} rule) [paper rule]"]
     for d in result.directions:
-        if d.cause:
-            call = f"{d.cause} -> {d.effect}"
-        elif d.direction == "?":
-            call = "undetermined (?): associated, direction not identified"
-        else:
-            call = "independent (⊥)"
+        call = f"{d.cause} -> {d.effect}" if d.cause else CALL_NAMES[d.direction]
+        reason = f": {d.reason}" if d.reason and d.direction == "?" else ""
         lines.append(
-            f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:11s} {d.gate_12:9.3f} {d.gate_21:9.3f} "
-            f"{d.delta_tau:7.3f} {d.p_gate_12:7.3f} {d.p_gate_21:7.3f} {d.p_delta_tau:7.3f} "
-            f"{d.cos_normals:6.2f} {'yes' if d.sign_stable else 'no':>6s}  {call}")
+            f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.gate_12:9.3f} {d.gate_21:9.3f} "
+            f"{d.delta_tau:7.3f} {d.delta_tau_geometric:7.3f} {d.p_gate_12:7.3f} "
+            f"{d.p_gate_21:7.3f} {d.p_delta_tau:7.3f} {d.cos_normals:6.2f}  {call}{reason} "
+            f"[{d.direction_paper}]")
+    lines += ["", "controls: delta tau with the outcome thresholds moved (both balanced / m1 rare / "
+                  "m2 rare), p of delta tau around its null's centre and in the rotation null, "
+                  "sign over the alpha grid:"]
+    for d in result.directions:
+        lines.append(
+            f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.delta_tau_balanced:+7.3f} "
+            f"{d.delta_tau_m1_rare:+7.3f} {d.delta_tau_m2_rare:+7.3f}   p(centred) "
+            f"{d.p_delta_tau_centred:.3f}  p(rotation) {d.p_delta_tau_rotation:.3f}  "
+            f"alpha-stable {'yes' if d.sign_stable else 'no'}")
+    lines += ["", "in words:"] + [f"  {sentence(d)}" for d in result.directions]
     lines += ["", f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)",
-              f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}",
-              f"call rule: a direction needs a significant GATE and p(dtau) <= {cc.level:g}; "
-              "'undetermined (?)': a GATE is significant, dtau is not"]
+              f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}"]
+    resolution = 1.0 / (cc.n_null + 1)
+    lines.append(f"p-values: {cc.n_null} draws per null, so the smallest possible p is "
+                 f"{resolution:.3f}" + (f"; that cannot reach level {cc.level:g}: raise "
+                                        "[cage] n_null" if resolution > cc.level else ""))
+    lines.append(RULE_LINES[cc.rule].format(level=cc.level))
     lines += _pair_lines(manifest.get("pairs"), out)
     return "\n".join(lines)
 

@@ -1,0 +1,63 @@
+"""Plain-language sentences for CAGE's verdicts: what a person reads first (summary and report).
+
+Every sentence states the call, the numbers behind it and, for ``?``, each control that stopped an
+arrow (:mod:`cage.engine.rules`). Pure string building: no printing.
+"""
+
+from __future__ import annotations
+
+from cage.result import PairDirection
+
+#: How each outcome variant is named in sentences.
+VARIANT_WORDS = {
+    "latent": "eq. 8, latent classifiers",
+    "observation": "eq. 9, observation classifier on decoded images",
+    "observation_conditional": "eq. 9, conditional intervention",
+}
+
+
+def _reason_clause(d: PairDirection, reason: str) -> str:
+    if reason == "geometry-only" and d.outcome == "latent":
+        return (f"eq. 8's delta tau ({d.delta_tau:+.3f}) is what the two hyperplanes' offsets and "
+                f"norms alone predict ({d.delta_tau_geometric:+.3f}), so it cannot tell a cause "
+                "from an effect")
+    if reason == "geometry-only":
+        return (f"delta tau is inside the rotation null (p = {d.p_delta_tau_rotation:.3f}): the "
+                "same pair geometry pointed elsewhere in the latent space does as much")
+    if reason == "not-significant":
+        return (f"delta tau ({d.delta_tau:+.3f}) is inside its {d.null} null around the null's "
+                f"centre (p = {d.p_delta_tau_centred:.3f})")
+    if reason == "balance-driven":
+        return (f"its sign follows the label balance ({d.delta_tau_m1_rare:+.3f} with {d.m1} "
+                f"rare, {d.delta_tau_m2_rare:+.3f} with {d.m2} rare, "
+                f"{d.delta_tau_balanced:+.3f} with both balanced)")
+    if reason == "alpha-unstable":
+        return "its sign changes over the alpha grid"
+    return reason
+
+
+def sentence(d: PairDirection) -> str:
+    """One paragraph on ``d``: the call of its rule, why, and the other rule's call."""
+    variant = VARIANT_WORDS.get(d.outcome, d.outcome)
+    reasons = [r for r in d.reason.split("+") if r]
+    if d.direction in ("->", "<-"):
+        text = (f"CAGE finds {d.cause} -> {d.effect} ({variant}): delta tau = {d.delta_tau:+.3f} "
+                f"(p = {d.p_delta_tau:.3f}; around the null's centre p = "
+                f"{d.p_delta_tau_centred:.3f}")
+        if d.rule == "controlled":
+            text += (f"; rotation null p = {d.p_delta_tau_rotation:.3f}; the sign holds with either "
+                     "label made rare and over the alpha grid")
+        text += ")."
+    elif d.direction == "⊥":
+        text = (f"CAGE finds no effect between {d.m1} and {d.m2} ({variant}): neither GATE is "
+                f"outside its {d.null} null (p = {d.p_gate_12:.3f} and {d.p_gate_21:.3f}).")
+    else:
+        text = (f"CAGE finds {d.m1} and {d.m2} associated but no direction ({variant}): "
+                + "; ".join(_reason_clause(d, r) for r in reasons) + ".")
+    if d.rule == "controlled" and d.direction_paper in ("->", "<-"):
+        a, b = (d.m1, d.m2) if d.direction_paper == "->" else (d.m2, d.m1)
+        text += f" The paper's rule would read {a} -> {b}."
+    elif d.rule == "paper" and d.direction_controlled != d.direction:
+        why = "; ".join(_reason_clause(d, r) for r in d.reason_controlled.split("+") if r)
+        text += f" The controlled rule says {d.direction_controlled}" + (f": {why}." if why else ".")
+    return text
