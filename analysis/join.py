@@ -36,9 +36,9 @@ class JoinReport:
     run_id: str = ""
     unknown_items: list[tuple[int, str]] = field(default_factory=list)   # (line, item/pair id)
     item_echo_mismatch: list[tuple[int, str]] = field(default_factory=list)
-    #: The run's design, when the run is known: pair items per (dag, setting), attention items.
+    #: Pairs per (dag, setting) in the run (its HIT items, or pairs.csv for tidy files), when
+    #: the run is known.
     pairs_in_run: dict[tuple[str, str], int] = field(default_factory=dict)
-    attention_in_run: int = 0
 
 
 # --------------------------------------------------------------------------- run directories
@@ -238,7 +238,7 @@ def join_judgements(
                              "right --run DIR")
     report.run_dir, report.run_id = run_dir, manifest_id or run_id
     items = read_hit_items_table(run_dir)
-    report.pairs_in_run, report.attention_in_run = items_design(items)
+    report.pairs_in_run = items_design(items)[0]
     pos = pd.Index(items["item_id"]).get_indexer(raw["item_id"])
     raw, pos = _set_aside_unknown(raw, pos, "item_id", "Input.item_id", "an item", path, report,
                                   run_dir, drop_unknown)

@@ -24,10 +24,11 @@ never has to special-case it. The numbers in, plain records out; nothing here pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,20 +159,36 @@ def anm(x: np.ndarray, names: tuple[str, str], seed: int, alpha: float = 0.05,
 
 
 def _import_notears():
-    """gcastle's linear NOTEARS, imported without its import-time side effects on logging.
+    """gcastle's linear NOTEARS, imported without its import-time side effects.
 
-    ``castle`` calls ``logging.basicConfig(level=INFO)`` when imported, which would install a
-    handler on the root logger and print INFO lines for the rest of the process; with a handler
-    already on the root logger that call does nothing, so one is put there for the import.
+    Importing ``castle.algorithms`` (1) calls ``logging.basicConfig(level=INFO)``, which would
+    install a handler on the root logger and print INFO lines for the rest of the process (see
+    :func:`_root_logger_untouched`), and (2) imports its torch NOTEARS variant, which calls
+    ``torch.set_default_dtype(torch.double)``; the default dtype is put back, or every later
+    float32 model in the process (the pipeline's generators) would meet float64 tensors.
     """
+    import torch
+
+    dtype = torch.get_default_dtype()
+    try:
+        with _root_logger_untouched():
+            from castle.algorithms import Notears
+    finally:
+        torch.set_default_dtype(dtype)
+    return Notears
+
+
+@contextlib.contextmanager
+def _root_logger_untouched() -> Iterator[None]:
+    """Keep ``logging.basicConfig`` (called by gcastle at import, and implicitly by its
+    module-level ``logging.info`` calls while learning) from configuring the root logger."""
     root = logging.getLogger()
     guard = logging.NullHandler()
     root.addHandler(guard)
     try:
-        from castle.algorithms import Notears
+        yield
     finally:
         root.removeHandler(guard)
-    return Notears
 
 
 def notears(x: np.ndarray, names: tuple[str, str]) -> BaselineVerdict:
@@ -185,7 +202,8 @@ def notears(x: np.ndarray, names: tuple[str, str]) -> BaselineVerdict:
     z = x - x.mean(axis=0)
     z = z / z.std()
     model = notears_cls(lambda1=NOTEARS_LAMBDA1, loss_type="l2", w_threshold=NOTEARS_THRESHOLD)
-    model.learn(z)
+    with _root_logger_untouched():
+        model.learn(z)
     w = np.asarray(model.weight_causal_matrix, dtype=float)   # w[i, j]: edge i -> j
     forward, backward = abs(float(w[0, 1])), abs(float(w[1, 0]))
     verdict, note = _by_weights(forward, backward, NOTEARS_THRESHOLD,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,6 +84,28 @@ def test_same_seed_same_records_and_anm_subsamples_by_seed():
     c = run_baselines(cause, effect, seed=3, methods=("ANM",), anm_samples=150)
     assert repr(a) == repr(b) and a[0].n == 150
     assert (a[0].p_forward, a[0].p_backward) != (c[0].p_forward, c[0].p_backward)
+
+
+@needs_extra
+def test_running_the_baselines_leaves_the_process_as_it_was():
+    """gcastle sets torch's default dtype to float64 and configures the root logger when
+    imported; run_baselines must leave neither behind, and print nothing."""
+    code = (
+        "import logging, warnings, numpy as np, torch\n"
+        "from cage.baselines import run_baselines\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.uniform(-1, 1, 300)\n"
+        "rs = run_baselines(x, x + rng.uniform(-0.5, 0.5, 300), anm_samples=100)\n"
+        "assert [r.available for r in rs] == [True] * 3, rs\n"
+        "assert torch.get_default_dtype() == torch.float32, torch.get_default_dtype()\n"
+        "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+        "assert logging.getLogger().level == logging.WARNING\n"
+        "logging.getLogger('after').info('must not print')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
 
 
 def test_missing_extra_gives_unavailable_records(monkeypatch):

@@ -9,10 +9,10 @@ import click
 
 @click.command("simulate")
 @click.argument("run", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--p-cause", "preferences", multiple=True, metavar="[DAG][/SETTING=]P",
+@click.option("--p-cause", "preferences", multiple=True, metavar="[TARGET=]P",
               help="Planted probability that an honest annotator prefers the cause-manipulated "
                    "image: P for every cell, SETTING=P, DAG=P or DAG/SETTING=P (repeatable; the "
-                   "most specific wins). Cells not named get 0.5 (no preference).")
+                   "most specific wins). Cells not named get 0.5 (no preference). Quote it in a shell: '->' redirects.")
 @click.option("--annotators", type=click.IntRange(min=1), default=3, show_default=True,
               help="Distinct simulated workers per HIT item.")
 @click.option("--workers", type=click.IntRange(min=1), default=20, show_default=True,
@@ -43,7 +43,7 @@ def simulate(run, preferences, annotators, workers, annotator_sd, pair_sd, spamm
     \b
     Example:
       cage-eval hits runs/digits --attention-rate 0.1
-      cage-eval simulate runs/digits --p-cause thick->bright=0.75 --spammers 0.1
+      cage-eval simulate runs/digits --p-cause 'thick->bright=0.75' --spammers 0.1
       cage-eval analyze runs/digits/results.csv
     """
     from cage_eval import runs
