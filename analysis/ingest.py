@@ -22,6 +22,7 @@ Four layouts are recognised (``detect_format``):
 Every reader returns a :class:`pandas.DataFrame` with the columns :data:`RAW_COLUMNS`, all
 strings except ``line`` (the 1-based line of the row in the file, header = line 1) and
 ``work_time_s`` (float seconds, NaN when unknown). Columns a layout lacks are empty strings.
+A file with a header and no rows (nobody has answered yet) gives an empty frame.
 Errors are :class:`~cage_eval.errors.InputFileError` naming the file, line, column and what to do.
 """
 
@@ -49,7 +50,7 @@ TIDY_OPTIONAL = ("assignment_id", "cause_position", "work_time_s")
 MTURK_REQUIRED = ("HITId", "AssignmentId", "WorkerId", "Input.item_id")
 MTURK_OPTIONAL = (
     "AssignmentStatus", "Approve", "Reject", "WorkTimeInSeconds", "SubmitTime",
-    "RequesterAnnotation", "Input.run_id", "Answer.item_id", "Turkle.Username",
+    "RequesterAnnotation", "Input.run_id", "Answer.item_id", "Turkle.Username", "MaxAssignments",
 )
 
 RAW_COLUMNS = (
@@ -72,6 +73,7 @@ RAW_COLUMNS = (
     "pair_id",
     "preferred",       # tidy only
     "cause_position",  # tidy only
+    "max_assignments",  # MaxAssignments: assignments the HIT asked for ('' when absent)
 )
 
 
@@ -243,11 +245,9 @@ def _task_answers_choice(values: pd.Series, path: Path) -> pd.Series:
 
 def _read_rows(header: CsvHeader, wanted: list[str]
                ) -> tuple[pd.DataFrame, Callable[[str], pd.Series], pd.Series]:
-    """Read the ``wanted`` columns; refuse a file without data rows. Returns the frame, a getter
-    for a stripped column (an all-empty column when absent) and that empty column."""
+    """Read the ``wanted`` columns. Returns the frame, a getter for a stripped column (an
+    all-empty column when absent) and that empty column."""
     df = _read_columns(header, wanted)
-    if len(df) == 0:
-        raise InputFileError(f"{header.path}: no data rows after the header; nothing to analyse")
     empty = pd.Series("", index=df.index, dtype=object)
 
     def col(name: str) -> pd.Series:
@@ -256,8 +256,29 @@ def _read_rows(header: CsvHeader, wanted: list[str]
     return df, col, empty
 
 
+def has_data_rows(header: CsvHeader) -> bool:
+    """Whether the file has at least one row after its header."""
+    return len(_read_columns(header, [header.columns[0]], nrows=1)) > 0
+
+
+def empty_raw(fmt: str) -> pd.DataFrame:
+    """A :data:`RAW_COLUMNS` frame with no rows: a file nobody has answered yet."""
+    out = pd.DataFrame({c: pd.Series(dtype=object) for c in RAW_COLUMNS})
+    out["line"] = out["line"].astype(np.int64)
+    out["work_time_s"] = out["work_time_s"].astype(float)
+    out["source"] = fmt
+    return out
+
+
 def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
-    """Read an ``mturk``/``batch``/``turkle`` file into :data:`RAW_COLUMNS`."""
+    """Read an ``mturk``/``batch``/``turkle`` file into :data:`RAW_COLUMNS`.
+
+    A file with a header and no rows gives an empty frame whatever its columns: Turkle serves an
+    unanswered batch's results without any ``Input.*``/``Answer.*`` column, and ``cage-eval
+    collect`` writes the header alone while no worker has submitted.
+    """
+    if not has_data_rows(header):
+        return empty_raw(fmt)
     answer_col = f"Answer.{runs.ANSWER_FIELD}"
     has_answer = answer_col in header.columns
     has_task_answers = "Answer.taskAnswers" in header.columns
@@ -279,7 +300,9 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
     annotation = col("RequesterAnnotation")
     if "Input.run_id" not in df.columns and "RequesterAnnotation" in df.columns:
         prefix = runs.REQUESTER_ANNOTATION_PREFIX
-        run_id = annotation.where(annotation.str.startswith(prefix), "").str.slice(len(prefix))
+        # cage-eval:<run_id>, optionally followed by ;<marker> (cage-eval simulate adds ;simulated)
+        run_id = (annotation.where(annotation.str.startswith(prefix), "").str.slice(len(prefix))
+                  .str.split(";", n=1).str[0])
     worker = col("WorkerId")
     name = col("Turkle.Username") if "Turkle.Username" in df.columns else worker
     work_time = pd.to_numeric(col("WorkTimeInSeconds"), errors="coerce") if (
@@ -300,7 +323,7 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
         "answer_item_id": _unwrap_list_repr(col("Answer.item_id"), header.path, "Answer.item_id"),
         "choice": choice,
         "dag": empty, "setting": empty, "pair_id": empty, "preferred": empty,
-        "cause_position": empty,
+        "cause_position": empty, "max_assignments": col("MaxAssignments"),
     }, columns=list(RAW_COLUMNS))
     # Where the run id came from, for error messages.
     out.attrs["run_id_column"] = (
@@ -309,8 +332,11 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
 
 
 def read_tidy(header: CsvHeader) -> pd.DataFrame:
-    """Read a tidy file (``dag, setting, pair_id, worker_id, preferred`` + optional columns)."""
+    """Read a tidy file (``dag, setting, pair_id, worker_id, preferred`` + optional columns);
+    an empty frame when the file has a header and no rows."""
     _require(header, TIDY_COLUMNS, "tidy")
+    if not has_data_rows(header):
+        return empty_raw("tidy")
     wanted = list(TIDY_COLUMNS) + [c for c in TIDY_OPTIONAL if c in header.columns]
     df, col, empty = _read_rows(header, wanted)
     n = len(df)
@@ -352,6 +378,7 @@ def read_tidy(header: CsvHeader) -> pd.DataFrame:
         "pair_id": col("pair_id"),
         "preferred": col("preferred"),
         "cause_position": col("cause_position"),
+        "max_assignments": empty,
     }, columns=list(RAW_COLUMNS))
 
 

@@ -36,6 +36,9 @@ class JoinReport:
     run_id: str = ""
     unknown_items: list[tuple[int, str]] = field(default_factory=list)   # (line, item/pair id)
     item_echo_mismatch: list[tuple[int, str]] = field(default_factory=list)
+    #: Pairs per (dag, setting) in the run (its HIT items, or pairs.csv for tidy files), when
+    #: the run is known.
+    pairs_in_run: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- run directories
@@ -106,6 +109,17 @@ def read_hit_items_table(run_dir: Path) -> pd.DataFrame:
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise RunDirError(f"{path}: line {i + 2}: item_id {df['item_id'].iloc[i]!r} appears twice")
     return df
+
+
+def _cell_sizes(pairs: pd.DataFrame) -> dict[tuple[str, str], int]:
+    sizes = pairs.groupby(["dag", "setting"], sort=True).size()
+    return {(str(d), str(s)): int(n) for (d, s), n in sizes.items()}
+
+
+def items_design(items: pd.DataFrame) -> tuple[dict[tuple[str, str], int], int]:
+    """``(pair items per (dag, setting), attention items)`` of a ``hit_items.csv`` table."""
+    is_pair = items["kind"] == "pair"
+    return _cell_sizes(items[is_pair]), int((~is_pair).sum())
 
 
 def read_pairs_table(run_dir: Path) -> pd.DataFrame:
@@ -224,6 +238,7 @@ def join_judgements(
                              "right --run DIR")
     report.run_dir, report.run_id = run_dir, manifest_id or run_id
     items = read_hit_items_table(run_dir)
+    report.pairs_in_run = items_design(items)[0]
     pos = pd.Index(items["item_id"]).get_indexer(raw["item_id"])
     raw, pos = _set_aside_unknown(raw, pos, "item_id", "Input.item_id", "an item", path, report,
                                   run_dir, drop_unknown)
@@ -298,7 +313,9 @@ def _join_tidy(raw: pd.DataFrame, path: Path, run_dir: Path | None, report: Join
     if run_dir is not None:
         manifest = runs.read_manifest(run_dir)
         report.run_dir, report.run_id = run_dir, str(manifest.get("run_id", ""))
-        pairs = read_pairs_table(run_dir).set_index("pair_id")
+        pairs = read_pairs_table(run_dir)
+        report.pairs_in_run = _cell_sizes(pairs)
+        pairs = pairs.set_index("pair_id")
         pos = pairs.index.get_indexer(raw["pair_id"])
         raw, pos = _set_aside_unknown(raw, pos, "pair_id", "pair_id", "a pair", path, report,
                                       run_dir, drop_unknown)

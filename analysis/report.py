@@ -4,12 +4,15 @@ Steps: read the file (:mod:`analysis.ingest`), join it with the run's blinding m
 (:mod:`analysis.join`), settle the analysis plan (the run's frozen plan, else the defaults, then
 explicit overrides, each reported), apply the exclusion rules (:mod:`analysis.exclusions`),
 compute the headline test (:mod:`analysis.stats`), the robustness checks
-(:mod:`analysis.robustness`) and the per-worker summary (:mod:`analysis.workers`).
+(:mod:`analysis.robustness`), the per-worker summary (:mod:`analysis.workers`) and how much of
+the run the answers cover (:mod:`analysis.coverage`); simulated answers are counted so that every
+output can say so (:attr:`AnalysisResult.banner`).
 Nothing is written here; :mod:`analysis.tables` renders and writes the outputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,22 @@ import pandas as pd
 
 from analysis import ingest, join
 from analysis import plan as plan_mod
+from analysis.coverage import (
+    Coverage,
+    measure_coverage,
+    no_answers_message,
+    planned_per_item_from_file,
+)
 from analysis.exclusions import Exclusions, apply_exclusions
 from analysis.plan import AnalysisPlan
 from analysis.robustness import overall, robustness
 from analysis.stats import headline
 from analysis.workers import worker_summary
-from cage_eval.errors import InputFileError
+from cage_eval import runs
+from cage_eval.errors import CageEvalError, InputFileError
+
+#: Reads the assignments per HIT that a run's publication planned (``None`` when unknown).
+PlannedReader = Callable[[Path], int | None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,21 @@ class AnalysisResult:
     workers: pd.DataFrame
     join: join.JoinReport
     notes: list[str] = field(default_factory=list)
+    coverage: Coverage | None = None
+    #: Judgements (pair and attention) by simulated annotators (``cage-eval simulate``).
+    simulated: int = 0
+    judgements: int = 0
+
+    @property
+    def banner(self) -> str | None:
+        """The line every output starts with when any answer is simulated, else ``None``."""
+        if not self.simulated:
+            return None
+        share = ("all" if self.simulated == self.judgements
+                 else f"{self.simulated} of {self.judgements}")
+        return (f"SIMULATED DATA: {share} judgements come from simulated annotators "
+                "(cage-eval simulate), not from people; these numbers say nothing about how "
+                "real the images look.")
 
 
 def resolve_plan(run_dir: Path | None, plan_file: Path | None, overrides: dict[str, Any]
@@ -86,6 +114,7 @@ def resolve_plan(run_dir: Path | None, plan_file: Path | None, overrides: dict[s
 def analyze_file(
     path: str | Path, *, run_dir: str | Path | None = None, plan_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None, options: AnalysisOptions | None = None,
+    planned: PlannedReader | None = None,
 ) -> AnalysisResult:
     """Analyse one annotation file.
 
@@ -96,12 +125,29 @@ def analyze_file(
     plan_file : a plan JSON to follow instead of the run's frozen plan.
     overrides : plan fields set on the command line (``None`` values are ignored).
     options : settings outside the plan.
+    planned : reads the assignments per HIT that the run's publication planned (the CLI passes
+        :func:`mturk.published.assignments_per_item`); without it, or when it returns ``None``,
+        the file's ``MaxAssignments`` column is used for the coverage.
+
+    Raises
+    ------
+    InputFileError
+        Among others: the file has a header and no answers yet ("0 of N assignments answered
+        yet", N from the run's HIT items and ``planned``).
     """
     options = options or AnalysisOptions()
     path = Path(path)
     raw, fmt = ingest.read_annotations(path, options.fmt)
+    if raw.empty:
+        raise InputFileError(_no_answers(path, fmt, run_dir, planned))
     judgements, jrep = join.join_judgements(raw, fmt, path, run_dir,
                                             drop_unknown=options.drop_unknown)
+    per_item, per_item_source = None, ""
+    if jrep.run_dir is not None and planned is not None:
+        per_item, per_item_source = planned(jrep.run_dir), "ledger"
+    if per_item is None:
+        per_item, per_item_source = planned_per_item_from_file(raw), "MaxAssignments"
+    coverage = measure_coverage(judgements, jrep.pairs_in_run, per_item, per_item_source)
     del raw
     plan, origin, frozen_at, departures = resolve_plan(
         jrep.run_dir, None if plan_file is None else Path(plan_file), overrides or {})
@@ -118,6 +164,10 @@ def analyze_file(
                         confidence_level=plan.confidence_level, n_boot=options.n_boot,
                         random_state=options.random_state, gee=options.gee)
     table = pd.concat([cells, robust], axis=1)
+    simulated = judgements["worker_id"].str.startswith(runs.SIMULATED_WORKER_PREFIX)
+    table["simulated"] = bool(simulated.any())
+    workers = worker_summary(annotated)
+    workers["simulated"] = workers["worker_id"].str.startswith(runs.SIMULATED_WORKER_PREFIX)
     notes = []
     if ex.rejected_kept:
         notes.append(f"{ex.rejected_kept} rejected assignment(s) kept (plan: exclude_rejected "
@@ -128,6 +178,21 @@ def analyze_file(
     return AnalysisResult(
         source=path, fmt=fmt, run_dir=jrep.run_dir, run_id=jrep.run_id, plan=plan,
         plan_origin=origin, plan_frozen_at=frozen_at, overrides=departures, options=options,
-        table=table, overall=overall(kept), exclusions=ex, workers=worker_summary(annotated),
-        join=jrep, notes=notes,
+        table=table, overall=overall(kept), exclusions=ex, workers=workers,
+        join=jrep, notes=notes, coverage=coverage, judgements=len(judgements),
+        simulated=int(simulated.sum()),
     )
+
+
+def _no_answers(path: Path, fmt: str, run_dir: str | Path | None,
+                planned: PlannedReader | None) -> str:
+    """Why a header-only file cannot be analysed, with the run's planned assignments if known."""
+    if fmt == "tidy":
+        return f"{path}: no judgements yet (the file has a header and no rows)"
+    try:
+        found = Path(run_dir) if run_dir is not None else join.find_run_dir(path, "", "")
+        pairs, attention = join.items_design(join.read_hit_items_table(found))
+    except CageEvalError:
+        return no_answers_message(path, None, None)
+    per_item = planned(found) if planned is not None else None
+    return no_answers_message(path, sum(pairs.values()) + attention, per_item)

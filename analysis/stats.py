@@ -42,7 +42,8 @@ def count_cells(pairs: pd.DataFrame) -> pd.DataFrame:
     out = grouped.agg(k=("k", "sum"), n=("k", "size"), pairs=("pair_id", "nunique"),
                       workers=("worker_id", "nunique")).reset_index()
     order = cell_order(out["dag"].tolist(), out["setting"].tolist())
-    out = out.set_index(list(CELL_KEYS)).reindex(order).reset_index()
+    # fill_value: a cell of the grid without any answer yet (partial coverage) counts 0 of 0.
+    out = out.set_index(list(CELL_KEYS)).reindex(order, fill_value=0).reset_index()
     return out.astype({"k": np.int64, "n": np.int64, "pairs": np.int64, "workers": np.int64})
 
 

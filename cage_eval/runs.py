@@ -124,6 +124,12 @@ RESULTS_COLUMNS = (
 )
 REQUESTER_ANNOTATION_PREFIX = "cage-eval:"
 
+#: ``cage-eval simulate`` marks every row it writes as synthetic: worker, assignment and HIT ids
+#: start with this prefix, ``RequesterAnnotation`` is ``cage-eval:<run_id>;simulated`` and the
+#: Title says so. ``analyze`` counts rows whose WorkerId has the prefix and prints a banner.
+SIMULATED_WORKER_PREFIX = "SIM-"
+SIMULATED_ANNOTATION_SUFFIX = ";simulated"
+
 
 def dag_name(cause: str, effect: str) -> str:
     """The DAG label used in every file: ``"thick->bright"``."""

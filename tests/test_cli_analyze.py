@@ -130,7 +130,8 @@ def _set(df: pd.DataFrame, row: int, col: str, value: str) -> pd.DataFrame:
 
 CASES = {
     "empty": (lambda r: "", r"the file is empty"),
-    "header only": (lambda r: ",".join(runs.RESULTS_COLUMNS) + "\n", r"no data rows"),
+    "header only": (lambda r: ",".join(runs.RESULTS_COLUMNS) + "\n",
+                    r"0 of 88 HITs answered yet \(the file has a header and no rows\)"),
     "binary": (lambda r: b"PK\x03\x04\x00\x00garbage", r"not a CSV file \(binary"),
     "json": (lambda r: '{"HITId": 1}\n', r"line 1: not a CSV file \(it looks like JSON"),
     "one column": (lambda r: "hello\nworld\n", r"line 1: not a CSV results file"),

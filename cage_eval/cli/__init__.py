@@ -12,7 +12,7 @@ import sys
 import click
 
 from cage_eval import __version__
-from cage_eval.cli import analyze, crowd, generate, hits, train, turkle
+from cage_eval.cli import analyze, crowd, generate, hits, simulate, train, turkle
 from cage_eval.errors import CageEvalError
 
 
@@ -54,7 +54,7 @@ def cli() -> None:
     """
 
 
-for _module in (generate, train, hits, crowd, turkle, analyze):
+for _module in (generate, train, hits, crowd, turkle, simulate, analyze):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -61,7 +61,10 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     (e.g. 231/300), the exact two-sided binomial test, a star when significant after correction,
     Clopper-Pearson intervals, a majority vote per pair, an exchangeable GEE, cluster-bootstrap
     intervals, Fleiss'/Randolph's kappa and a position-bias test. Options that depart from the
-    frozen plan are reported as WARNING lines.
+    frozen plan are reported as WARNING lines, and so are answers that cover only part of the
+    run (coverage per DAG and setting: pairs and assignments answered out of planned). A file
+    with no answers yet is refused ("0 of N assignments answered yet"). Answers made by
+    `cage-eval simulate` are flagged with a SIMULATED DATA banner in every output.
 
     \b
     Example:
@@ -71,6 +74,7 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     """
     from analysis.report import AnalysisOptions, analyze_file
     from analysis.tables import render_text, write_outputs
+    from mturk.published import assignments_per_item
 
     overrides = {
         "correction": correction, "family": family, "alpha": alpha,
@@ -81,7 +85,7 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     options = AnalysisOptions(fmt=fmt, n_boot=n_boot, random_state=seed, gee=gee,
                               drop_unknown=drop_unknown)
     result = analyze_file(results, run_dir=run_dir, plan_file=plan_file, overrides=overrides,
-                          options=options)
+                          options=options, planned=assignments_per_item)
     target = out_dir if out_dir is not None else results.parent / "analysis"
     paths = write_outputs(result, target)
     text = render_text(result)
@@ -90,6 +94,8 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     for line in text.splitlines():
         if line.startswith("WARNING"):
             click.echo(line, err=True)
+    if result.banner is not None:
+        click.echo(result.banner, err=True)
     click.echo("Wrote " + ", ".join(str(p) for p in paths))
 
 
