@@ -114,6 +114,9 @@ class CageConfig:
         Points per side in the MMD between conditional and counterfactual latents.
     mmd_permutations : int
         Permutations of the MMD test.
+    baselines : bool
+        Run the causal-discovery baselines (LiNGAM, ANM, NOTEARS; the ``baselines`` extra) on
+        the attribute probabilities of the prior samples (paper Appendix D).
     """
 
     pairs: tuple[tuple[str, str], ...] = ()
@@ -135,6 +138,7 @@ class CageConfig:
     k_null_observation: int = 2000
     mmd_n: int = 500
     mmd_permutations: int = 200
+    baselines: bool = True
 
 
 @dataclass(frozen=True)
@@ -425,11 +429,13 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     mmd_permutations = get("mmd_permutations", int)
     if mmd_permutations < 1:
         raise ConfigError(f"{where('mmd_permutations')} = {mmd_permutations}: must be >= 1")
+    baselines = get("baselines", bool)
     return CageConfig(pairs=tuple(pairs), alphas=tuple(alphas), alpha=alpha, k=k, n_null=n_null,
                       nulls=nulls, null=null, classifier=classifier, C=C,
                       intervention=intervention, outcomes=outcomes, outcome_scale=outcome_scale,
                       test_fraction=test_fraction, level=level, rule=rule, min_accuracy=min_accuracy,
-                      k_null_observation=k_null_observation, mmd_n=mmd_n, mmd_permutations=mmd_permutations)
+                      k_null_observation=k_null_observation, mmd_n=mmd_n, mmd_permutations=mmd_permutations,
+                      baselines=baselines)
 
 
 def _check_alpha(alpha: float, where: str) -> None:

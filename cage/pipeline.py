@@ -23,6 +23,7 @@ Contract (also in docs/engine.md)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from cage.config import ExperimentConfig, default_cache_dir
-from cage.engine.classifiers import LatentClassifier, fit_attribute_classifier
+from cage.engine.classifiers import LatentClassifier, fit_attribute_classifier, sigmoid
 from cage.engine.effects import delta_tau, empirical_p_value
 from cage.engine.interventions import make_intervention
 from cage.engine.mmd import mmd_test
@@ -140,6 +141,7 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
 
     out = _Collector()
     mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
+    baseline_cache: dict[tuple[str, str, str], tuple] = {}
     for m1, m2 in cc.pairs:
         geo = _pair_geometry(m1, m2, names, classifiers, masks, setup, z_data, config, seeds)
         out.interventions[(m1, m2)] = geo.u
@@ -150,6 +152,8 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
         mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
                                 mmd_cache) for a in (m1, m2)}
         for outcome in cc.outcomes:
+            baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
+                                   baseline_cache)
             if outcome == "latent":
                 v = latent_variant(geo, classifiers, logits, z_prior, cc, cc.null)
             elif outcome == "observation":
@@ -157,7 +161,7 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
             else:  # observation_conditional: hold the other attribute of the pair fixed
                 v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
                                         classifiers, z_prior, scorer, cc)
-            out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc)
+            out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc, baselines)
 
     return CageResult(config=config, classifiers=classifiers, directions=out.directions,
                       prior_latents=z_prior.numpy(), interventions=out.interventions,
@@ -234,7 +238,7 @@ class _Collector:
 
     def add(self, m1: str, m2: str, outcome: str, v: Variant,
             classifiers: dict[str, LatentClassifier], mmd_head: dict, mmd_rows: dict,
-            cc: Any) -> None:
+            cc: Any, baselines: tuple) -> None:
         dt_obs = float(delta_tau(v.g12, v.g21))
         dt_stat = float(delta_tau(v.obs12, v.obs21))
         p_values: dict[str, tuple[float, float, float]] = {}
@@ -282,7 +286,7 @@ class _Collector:
             balance_sign_stable=all(np.sign(b) == np.sign(dt_obs) for b in v.balance)
             and dt_obs != 0,
             n_null=int(v.nulls[cc.null][0].size), gate_12_null_k=v.obs12,
-            gate_21_null_k=v.obs21))
+            gate_21_null_k=v.obs21, baselines=baselines))
         for i, al in enumerate(cc.alphas):
             self.sweep_rows.append({
                 "m1": m1, "m2": m2, "outcome": outcome, "alpha": float(al),
@@ -292,6 +296,36 @@ class _Collector:
                 "null_hi": v.bands["hi"][i] if v.bands else "",
                 "mmd_1": mmd_rows[m1][i][0], "p_mmd_1": mmd_rows[m1][i][1],
                 "mmd_2": mmd_rows[m2][i][0], "p_mmd_2": mmd_rows[m2][i][1]})
+
+
+#: Prior samples the baselines see (ANM subsamples further; LiNGAM and NOTEARS use them all).
+BASELINE_SAMPLES = 5000
+
+
+def _baselines(m1: str, m2: str, outcome: str, logits: dict[str, np.ndarray],
+               scorer: ObservationScorer | None, z_prior: torch.Tensor, cc: Any, seed: int,
+               cache: dict[tuple[str, str, str], tuple]) -> tuple:
+    """LiNGAM, ANM and NOTEARS on the two attributes' probabilities of the first
+    :data:`BASELINE_SAMPLES` prior samples: the latent classifiers' for eq. 8, the observation
+    classifier's on the decoded samples for eq. 9 (paper Appendix D)."""
+    if not cc.baselines:
+        return ()
+    space = "latent" if outcome == "latent" else "observation"
+    key = (m1, m2, space)
+    if key not in cache:
+        from cage.baselines import run_baselines
+
+        n = min(BASELINE_SAMPLES, int(z_prior.shape[0]))
+        if space == "latent":
+            p1, p2 = sigmoid(logits[m1][:n]), sigmoid(logits[m2][:n])
+        else:
+            fact = scorer.factual(z_prior)  # type: ignore[union-attr]
+            p1, p2 = fact[m1][:n], fact[m2][:n]
+        try:
+            cache[key] = tuple(run_baselines(p1, p2, (m1, m2), seed=stage_seed(seed, "baselines")))
+        except ValueError:  # fewer than 20 samples or non-finite probabilities: nothing to say
+            cache[key] = ()
+    return cache[key]
 
 
 def _classifier_rows(setup: ExperimentSetup, classifiers: dict[str, LatentClassifier],
@@ -409,7 +443,11 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             "setup": jsonable(setup.info),
             "files": written,
             "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
-                            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau}
+                            "rule": d.rule, "reason": d.reason,
+                            "direction_paper": d.direction_paper,
+                            "direction_controlled": d.direction_controlled,
+                            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
+                            "baselines": jsonable([dataclasses.asdict(b) for b in d.baselines])}
                            for d in result.directions],
         }
         for key, value in extra.items():

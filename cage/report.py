@@ -31,7 +31,7 @@ DIRECTIONS_COLUMNS = (
     "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "p_gate_12_rotation",
     "p_gate_21_rotation", "n_null", "p_resolution", "n_null_k", "gate_12_null_k", "gate_21_null_k", "cos_normals", "norm_w1",
     "norm_w2", "acc_1", "acc_2", "offset_1", "offset_2", "separable", "mmd", "p_mmd", "mmd_2",
-    "p_mmd_2",
+    "p_mmd_2", "lingam", "anm", "notears",
 )
 CLASSIFIERS_COLUMNS = ("attribute", "space", "kind", "accuracy", "n_train", "n_test",
                        "positive_rate", "weight_norm", "intercept", "separable")
@@ -72,6 +72,10 @@ def direction_rows(result: CageResult) -> list[dict[str, Any]]:
         rot = d.p_values.get("rotation", ("", "", ""))
         row["p_gate_12_rotation"], row["p_gate_21_rotation"] = rot[0], rot[1]
         row["p_resolution"] = 1.0 / (1 + d.n_null) if d.n_null else ""
+        verdicts = {b.method.lower(): (b.verdict if b.available else "unavailable")
+                    for b in d.baselines}
+        for method in ("lingam", "anm", "notears"):
+            row[method] = verdicts.get(method, "")
         rows.append(row)
     return _fmt_rows(rows)
 

@@ -35,6 +35,11 @@ class PairDirection:
     the number of draws per null kind; ``gate_12_null_k`` / ``gate_21_null_k`` are the GATEs on the
     ``n_null_k`` latents behind the nulls, the statistics every p-value compares (equal to the
     GATEs for eq. 8).
+
+    ``baselines`` holds the causal-discovery baselines' verdicts
+    (:class:`cage.baselines.BaselineVerdict`, in the m1/m2 orientation) on the probabilities of
+    the prior samples in this variant's space (latent classifiers for eq. 8, the observation
+    classifier on decoded samples for eq. 9); empty when ``[cage] baselines = false``.
     """
 
     m1: str
@@ -85,6 +90,7 @@ class PairDirection:
     n_null: int = 0
     gate_12_null_k: float = float("nan")
     gate_21_null_k: float = float("nan")
+    baselines: tuple = ()
 
 
 @dataclass

@@ -116,6 +116,13 @@ def summary(result, out: Path, elapsed: float) -> str:
             f"{d.delta_tau_m1_rare:+7.3f} {d.delta_tau_m2_rare:+7.3f}   p(centred) "
             f"{d.p_delta_tau_centred:.3f}  p(rotation) {d.p_delta_tau_rotation:.3f}  "
             f"alpha-stable {'yes' if d.sign_stable else 'no'}")
+    if any(d.baselines for d in result.directions):
+        lines += ["", "causal-discovery baselines on the prior samples' attribute probabilities "
+                      "(paper Appendix D; docs/baselines.md):"]
+        for d in result.directions:
+            calls = ", ".join(f"{b.method} {b.verdict if b.available else 'unavailable'}"
+                              for b in d.baselines)
+            lines.append(f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {calls}")
     lines += ["", "in words:"] + [f"  {sentence(d)}" for d in result.directions]
     lines += ["", f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)",
               f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}"]
