@@ -84,7 +84,7 @@ class LinearAttribute:
 class Manipulation:
     """Outcome of manipulating a batch of latents (arrays of shape (m,) unless stated)."""
 
-    images: np.ndarray  # (m, H, W) uint8
+    images: np.ndarray  # (m, H, W) or (m, H, W, 3) uint8
     alpha: np.ndarray
     check: np.ndarray  # psi's probability of the target value
     ok: np.ndarray  # bool
@@ -126,17 +126,18 @@ class PairMaker:
 
     Parameters
     ----------
-    generator : object with ``decode(z) -> (m, 1, H, W)`` in [0, 1]
+    generator : object with ``decode(z) -> (m, C, H, W)`` in [0, 1], ``C`` in {1, 3}
     latents : np.ndarray, shape (n, d)
         ``ENC(x)`` of every pool image.
-    images : np.ndarray, shape (n, H, W), uint8
-        The real pool images (written as the pairs' sources).
+    images : np.ndarray, shape (n, H, W) or (n, H, W, 3), uint8
+        The real pool images (written as the pairs' sources); any object with ``shape`` and
+        integer indexing that returns one such image will do (a lazily read folder).
     labels : dict[str, np.ndarray]
         0/1 attribute labels of the pool images, shape (n,) each.
     ids : np.ndarray, shape (n,)
         Dataset ids of the pool images (``source_*_id`` in pairs.csv).
     psi : callable
-        Observation-space classifier: images ``(m, 1, H, W)`` -> ``{attribute: P(attribute = 1)}``.
+        Observation-space classifier: images ``(m, C, H, W)`` -> ``{attribute: P(attribute = 1)}``.
     store : ImageStore
         Where PNGs go.
     config : PairConfig
@@ -192,9 +193,12 @@ class PairMaker:
     def _check(self, decoded: torch.Tensor, attr: LinearAttribute,
                targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quantise decoded images to 8 bits and return them with psi's probability of the
-        target value (what is written is what is checked)."""
-        quantised = to_uint8(decoded.numpy()[:, 0])
-        prob = self.psi(torch.as_tensor(quantised[:, None], dtype=torch.float32) / 255.0)
+        target value (what is written is what is checked). Greyscale images are kept as
+        ``(m, H, W)``, colour ones as ``(m, H, W, 3)``."""
+        x = decoded.detach().to("cpu", torch.float32).numpy()
+        quantised = to_uint8(x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1))
+        planes = quantised[:, None] if quantised.ndim == 3 else quantised.transpose(0, 3, 1, 2)
+        prob = self.psi(torch.as_tensor(planes, dtype=torch.float32) / 255.0)
         return quantised, np.where(targets == 1, prob[attr.name], 1.0 - prob[attr.name])
 
     def _check_first(self, job: _Pending) -> tuple[np.ndarray, np.ndarray]:

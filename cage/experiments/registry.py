@@ -20,6 +20,7 @@ from cage_eval.errors import ConfigError
 #: The kinds that ship with cage-eval, each a module of this package.
 BUILTIN_KINDS: dict[str, str] = {
     "digits": "cage.experiments.digits",
+    "generator": "cage.experiments.generator",
     "mog": "cage.experiments.mog",
     "synthetic": "cage.experiments.synthetic",
 }

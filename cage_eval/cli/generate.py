@@ -29,9 +29,12 @@ from cage.config import DEFAULT_EXPERIMENT
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where trained generators are cached. [default: $CAGE_EVAL_CACHE or "
                    "~/.cache/cage-eval]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Where the generator and classifier compute; replaces [generator] device "
+                   "(experiments of kind 'generator').")
 @click.option("--list", "list_only", is_flag=True, default=False,
               help="List the built-in experiments and exit.")
-def generate(experiment, out, seed, overrides, rule, force, cache_dir, list_only):
+def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, list_only):
     """Run CAGE on an experiment and write a run directory.
 
     Trains (or loads from the cache) the experiment's generator, fits the latent attribute
@@ -45,6 +48,7 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, list_only
       cage-eval generate --experiment mog --out runs/mog
       cage-eval generate -e mog_reversed --seed 3 --set cage.k=5000
       cage-eval generate -e my_experiment.toml --force
+      cage-eval generate -e celebahq_stylegan2 --device cuda   # docs/generators.md
     """
     from cage.config import builtin_experiments, load_experiment
     from cage.pipeline import run_experiment
@@ -57,6 +61,14 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, list_only
     if rule is not None:
         overrides = (*overrides, f"cage.rule={rule}")
     config = load_experiment(experiment, overrides=overrides, seed=seed)
+    if device is not None:
+        if "generator" not in config.kind_options:
+            from cage_eval.errors import ConfigError
+
+            raise ConfigError(f"--device: experiment {config.name!r} (kind {config.kind!r}) has "
+                              "no [generator] section; it runs on the CPU, drop --device")
+        config = load_experiment(experiment, overrides=(*overrides, f"generator.device={device}"),
+                                 seed=seed)
     out = out if out is not None else Path("runs") / config.name
     started = time.perf_counter()
     from cage_eval.files import sigterm_as_interrupt
