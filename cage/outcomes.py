@@ -31,6 +31,7 @@ from cage.engine.geometry import (
     predicted_delta_tau,
     rotated_frames,
 )
+from cage_eval import progress
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before taking logits (balance control only).
 EPS = 1e-12
@@ -249,10 +250,33 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
                         z_prior: torch.Tensor, scorer: ObservationScorer, cc: Any) -> Variant:
     """Eq. 9: decode the counterfactual latents and apply the observation classifier."""
+    alphas = np.asarray(cc.alphas)
+    grid = list(alphas) + ([] if cc.alpha in alphas else [cc.alpha])
+    calls = 2 * len(grid) + 2 + 2 * cc.n_null * len(cc.nulls) + 2 * len(g.frames)
+    with progress.bar(calls, "eq. 9 GATEs (sweep, nulls, rotations)", "GATE") as bar:
+        return _observation_variant(g, classifiers, z_prior, _Counting(scorer, bar), cc, grid)
+
+
+class _Counting:
+    """A scorer whose ``gate_pair`` also moves a progress bar."""
+
+    def __init__(self, scorer: ObservationScorer, bar: Any) -> None:
+        self.scorer, self.bar = scorer, bar
+
+    def factual(self, z: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.scorer.factual(z)
+
+    def gate_pair(self, *args: Any) -> tuple[float, np.ndarray, np.ndarray]:
+        out = self.scorer.gate_pair(*args)
+        self.bar.update(1)
+        return out
+
+
+def _observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
+                         z_prior: torch.Tensor, scorer: Any, cc: Any, grid: list) -> Variant:
     m1, m2 = g.m1, g.m2
     scale = cc.outcome_scale
     alphas = np.asarray(cc.alphas)
-    grid = list(alphas) + ([] if cc.alpha in alphas else [cc.alpha])
     at12 = {al: scorer.gate_pair(z_prior, g.u[m1], al, m2, scale) for al in grid}
     at21 = {al: scorer.gate_pair(z_prior, g.u[m2], al, m1, scale) for al in grid}
     sweep12 = np.array([at12[al][0] for al in alphas])

@@ -54,8 +54,15 @@ from cage.outcomes import (
 )
 from cage.report import jsonable, versions, write_engine_files
 from cage.result import CageResult, PairDirection
-from cage_eval import files, runs
+from cage_eval import files, progress, runs
 from cage_eval.errors import ConfigError
+
+#: What each outcome variant's stage line says it does.
+_VARIANT_STAGE = {
+    "latent": "eq. 8, closed form",
+    "observation": "eq. 9, decoding every counterfactual",
+    "observation_conditional": "eq. 9, conditional, decoding every counterfactual",
+}
 
 #: Prior latents drawn per seed: latent ``i`` is row ``i % PRIOR_BLOCK`` of block ``i // PRIOR_BLOCK``.
 PRIOR_BLOCK = 4096
@@ -126,10 +133,13 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
     names = _check_setup(setup, config)
     seeds = {"master": config.seed, "prior_block_0": stage_seed(config.seed, "prior", "0")}
     z_data = np.asarray(setup.data_latents, dtype=np.float64)
-    classifiers, masks = _fit_classifiers(setup, config, names, z_data, seeds)
+    with progress.stage(f"latent classifiers ({len(names)} attributes, {z_data.shape[0]} "
+                        "encoded samples)"):
+        classifiers, masks = _fit_classifiers(setup, config, names, z_data, seeds)
 
     # Step 3: prior latents, block by block (a latent's value depends on its index only).
-    z_prior = prior_latents(setup.generator, cc.k, config.seed)
+    with progress.stage(f"prior latents (k = {cc.k})"):
+        z_prior = prior_latents(setup.generator, cc.k, config.seed)
     if z_prior.shape != (cc.k, z_data.shape[1]):
         raise ConfigError(f"experiment {config.name!r}: the generator's latents have "
                           f"{z_prior.shape[1]} dimensions but the encoded data {z_data.shape[1]}; "
@@ -143,26 +153,9 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
     mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
     baseline_cache: dict[tuple[str, str, str], tuple] = {}
     for m1, m2 in cc.pairs:
-        geo = _pair_geometry(m1, m2, names, classifiers, masks, setup, z_data, config, seeds)
-        out.interventions[(m1, m2)] = geo.u
-        for (attr, kind), dirs in geo.nulls.items():
-            out.null_dirs[(m1, m2, attr, kind)] = dirs
-        mmd_rows = {a: [_mmd_for(a, geo.u[a], al, z_prior, classifiers[a], cc, config.seed,
-                                 mmd_cache) for al in cc.alphas] for a in (m1, m2)}
-        mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
-                                mmd_cache) for a in (m1, m2)}
-        for outcome in cc.outcomes:
-            baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
-                                   baseline_cache)
-            if outcome == "latent":
-                v = latent_variant(geo, classifiers, logits, z_prior, cc, cc.null)
-            elif outcome == "observation":
-                v = observation_variant(geo, classifiers, z_prior, scorer, cc)
-            else:  # observation_conditional: hold the other attribute of the pair fixed
-                v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
-                                        classifiers, z_prior, scorer, cc)
-            out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc, baselines)
-
+        with progress.stage(f"{m1} / {m2}"):
+            _one_pair(m1, m2, names, classifiers, masks, setup, z_data, config, seeds, z_prior,
+                      logits, scorer, out, mmd_cache, baseline_cache)
     return CageResult(config=config, classifiers=classifiers, directions=out.directions,
                       prior_latents=z_prior.numpy(), interventions=out.interventions,
                       null_directions=out.null_dirs, sweep_rows=out.sweep_rows,
@@ -170,6 +163,38 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                       classifier_rows=_classifier_rows(setup, classifiers, names, cc),
                       seeds=seeds, test_masks=masks,
                       decoded=scorer.decoded if scorer is not None else 0)
+
+
+def _one_pair(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentClassifier],
+              masks: dict[str, np.ndarray], setup: ExperimentSetup, z_data: np.ndarray,
+              config: ExperimentConfig, seeds: dict[str, int], z_prior: torch.Tensor,
+              logits: dict[str, np.ndarray], scorer: ObservationScorer | None, out: _Collector,
+              mmd_cache: dict, baseline_cache: dict) -> None:
+    """Every outcome variant of one pair: directions, nulls, MMD, baselines, controls."""
+    cc = config.cage
+    with progress.stage(f"null directions ({cc.n_null} per kind: "
+                        f"{', '.join(cc.nulls)}, rotation)"):
+        geo = _pair_geometry(m1, m2, names, classifiers, masks, setup, z_data, config, seeds)
+    out.interventions[(m1, m2)] = geo.u
+    for (attr, kind), dirs in geo.nulls.items():
+        out.null_dirs[(m1, m2, attr, kind)] = dirs
+    with progress.stage(f"MMD, conditioning vs intervening ({len(cc.alphas)} alphas)"):
+        mmd_rows = {a: [_mmd_for(a, geo.u[a], al, z_prior, classifiers[a], cc, config.seed,
+                                 mmd_cache) for al in cc.alphas] for a in (m1, m2)}
+        mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
+                                mmd_cache) for a in (m1, m2)}
+    for outcome in cc.outcomes:
+        baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
+                               baseline_cache)
+        with progress.stage(f"{outcome} outcome ({_VARIANT_STAGE[outcome]})"):
+            if outcome == "latent":
+                v = latent_variant(geo, classifiers, logits, z_prior, cc, cc.null)
+            elif outcome == "observation":
+                v = observation_variant(geo, classifiers, z_prior, scorer, cc)
+            else:  # observation_conditional: hold the other attribute of the pair fixed
+                v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
+                                        classifiers, z_prior, scorer, cc)
+        out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc, baselines)
 
 
 def _fit_classifiers(setup: ExperimentSetup, config: ExperimentConfig, names: list[str],
@@ -312,10 +337,12 @@ def _baselines(m1: str, m2: str, outcome: str, logits: dict[str, np.ndarray],
         return ()
     space = "latent" if outcome == "latent" else "observation"
     key = (m1, m2, space)
-    if key not in cache:
-        from cage.baselines import run_baselines
+    if key in cache:
+        return cache[key]
+    from cage.baselines import run_baselines
 
-        n = min(BASELINE_SAMPLES, int(z_prior.shape[0]))
+    n = min(BASELINE_SAMPLES, int(z_prior.shape[0]))
+    with progress.stage(f"causal-discovery baselines ({space} probabilities, {n} samples)"):
         if space == "latent":
             p1, p2 = sigmoid(logits[m1][:n]), sigmoid(logits[m2][:n])
         else:
@@ -424,13 +451,18 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
     module = load_kind(config.kind)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     with files.staged_run_dir(out, force=force) as stage:
-        setup = module.setup(config, cache_dir=cache)
-        result = run_cage(setup, config)
-        written = write_engine_files(result, setup, stage)
+        with progress.stage(f"setting up {config.name!r} (kind {config.kind}: data, generator, "
+                            "encoding)"):
+            setup = module.setup(config, cache_dir=cache)
+        with progress.stage("CAGE"):
+            result = run_cage(setup, config)
+        with progress.stage("writing tables and plots"):
+            written = write_engine_files(result, setup, stage)
         extra: dict[str, Any] = {}
         finish = getattr(module, "finish", None)
         if finish is not None:
-            extra = dict(finish(setup, result, stage, config) or {})
+            with progress.stage("counterfactual pairs and contact sheets"):
+                extra = dict(finish(setup, result, stage, config) or {})
         manifest = {
             "schema_version": runs.SCHEMA_VERSION,
             "run_id": uuid.uuid4().hex[:12],

@@ -16,6 +16,7 @@ from cage.experiments import registry
 from cage.experiments.base import ExperimentSetup
 from cage.generators.base import EncodingGenerator
 from cage.pipeline import run_cage, run_experiment, stage_seed
+from cage.report import direction_rows
 from cage_eval import runs
 from cage_eval.errors import ConfigError
 
@@ -40,7 +41,7 @@ class LinearGenerator:
 
 def _raw(**cage):
     base = {"pairs": [["a", "b"]], "alphas": [0.5, 1.0], "alpha": 1.0, "k": 600, "n_null": 20,
-            "mmd_n": 60, "mmd_permutations": 30, "k_null_observation": 300}
+            "mmd_n": 60, "mmd_permutations": 30, "k_null_observation": 300, "baselines": False}
     base.update(cage)
     return {"experiment": {"name": "lin", "kind": "lintest", "seed": 3}, "cage": base}
 
@@ -243,3 +244,27 @@ def test_unknown_kind(tmp_path):
     with pytest.raises(ConfigError, match="no such experiment kind"):
         run_experiment(config_from_dict(raw), tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_baselines_run_on_the_prior_samples_probabilities_of_each_space():
+    pytest.importorskip("causallearn", reason="the baselines extra (pip install '.[baselines]')")
+    from cage.baselines import run_baselines
+    from cage.pipeline import BASELINE_SAMPLES, stage_seed
+
+    config = config_from_dict(_raw(baselines=True, k=300, n_null=3, alphas=[1.0]))
+    setup = _setup(config)
+    result = run_cage(setup, config)
+    lat = result.direction_for("a", "b", "latent")
+    obs = result.direction_for("a", "b", "observation")
+    assert [b.method for b in lat.baselines] == ["LiNGAM", "ANM", "NOTEARS"]
+    z = result.prior_latents[:BASELINE_SAMPLES]
+    expected = run_baselines(result.classifiers["a"].predict_proba(z),
+                             result.classifiers["b"].predict_proba(z), ("a", "b"),
+                             seed=stage_seed(config.seed, "baselines"))
+    assert [(b.verdict, b.score) for b in lat.baselines] == [(b.verdict, b.score) for b in expected]
+    # eq. 9 reads the observation classifier on the decoded samples; through this exact linear
+    # generator those are the latent probabilities up to float32 decoding.
+    assert [b.verdict for b in obs.baselines] == [b.verdict for b in expected]
+    rows = direction_rows(result)
+    assert {r["outcome"]: (r["lingam"], r["anm"], r["notears"]) for r in rows}["latent"] == \
+        tuple(b.verdict for b in expected)

@@ -16,7 +16,7 @@ from cage_eval.cli.generate import summary
 from cage_eval.errors import CageEvalError, ConfigError
 
 TINY = [
-    "cage.k=200", "cage.n_null=5", "cage.k_null_observation=50", "cage.alphas=[1.0, 2.0]",
+    "cage.k=200", "cage.n_null=5", "cage.baselines=false", "cage.k_null_observation=50", "cage.alphas=[1.0, 2.0]",
     "cage.alpha=1.0", "cage.mmd_n=40", "cage.mmd_permutations=10", "cage.min_accuracy=0.5",
     "cage.pairs=[[\"thick\", \"wide\"]]",
     "pairs.n_same_source=6", "pairs.n_same_destination=4", "pairs.dags=[\"thick->wide\"]",

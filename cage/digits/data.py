@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cage.digits import morpho
+from cage_eval import progress
 from cage_eval.errors import RunDirError
 from cage_eval.files import atomic_write_bytes
 
@@ -139,16 +140,18 @@ def build(config: DigitsConfig) -> DigitsDataset:
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     fields = ("thickness", "area", "slant", "width", "height", "intensity")
     measured = {name: np.empty(n) for name in fields}
-    for k in range(n):
-        s = source[k]
-        shaped = morpho.set_thickness(base[s], t[k], scale=config.scale, current=current[s])
-        fg = shaped[morpho.binarise(shaped)]
-        avg = float(np.median(fg)) if fg.size else 1.0
-        scaled = np.clip(shaped * 255.0 * (i[k] / 255.0) / max(avg, 1e-6), 0.0, 255.0)
-        images[k] = np.round(scaled).astype(np.uint8)
-        metrics = morpho.measure(images[k].astype(np.float64), scale=config.scale)
-        for name in fields:
-            measured[name][k] = getattr(metrics, name)
+    with progress.bar(n, "building the digits data set", "image") as bar:
+        for k in range(n):
+            s = source[k]
+            shaped = morpho.set_thickness(base[s], t[k], scale=config.scale, current=current[s])
+            fg = shaped[morpho.binarise(shaped)]
+            avg = float(np.median(fg)) if fg.size else 1.0
+            scaled = np.clip(shaped * 255.0 * (i[k] / 255.0) / max(avg, 1e-6), 0.0, 255.0)
+            images[k] = np.round(scaled).astype(np.uint8)
+            metrics = morpho.measure(images[k].astype(np.float64), scale=config.scale)
+            for name in fields:
+                measured[name][k] = getattr(metrics, name)
+            bar.update(1)
     labels = base_labels[source]
     return DigitsDataset(
         images=images,

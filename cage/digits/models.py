@@ -31,6 +31,7 @@ from cage.digits.obs_classifier import (
 )
 from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_vae, vae_from_bytes
 from cage.runtime import deterministic_torch
+from cage_eval import progress
 from cage_eval.errors import InputFileError, RunDirError
 from cage_eval.files import atomic_write_bytes
 
@@ -164,12 +165,15 @@ def load_or_train(configs: ModelConfigs, data: digits_data.DigitsDataset,
     found = _read_bundle(shipped_dir(), configs)
     if found is not None:
         found.origin = "shipped"
+        progress.note("digits models (VAE, observation classifier): the shipped weights")
         return found
     if cache_dir is not None:
         found = _read_bundle(cache_bundle_dir(cache_dir, configs), configs)
         if found is not None:
             found.origin = "cache"
+            progress.note(f"digits models: cached in {cache_bundle_dir(cache_dir, configs)}")
             return found
+    progress.note("digits models: no shipped or cached weights for this configuration; training")
     models, files = train_bundle(configs, data)
     if cache_dir is not None:
         write_bundle(cache_bundle_dir(cache_dir, configs), files)

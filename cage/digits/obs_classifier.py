@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cage.runtime import deterministic_torch, torch_threads
+from cage_eval import progress
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def train_obs_classifier(
     x_train = torch.as_tensor(np.concatenate([images[train], reconstructions[train]]))
     y_train = torch.as_tensor(np.concatenate([y_all[train], y_all[train]]))
     report = ObsReport()
-    with deterministic_torch():
+    with deterministic_torch(), progress.bar(None, "training the observation classifier",
+                                             "step") as bar:
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed + 1)
         model = AttributeCNN(len(names))
@@ -145,6 +147,7 @@ def train_obs_classifier(
                 opt.step()
                 sched.step()
                 report.steps += 1
+                bar.update(1)
         clf = ObservationClassifier(model, names)
         for key, x in (("real", images[test]), ("recon", reconstructions[test])):
             pred = clf.probabilities(torch.as_tensor(x)) > 0.5

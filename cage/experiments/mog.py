@@ -37,6 +37,7 @@ import torch
 from cage.config import ExperimentConfig
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow import FlowGenerator, MAFSpec, build_maf, train_maf
+from cage_eval import progress
 from cage_eval.errors import ConfigError
 
 DATA_DEFAULTS: dict[str, Any] = {
@@ -219,6 +220,7 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
     key = _cache_key(data, flow_opts, config.seed)
     path = Path(cache_dir) / "mog" / f"maf-{key}.pt"
     flow, losses, cached, seconds = _load_or_train(x[:, order], spec, config.seed, path)
+    progress.note(f"MAF: {'loaded from the cache ' + str(path) if cached else 'trained'}")
     generator = FlowGenerator(flow, order=order)
     z = generator.encode(torch.as_tensor(x)).numpy()
 

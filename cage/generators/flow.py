@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from cage.generators.base import gaussian_sample
+from cage_eval import progress
 
 
 class FlowGenerator:
@@ -100,12 +102,20 @@ def train_maf(x: np.ndarray, spec: MAFSpec, *, seed: int) -> tuple[torch.nn.Modu
         opt = torch.optim.Adam(flow.parameters(), lr=spec.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(spec.steps, 1))
         losses: list[float] = []
-        for step in range(spec.steps):
-            loss = -flow().log_prob(data).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if step % 100 == 0 or step == spec.steps - 1:
-                losses.append(loss.item())
+        with progress.bar(spec.steps, "training the MAF", "step") as bar:
+            for step in range(spec.steps):
+                _maf_step(flow, data, opt, sched, step, spec.steps, losses)
+                bar.update(1)
     return flow.eval(), losses
+
+
+def _maf_step(flow: torch.nn.Module, data: torch.Tensor, opt: torch.optim.Optimizer,
+              sched: Any, step: int, steps: int, losses: list[float]) -> None:
+    """One full-batch maximum-likelihood step; the loss is kept every 100 steps and at the end."""
+    loss = -flow().log_prob(data).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    if step % 100 == 0 or step == steps - 1:
+        losses.append(loss.item())

@@ -11,6 +11,7 @@ and a seeded ``torch.Generator`` for initialisation, shuffling and the reparamet
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from torch.nn import functional as F
 
 from cage.generators.base import gaussian_sample
 from cage.runtime import deterministic_torch, torch_threads
+from cage_eval import progress
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def train_vae(images: np.ndarray, config: VAEConfig) -> tuple[ConvVAE, TrainingR
     """
     x_all = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32))
     report = TrainingReport()
-    with deterministic_torch():
+    with deterministic_torch(), contextlib.ExitStack() as stack:
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
         model = ConvVAE(config.latent_dim, config.channels)
@@ -110,6 +112,7 @@ def train_vae(images: np.ndarray, config: VAEConfig) -> tuple[ConvVAE, TrainingR
             total_steps = min(total_steps, config.max_steps)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps)
         model.train()
+        bar = stack.enter_context(progress.bar(total_steps, "training the VAE", "step"))
         while report.steps < total_steps:
             order = torch.randperm(n, generator=gen)
             epoch_loss, seen = 0.0, 0
@@ -128,6 +131,7 @@ def train_vae(images: np.ndarray, config: VAEConfig) -> tuple[ConvVAE, TrainingR
                 opt.step()
                 sched.step()
                 report.steps += 1
+                bar.update(1)
                 epoch_loss += float(loss.detach()) * x.shape[0]
                 seen += x.shape[0]
             report.losses.append(epoch_loss / max(seen, 1))

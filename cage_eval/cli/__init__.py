@@ -41,9 +41,15 @@ class CageGroup(click.Group):
 
 @click.group(cls=CageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cage-eval")
-def cli() -> None:
+@click.option("--quiet", "-q", is_flag=True, default=False,
+              help="No progress lines or bars on stderr (results and errors still print).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool) -> None:
     """CAGE end to end: probe a generator for causal directions, make counterfactual image
     pairs, ask people which looks more real, and analyse their answers.
+
+    Long steps report progress on stderr: a line per stage with its elapsed time, and bars when
+    stderr is a terminal; --quiet silences both.
 
     \b
     Typical session:
@@ -52,6 +58,10 @@ def cli() -> None:
       cage-eval collect runs/digits               # answers -> runs/digits/results.csv
       cage-eval analyze runs/digits/results.csv   # Table 2
     """
+    from cage_eval import progress
+    from cage_eval.cli.console import Console
+
+    ctx.with_resource(progress.use(Console(quiet=quiet)))
 
 
 for _module in (generate, train, hits, crowd, turkle, simulate, analyze):
