@@ -119,7 +119,8 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
 @click.option("--profile", default=None, help="AWS profile (for --s3-bucket).")
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint (for --s3-bucket).")
 @click.option("--region", default=None, help="AWS region (for --s3-bucket).")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory (never a run, "
+              "a directory above one, or one that holds a published study).")
 def export_batch_command(run, out, domain, texts_file, templates_dir, image_base_url, s3_bucket,
                          s3_prefix, expires_in, profile, endpoint_url, region, force):
     """Export a requester-website batch: an HTML template and its input CSV.
@@ -157,7 +158,7 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
         host = UrlPrefixHost(run, image_base_url)
     else:
         host = DataUriHost(run)
-    with files.staged_run_dir(out, force=force) as stage:
+    with files.staged_run_dir(out, force=force, keep=(run,)) as stage:
         uploaded = host.upload(images) if s3_bucket is not None else 0
         result = export_batch(stage, items, host, texts, templates_dir=templates_dir,
                               copy_images_from=run if image_base_url is not None else None)
