@@ -212,6 +212,7 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
     if unknown:
         raise RunDirError(f"{hit_items_path}: lacks {len(unknown)} item(s) the ledger has published "
                           f"(e.g. {sorted(unknown)[0]}); restore the original hit_items.csv")
+    check_images(run_dir, items)
 
     s = request.settings
     masters = s.qualifications.masters
@@ -227,6 +228,15 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
     return PublishPlan(run_dir=run_dir, run_id=run_id, env=env, request=request, items=items,
                        items_from_file=from_file, created=created, estimate=estimate,
                        remaining=remaining, texts=texts, hit_type_args=args)
+
+
+def check_images(run_dir: Path, items: Iterable[Any]) -> None:
+    """Check every image the items show (:func:`hitgen.hosting.read_image`) before anything is
+    created: a link, a substituted file or a malformed PNG stops the publish with nothing sent."""
+    reader = _hitgen().hosting.ImageReader(run_dir)
+    for it in items:
+        reader.read(it.image_top)
+        reader.read(it.image_bottom)
 
 
 def check_balance(client: Any, needed: Decimal) -> Decimal:

@@ -201,22 +201,22 @@ class ServerImageHost:
     """
 
     def __init__(self, run_dir: Path, server_home: Path) -> None:
+        from hitgen.hosting import ImageReader
         from mturk.turkle_server import IMAGES_DIR
 
         self.run_dir = Path(run_dir)
         self.target = Path(server_home) / IMAGES_DIR
+        self.reader = ImageReader(self.run_dir)
         if not Path(server_home).is_dir():
             raise ConfigError(f"--home {server_home}: no such server home; --images server needs "
                               "the home of the running server")
 
     def url(self, image_name: str) -> str:
-        from hitgen.hosting import image_path
-
-        source = image_path(self.run_dir, image_name)
+        data = self.reader.read(image_name)
         if not _IMAGE_NAME.match(image_name):
-            raise RunDirError(f"{source}: name not servable by URL; use --images data-uri")
+            raise RunDirError(f"{self.run_dir / runs.IMAGES_DIR / image_name}: name not servable "
+                              "by URL; use --images data-uri")
         dest = self.target / image_name
-        data = source.read_bytes()
         if not dest.is_file() or dest.read_bytes() != data:
             self.target.mkdir(parents=True, exist_ok=True)
             files.atomic_write_bytes(dest, data)
