@@ -35,6 +35,8 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+#: The mode a plainly created file gets under this process's umask.
+FILE_MODE = _FILE_MODE
 
 
 def atomic_write_bytes(
@@ -155,8 +157,10 @@ def run_lock(run_dir: str | os.PathLike[str], activity: str) -> Iterator[None]:
 
     An operating-system lock (``flock``) on a file in the run: the kernel releases it when the
     process ends, however it ends, so a killed command never leaves a stale lock. The holder writes
-    ``<pid> <activity>`` into the file, so a second process is told who holds it. Re-entrant within
-    one process (a command may call library functions that take the same lock).
+    ``<pid> <activity>`` into the file, so a second process is told who holds it, and removes the
+    file when done (a process that locked a file removed meanwhile tries again, so two holders
+    can never coexist). Re-entrant within one process (a command may call library functions that
+    take the same lock).
 
     Parameters
     ----------
@@ -167,7 +171,7 @@ def run_lock(run_dir: str | os.PathLike[str], activity: str) -> Iterator[None]:
     ------
     RunDirError
         ``RUN is being published by process N``: another process holds the lock; or the lock
-        file cannot be opened (no such directory, read-only run).
+        file cannot be created (no such directory, read-only run).
     """
     run_dir = Path(run_dir)
     key = os.path.realpath(run_dir)
@@ -182,19 +186,7 @@ def run_lock(run_dir: str | os.PathLike[str], activity: str) -> Iterator[None]:
             with _LOCKS_GUARD:
                 held[1] -= 1
         return
-    fd = _open_lock_file(run_dir)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = _lock_holder(fd)
-        os.close(fd)
-        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            raise RunDirError(f"{run_dir}: cannot lock the run ({exc.strerror})") from None
-        raise RunDirError(f"{run_dir} is being {holder}; wait for it to finish, then run the "
-                          "command again") from None
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {activity}\n".encode("ascii", "replace"), 0)
+    fd = _acquire(run_dir, activity)
     with _LOCKS_GUARD:
         _LOCKS_HELD[key] = [fd, 1]
     try:
@@ -203,8 +195,41 @@ def run_lock(run_dir: str | os.PathLike[str], activity: str) -> Iterator[None]:
         with _LOCKS_GUARD:
             del _LOCKS_HELD[key]
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            if _same_file(fd, run_dir / runs.LOCK):  # not when the run was moved (replaced)
+                os.unlink(run_dir / runs.LOCK)  # while still holding it: see _acquire
         os.close(fd)  # releases the flock
+
+
+def _acquire(run_dir: Path, activity: str) -> int:
+    """Open, lock and stamp the lock file; the locked descriptor."""
+    for _ in range(20):
+        fd = _open_lock_file(run_dir)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise RunDirError(f"{run_dir}: cannot lock the run ({exc.strerror})") from None
+            raise RunDirError(f"{run_dir} is being {holder}; wait for it to finish, then run "
+                              "the command again") from None
+        if _same_file(fd, run_dir / runs.LOCK):
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {activity}\n".encode("ascii", "replace"), 0)
+            return fd
+        os.close(fd)  # the holder removed it as we locked it: lock the new one
+    raise RunDirError(f"{run_dir / runs.LOCK}: keeps changing; is another program removing it?")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open as ``fd``."""
+    try:
+        on_disk = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _open_lock_file(run_dir: Path) -> int:

@@ -20,7 +20,7 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       turkle_ledger.sqlite local Turkle server publishing ledger
       results.csv          collected answers, MTurk batch-results layout
       raw_answers/         raw answers archived by collect
-      .cage-eval.lock      advisory lock held by publish/collect/review/expire (never removed)
+      .cage-eval.lock      lock of publish/collect/review/expire while one runs
 
 Everything a later command needs is named here, once.
 """

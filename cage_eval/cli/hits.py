@@ -52,7 +52,7 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
       cage-eval hits runs/digits --attention-rate 0.1
       open runs/digits/hits_preview/index.html
     """
-    from cage_eval import runs
+    from cage_eval import files, runs
     from cage_eval.errors import RunDirError
     from hitgen.hosting import DataUriHost
     from hitgen.items import plan_hit_items, read_hit_items, write_hit_items
@@ -61,6 +61,8 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
 
     texts = _texts(domain, texts_file)
     runs.read_manifest(run)
+    # hit_items.csv must not change under a publish that reads it (and the reverse).
+    click.get_current_context().with_resource(files.run_lock(run, "given its HIT items"))
     plan = plan_hit_items(run, seed=seed, attention_rate=attention_rate)
     items = plan.items
     published = [name for name in (runs.LEDGER, runs.TURKLE_LEDGER) if (run / name).exists()]
