@@ -193,6 +193,26 @@ def _lines(n: int) -> np.ndarray:
     return np.arange(2, n + 2, dtype=np.int64)
 
 
+#: A list repr longer than this is not an answer (and is never parsed).
+_MAX_LIST_REPR = 1000
+
+
+def _cut(value: str, limit: int = 40) -> str:
+    """``repr`` of at most ``limit`` characters of a value, for error lines."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value):,} characters)"
+
+
+def _literal_list(raw: str) -> object:
+    """``ast.literal_eval`` of a short value; None for anything unreadable (a deeply nested or
+    huge expression such as ``[1+1+...]`` would otherwise exhaust the parser)."""
+    if len(raw) > _MAX_LIST_REPR:
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
 def _unwrap_list_repr(values: pd.Series, path: Path, column: str) -> pd.Series:
     """Turkle writes repeated form fields as a Python list repr: ``['top']`` -> ``top``."""
     mask = values.str.startswith("[")
@@ -205,17 +225,14 @@ def _unwrap_list_repr(values: pd.Series, path: Path, column: str) -> pd.Series:
     out[simple] = single[simple]
     for idx in np.flatnonzero((mask & ~simple).to_numpy()):
         raw = values.iloc[idx]
-        try:
-            parsed = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            parsed = None
+        parsed = _literal_list(raw)
         if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
             raise InputFileError(f"{path}: line {idx + 2}: column {column}: unreadable value "
-                                 f"{raw!r}; expected top or bottom")
+                                 f"{_cut(raw)}; expected top or bottom")
         distinct = sorted(set(parsed))
         if len(distinct) != 1:
             raise InputFileError(
-                f"{path}: line {idx + 2}: column {column}: several answers {raw!r} in one "
+                f"{path}: line {idx + 2}: column {column}: several answers {_cut(raw)} in one "
                 "assignment; fix or remove the row")
         out.iloc[idx] = distinct[0]
     return out
@@ -228,9 +245,9 @@ def _task_answers_choice(values: pd.Series, path: Path) -> pd.Series:
         choice = ""
         try:
             data = json.loads(raw) if raw else []
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise InputFileError(f"{path}: line {i + 2}: column Answer.taskAnswers: not JSON "
-                                 f"({raw[:40]!r}); give the unmodified batch results") from None
+                                 f"({_cut(raw)}); give the unmodified batch results") from None
         entry = data[0] if isinstance(data, list) and data else data
         value = entry.get(runs.ANSWER_FIELD) if isinstance(entry, dict) else None
         if isinstance(value, str):

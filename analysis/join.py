@@ -149,7 +149,8 @@ def _check_values(values: pd.Series, allowed: tuple[str, ...], raw: pd.DataFrame
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         value = values.iloc[i]
-        shown = "an empty value" if value == "" else f"{value!r}"
+        shown = "an empty value" if value == "" else (
+            repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value):,} characters)")
         raise InputFileError(f"{path}: line {int(raw['line'].iloc[i])}: column {column}: "
                              f"{shown} is not one of {', '.join(allowed)}; {hint}")
 

@@ -30,3 +30,11 @@ class BackendError(CageEvalError):
 
 class SpendingRefused(CageEvalError):
     """A publish would spend more than allowed, or spending was not confirmed."""
+
+
+class CageEvalWarning(UserWarning):
+    """Something the user should know that did not stop the command; shown as ``Warning: ...``."""
+
+
+class CacheWarning(CageEvalWarning):
+    """A cache file could not be used (truncated, tampered, stale) and is rebuilt."""

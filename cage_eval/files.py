@@ -1,24 +1,29 @@
-"""Safe writing: atomic files, CSV text, staged run directories, SIGTERM as Ctrl-C.
+"""Safe writing: atomic files, CSV text, staged run directories, run locks, SIGTERM as Ctrl-C.
 
 Standard library only. Every file the project writes goes through :func:`atomic_write_bytes` (a
 temporary file in the same directory, fsync, rename), so a crash never leaves a half-written file
 that looks complete; a run directory is built in a hidden sibling and moved into place whole
-(:func:`staged_run_dir`).
+(:func:`staged_run_dir`), and never over a directory that holds a study
+(:func:`check_replaceable`). Commands that change a published run hold :func:`run_lock`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cage_eval import runs
 from cage_eval.errors import RunDirError
 
 
@@ -30,6 +35,8 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+#: The mode a plainly created file gets under this process's umask.
+FILE_MODE = _FILE_MODE
 
 
 def atomic_write_bytes(
@@ -95,22 +102,238 @@ def atomic_write_csv(
     atomic_write_text(path, csv_text(rows, columns))
 
 
-# --------------------------------------------------------------------------- run directories
+def atomic_write_many(directory: str | os.PathLike[str], contents: Mapping[str, bytes]) -> list[Path]:
+    """Write several files into ``directory`` all or nothing; return their paths.
+
+    Every file is first written and synced under a temporary name (with the mode an ordinary
+    ``open`` would give it); only when all are on disk are they renamed into place, so a failure
+    leaves none of them, old or new, half-written.
+
+    Raises
+    ------
+    OSError
+        The directory cannot be created or written; no temporary file is left behind.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, data in contents.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+            staged.append((tmp, directory / name))
+            os.fchmod(fd, _FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    return [final for _, final in staged]
+
+
+# --------------------------------------------------------------------------- run locks
+
+_LOCKS_HELD: dict[str, list[int]] = {}   # real path of a run -> [lock fd, nesting depth]
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_holder(fd: int) -> str:
+    """``process N`` from the lock file's ``pid activity`` line, or ``another process``."""
+    with contextlib.suppress(OSError, ValueError):
+        words = os.pread(fd, 200, 0).decode("ascii").split()
+        if words and words[0].isdigit():
+            return f"{' '.join(words[1:2]) or 'used'} by process {int(words[0])}"
+    return "used by another process"
 
 
 @contextlib.contextmanager
-def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+def run_lock(run_dir: str | os.PathLike[str], activity: str) -> Iterator[None]:
+    """Hold the run's exclusive lock (``RUN/.cage-eval.lock``) while the block runs.
+
+    An operating-system lock (``flock``) on a file in the run: the kernel releases it when the
+    process ends, however it ends, so a killed command never leaves a stale lock. The holder writes
+    ``<pid> <activity>`` into the file, so a second process is told who holds it, and removes the
+    file when done (a process that locked a file removed meanwhile tries again, so two holders
+    can never coexist). Re-entrant within one process (a command may call library functions that
+    take the same lock).
+
+    Parameters
+    ----------
+    run_dir : the run directory (must exist).
+    activity : what the holder does, as a past participle (``published``, ``collected``, ...).
+
+    Raises
+    ------
+    RunDirError
+        ``RUN is being published by process N``: another process holds the lock; or the lock
+        file cannot be created (no such directory, read-only run).
+    """
+    run_dir = Path(run_dir)
+    key = os.path.realpath(run_dir)
+    with _LOCKS_GUARD:
+        held = _LOCKS_HELD.get(key)
+        if held is not None:
+            held[1] += 1
+    if held is not None:
+        try:
+            yield
+        finally:
+            with _LOCKS_GUARD:
+                held[1] -= 1
+        return
+    fd = _acquire(run_dir, activity)
+    with _LOCKS_GUARD:
+        _LOCKS_HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _LOCKS_GUARD:
+            del _LOCKS_HELD[key]
+        with contextlib.suppress(OSError):
+            if _same_file(fd, run_dir / runs.LOCK):  # not when the run was moved (replaced)
+                os.unlink(run_dir / runs.LOCK)  # while still holding it: see _acquire
+        os.close(fd)  # releases the flock
+
+
+def _acquire(run_dir: Path, activity: str) -> int:
+    """Open, lock and stamp the lock file; the locked descriptor."""
+    for _ in range(20):
+        fd = _open_lock_file(run_dir)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise RunDirError(f"{run_dir}: cannot lock the run ({exc.strerror})") from None
+            raise RunDirError(f"{run_dir} is being {holder}; wait for it to finish, then run "
+                              "the command again") from None
+        if _same_file(fd, run_dir / runs.LOCK):
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {activity}\n".encode("ascii", "replace"), 0)
+            return fd
+        os.close(fd)  # the holder removed it as we locked it: lock the new one
+    raise RunDirError(f"{run_dir / runs.LOCK}: keeps changing; is another program removing it?")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open as ``fd``."""
+    try:
+        on_disk = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _open_lock_file(run_dir: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(run_dir / runs.LOCK, flags, _FILE_MODE)
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir}: no such run directory") from None
+    except OSError as exc:
+        raise RunDirError(f"{run_dir / runs.LOCK}: cannot open the run's lock file "
+                          f"({exc.strerror}); the run directory must be writable") from None
+
+
+# --------------------------------------------------------------------------- run directories
+
+#: How many names an error message lists before it says "..."
+_SHOWN = 4
+
+
+#: A directory with more entries than this is not replaced (it is surely not a run directory).
+MAX_REPLACE_ENTRIES = 100_000
+
+
+def _scan(out: Path) -> tuple[tuple[Path, list[str]] | None, Path | None]:
+    """Walk ``out`` (symlinks not followed): the first directory holding study files (and their
+    names), and the first run directory strictly below ``out``."""
+    study: tuple[Path, list[str]] | None = None
+    run: Path | None = None
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(out, followlinks=False):
+        seen += len(dirnames) + len(filenames)
+        if seen > MAX_REPLACE_ENTRIES:
+            raise RunDirError(f"{out}: holds over {MAX_REPLACE_ENTRIES:,} files; refusing to "
+                              "replace it; write to a new directory")
+        found = [n for n in runs.STUDY_FILES if n in filenames or n in dirnames]
+        if found and study is None:
+            study = (Path(dirpath), found)
+        if runs.MANIFEST in filenames and Path(dirpath) != out and run is None:
+            run = Path(dirpath)
+    return study, run
+
+
+def _within(path: Path, root: Path) -> bool:
+    """True when ``path`` is ``root`` or below it (both resolved)."""
+    path, root = path.resolve(), root.resolve()
+    return path == root or root in path.parents
+
+
+def check_replaceable(out: str | os.PathLike[str], *, keep: Sequence[str | os.PathLike[str]] = ()
+                      ) -> None:
+    """Refuse to replace ``out`` when that would destroy a study or a run.
+
+    Losing a published study is worse than any inconvenience, so ``out`` must hold no publishing
+    ledger (MTurk or Turkle), blinding map, frozen analysis plan or answers anywhere inside it,
+    must not contain another run directory, and must not be one of ``keep`` (the runs the command
+    reads) or a directory above one.
+
+    Raises
+    ------
+    RunDirError
+        Naming what is there and how to keep it.
+    """
+    out = Path(out)
+    for run in keep:
+        if _within(Path(run), out):
+            raise RunDirError(f"{out}: is the run directory {run} or holds it; writing here would "
+                              "replace the run being read; choose a new, separate directory")
+    if not out.is_dir():
+        return
+    study, run = _scan(out)
+    if study is not None:
+        where, found = study
+        names = ", ".join(found[:_SHOWN]) + (", ..." if len(found) > _SHOWN else "")
+        raise RunDirError(
+            f"{where}: holds a study ({names}); replacing {out} would orphan published HITs and "
+            f"lose the blinding map and answers. Archive it first (e.g. `mv {out} "
+            f"{out.name}-archive` or `tar czf {out.name}.tgz {out}`) and write to a new directory")
+    if run is not None:
+        raise RunDirError(f"{out}: contains the run directory {run}; replacing {out} would delete "
+                          "it; write to a directory that holds no run")
+
+
+@contextlib.contextmanager
+def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False,
+                   keep: Sequence[str | os.PathLike[str]] = ()) -> Iterator[Path]:
     """Build a run directory in a hidden sibling and move it into place only on success.
 
     A failure (any exception) removes the staging directory, so no partial run directory is ever
     left looking complete. ``out`` must not exist, or be empty, unless ``force`` is set, in which
-    case the old directory is replaced only after the new one is complete.
+    case the old directory is replaced only after the new one is complete, and only if
+    :func:`check_replaceable` allows it (checked before and again, under the run lock, at the
+    moment of the swap). ``keep`` names directories the command reads, which ``out`` must not be
+    or contain.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RunDirError(f"{out}: directory exists and is not empty; pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        check_replaceable(out, keep=keep)
+        if not force:
+            raise RunDirError(f"{out}: directory exists and is not empty; pass --force to "
+                              "replace it")
+    else:
+        check_replaceable(out, keep=keep)
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -124,13 +347,26 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Itera
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    if out.exists():
+    try:
+        _move_into_place(stage, out, parent, keep)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _move_into_place(stage: Path, out: Path, parent: Path,
+                     keep: Sequence[str | os.PathLike[str]]) -> None:
+    """Rename ``stage`` to ``out``; an existing ``out`` is checked again under its lock, then
+    moved aside and deleted."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    with run_lock(out, "replaced"):
+        check_replaceable(out, keep=keep)  # a publish may have started since the first check
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
         os.replace(out, old / "run")
         os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

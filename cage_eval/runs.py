@@ -20,6 +20,7 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       turkle_ledger.sqlite local Turkle server publishing ledger
       results.csv          collected answers, MTurk batch-results layout
       raw_answers/         raw answers archived by collect
+      .cage-eval.lock      lock of publish/collect/review/expire while one runs
 
 Everything a later command needs is named here, once.
 """
@@ -51,6 +52,11 @@ LEDGER = "ledger.sqlite"
 TURKLE_LEDGER = "turkle_ledger.sqlite"
 RESULTS = "results.csv"
 RAW_ANSWERS_DIR = "raw_answers"
+LOCK = ".cage-eval.lock"
+
+#: What makes a directory a study that no command may replace: a publishing ledger (MTurk or
+#: Turkle), the blinding map, the frozen analysis plan, or collected answers.
+STUDY_FILES = (LEDGER, TURKLE_LEDGER, HIT_ITEMS, ANALYSIS_PLAN, RESULTS, RAW_ANSWERS_DIR)
 
 SETTINGS = ("same_source", "same_destination")
 ROLES = ("cause", "effect")

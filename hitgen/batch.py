@@ -9,14 +9,13 @@ URL-safe image URLs, checked with :func:`hitgen.hosting.check_substitution_value
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cage_eval import files
 from cage_eval.errors import ConfigError
-from hitgen.hosting import ImageHost, check_substitution_value, image_path
+from hitgen.hosting import ImageHost, ImageReader, check_substitution_value
 from hitgen.items import HitItem
 from hitgen.render import MAX_QUESTION_BYTES, PLACEHOLDER_FIELDS, render_batch_template
 from hitgen.texts import HitTexts
@@ -88,9 +87,9 @@ def export_batch(
     copied = 0
     if copy_images_from is not None:
         dest = out_dir / BATCH_IMAGES_DIR
-        dest.mkdir(parents=True, exist_ok=True)
+        reader = ImageReader(copy_images_from)
         for name in sorted({n for it in items for n in (it.image_top, it.image_bottom)}):
-            shutil.copyfile(image_path(copy_images_from, name), dest / name)
+            files.atomic_write_bytes(dest / name, reader.read(name))  # checked, never a link
             copied += 1
     template_path = out_dir / BATCH_TEMPLATE_FILE
     csv_path = out_dir / BATCH_INPUT_FILE

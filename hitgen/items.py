@@ -16,12 +16,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
@@ -134,65 +135,155 @@ def read_pairs(run_dir: Path) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- attention checks
 
 
-def corrupt_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A visibly corrupted copy: heavy Gaussian noise plus random solid blocks over ~30% of the area.
+#: Shares of the pixels overwritten with noise among which :func:`corrupt_image` picks.
+NOISE_SHARES = tuple(np.linspace(0.0, 1.0, 17))
 
-    Deliberately unmistakable (an attention check must have one right answer), and the same size and
-    mode as the clean image so nothing but the content tells them apart.
-    """
-    mode = "RGB" if image.mode in ("RGB", "RGBA", "P") else "L"
-    arr = np.asarray(image.convert(mode), dtype=float)
-    noisy = arr + rng.normal(0.0, 90.0, size=arr.shape)
+
+def _damage(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A coarse mosaic of the image (cells of a seventh of its side) with random blocks over ~30%
+    of the area, each inverted or solid in the colour farthest from what it covers."""
     h, w = arr.shape[:2]
+    cell = max(2, min(h, w) // 7)
+    out = arr.copy()
+    for y in range(0, h, cell):
+        for x in range(0, w, cell):
+            out[y:y + cell, x:x + cell] = arr[y:y + cell, x:x + cell].mean(axis=(0, 1))
     block = max(2, min(h, w) // 5)
     n_blocks = max(3, int(0.3 * h * w / block**2))
     for _ in range(n_blocks):
         y, x = int(rng.integers(0, max(1, h - block + 1))), int(rng.integers(0, max(1, w - block + 1)))
-        noisy[y:y + block, x:x + block] = rng.choice([0.0, 255.0])
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), mode=mode)
+        region = out[y:y + block, x:x + block]
+        solid = 0.0 if region.mean() > 127.5 else 255.0
+        out[y:y + block, x:x + block] = 255.0 - region if rng.integers(2) else solid
+    return out
 
 
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+def corrupt_image(image: Image.Image | np.ndarray, rng: np.random.Generator, *,
+                  target_bytes: int | None = None, scale: int = 1) -> np.ndarray:
+    """A visibly corrupted copy: a coarse mosaic of the image with random solid or inverted blocks
+    over ~30% of the area, and Gaussian noise (sd 90 of 255) over a share of the pixels.
+
+    Deliberately unmistakable (an attention check must have one right answer), and the same size
+    and channels as the clean image. Without ``target_bytes`` every pixel gets noise; with it,
+    the noise share (one of :data:`NOISE_SHARES`) is chosen so that the file
+    (:func:`cage.images.encode_png` at ``scale``) is as close as possible to ``target_bytes``:
+    noise makes a PNG larger and the mosaic smaller, so the file size says nothing about which
+    image is the damaged one. Returns uint8 pixels ``(H, W)`` or ``(H, W, 3)``.
+    """
+    from cage.images import encode_png
+
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB" if image.mode in ("RGB", "RGBA", "P") else "L"))
+    arr = np.asarray(image, dtype=float)
+    damaged = _damage(arr, rng)
+    noise = rng.normal(0.0, 90.0, size=arr.shape)
+    order = rng.permutation(arr.shape[0] * arr.shape[1])
+    best: tuple[float, np.ndarray] | None = None
+    for share in (NOISE_SHARES if target_bytes is not None else (1.0,)):
+        mask = np.zeros(order.size, dtype=bool)
+        mask[order[:round(share * order.size)]] = True
+        mask = mask.reshape(arr.shape[:2])
+        candidate = damaged.copy()
+        candidate[mask] += noise[mask]
+        pixels = np.clip(candidate, 0, 255).astype(np.uint8)
+        miss = 0.0 if target_bytes is None else abs(len(encode_png(pixels, scale=scale))
+                                                     - target_bytes)
+        if best is None or miss < best[0]:
+            best = (miss, pixels)
+    assert best is not None
+    return best[1]
 
 
-DEFAULT_NAME_HEX_DIGITS = 20
+def _source_pixels(run_dir: Path, name: str) -> tuple[np.ndarray, int]:
+    """The checked pixels of ``images/<name>`` before enlargement, and the enlargement."""
+    from cage.images import enlargement
+    from hitgen.hosting import read_image
+
+    data, _ = read_image(run_dir, name)
+    with Image.open(io.BytesIO(data)) as im:
+        pixels = np.asarray(im, dtype=np.uint8)
+    return enlargement(pixels)
 
 
-def _opaque_name(data: bytes, digits: int) -> str:
-    """A content-derived name, ``<sha256[:digits]>.png``, like the run's own images."""
-    return hashlib.sha256(data).hexdigest()[:digits] + ".png"
+def _shifted(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image moved by one or two pixels in a random direction (edges repeated): a new file
+    of the same kind, so the clean image of a check is not a repeat of a pair's image."""
+    h, w = pixels.shape[:2]
+    dy, dx = 0, 0
+    while (dy, dx) == (0, 0):
+        dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
+    pad = [(2, 2), (2, 2)] + [(0, 0)] * (pixels.ndim - 2)
+    padded = np.pad(pixels, pad, mode="edge")
+    return padded[2 - dy:2 - dy + h, 2 - dx:2 - dx + w]
 
 
-def _name_digits(pairs: list[dict[str, str]]) -> int:
-    """How many hex digits the run's own image names have, so attention images look the same."""
-    stem = Path(pairs[0]["image_cause"]).stem
-    if 8 <= len(stem) <= 64 and all(c in "0123456789abcdef" for c in stem):
-        return len(stem)
-    return DEFAULT_NAME_HEX_DIGITS
+def _attention_pair(run_dir: Path, source_name: str, rng: np.random.Generator,
+                    size_gap: int, new_images: dict[str, bytes]) -> tuple[str, str]:
+    """(clean, corrupt) file names for one attention check made from the pair image
+    ``images/source_name``; their bytes are added to ``new_images``.
 
+    The clean image is the pair image shifted by a pixel or two (generated like every pair
+    image, so it looks and weighs like one, but not a repeat); the corrupt one is a damaged copy
+    made ``size_gap`` bytes larger (as near as the noise levels allow). Both go through the run's
+    own encoder (:func:`cage.images.encode_png`, the same settings and enlargement as the pair
+    images) and get its content-hash names, so neither the name nor any byte of the file tells
+    an attention check from a pair.
+    """
+    from cage.images import encode_png, image_name
 
-def _attention_pair(
-    images: Path, source_name: str, rng: np.random.Generator, new_images: dict[str, bytes],
-    digits: int,
-) -> tuple[str, str]:
-    """(clean, corrupt) file names for one attention check made from ``images/source_name``;
-    their bytes are added to ``new_images``."""
-    try:
-        with Image.open(images / source_name) as im:
-            im.load()
-            clean = im.convert("RGB" if im.mode in ("RGB", "RGBA", "P") else "L")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise RunDirError(f"{images / source_name}: not a readable image ({exc}); "
-                          "regenerate the run") from None
-    # Both images are re-encoded here, so their names and encodings say nothing about which is which.
+    pixels, scale = _source_pixels(run_dir, source_name)
+    clean = _shifted(pixels, rng)
+    clean_png = encode_png(clean, scale=scale)
+    corrupt = corrupt_image(clean, rng, target_bytes=len(clean_png) + size_gap, scale=scale)
     names = []
-    for data in (_png(clean), _png(corrupt_image(clean, rng))):
-        names.append(_opaque_name(data, digits))
-        new_images[names[-1]] = data
+    for image in (clean, corrupt):
+        names.append(image_name(image, scale=scale))
+        new_images[names[-1]] = encode_png(image, scale=scale)
     return names[0], names[1]
+
+
+def _file_size(images: Path, name: str) -> int:
+    try:
+        return os.lstat(images / name).st_size
+    except OSError:  # reported when the file is read
+        return 0
+
+
+def _size_gaps(images: Path, items: list[HitItem]) -> list[int]:
+    """Byte differences between the two images of each pair item (both signs): the gaps an
+    attention check's two files should show too."""
+    gaps = []
+    for it in items:
+        gap = _file_size(images, it.image_top) - _file_size(images, it.image_bottom)
+        gaps += [gap, -gap]
+    return gaps or [0]
+
+
+def _attention_items(run_dir: Path, run_id: str, seed: int, pair_items: list[HitItem],
+                     n_attention: int) -> tuple[list[HitItem], dict[str, bytes]]:
+    """``n_attention`` attention items (clean on top in half of them) and their new images,
+    made from the pair images (each used once before any is used again)."""
+    images = run_dir / runs.IMAGES_DIR
+    rng = _rng(run_id, seed, "attention")
+    shown = sorted({n for it in pair_items for n in (it.image_top, it.image_bottom)})
+    order = np.concatenate([rng.permutation(len(shown))
+                            for _ in range(-(-n_attention // len(shown)))])
+    clean_tops = balanced_tops(n_attention, rng)
+    gaps = _size_gaps(images, pair_items)
+    items, new_images = [], {}
+    for k, clean_top in enumerate(clean_tops):
+        k_rng = _rng(run_id, seed, "corrupt", k)
+        gap = gaps[int(k_rng.integers(len(gaps)))]
+        clean, corrupt = _attention_pair(run_dir, shown[int(order[k])], k_rng, gap, new_images)
+        top, bottom = (clean, corrupt) if clean_top else (corrupt, clean)
+        items.append(HitItem(
+            item_id=item_id_for(run_id, f"attention-{k}", seed), kind="attention", pair_id="",
+            dag="", setting="", image_top=top, image_bottom=bottom,
+            role_top="clean" if clean_top else "corrupt",
+            role_bottom="corrupt" if clean_top else "clean",
+            expected="top" if clean_top else "bottom",
+        ))
+    return items, new_images
 
 
 # --------------------------------------------------------------------------- building
@@ -282,34 +373,10 @@ def plan_hit_items(run_dir: Path, *, seed: int = 0, attention_rate: float = 0.0)
             ))
 
     new_images: dict[str, bytes] = {}
-    n_attention = 0
     if attention_rate > 0:
         n_attention = max(1, round(attention_rate * len(pairs)))
-    if n_attention:
-        images = run_dir / runs.IMAGES_DIR
-        rng = _rng(run_id, seed, "attention")
-        sources = sorted({row["image_source_cause"] for row in pairs} |
-                         {row["image_source_effect"] for row in pairs})
-        sources = [s for s in sources if s and (images / s).is_file()] or sorted(
-            {row["image_cause"] for row in pairs})
-        picks = rng.choice(len(sources), size=n_attention, replace=n_attention > len(sources))
-        clean_tops = balanced_tops(n_attention, rng)
-        for k, (pick, clean_top) in enumerate(zip(picks, clean_tops, strict=True)):
-            clean, corrupt = _attention_pair(images, sources[int(pick)], _rng(run_id, seed, "corrupt", k),
-                                          new_images, _name_digits(pairs))
-            top, bottom = (clean, corrupt) if clean_top else (corrupt, clean)
-            items.append(HitItem(
-                item_id=item_id_for(run_id, f"attention-{k}", seed),
-                kind="attention",
-                pair_id="",
-                dag="",
-                setting="",
-                image_top=top,
-                image_bottom=bottom,
-                role_top="clean" if clean_top else "corrupt",
-                role_bottom="corrupt" if clean_top else "clean",
-                expected="top" if clean_top else "bottom",
-            ))
+        checks, new_images = _attention_items(run_dir, run_id, seed, list(items), n_attention)
+        items.extend(checks)
 
     order = _rng(run_id, seed, "order").permutation(len(items))
     shuffled = [items[i] for i in order]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -263,4 +264,20 @@ def check_fragment(html: str, *, where: str = TURKLE_TEMPLATE) -> None:
     for field in PLACEHOLDER_FIELDS:
         if "${" + field + "}" not in html:
             raise ConfigError(f"template {where}: needs the placeholder ${{{field}}}")
+    _check_placeholders(html, where)
     _common_fields(inv, where)
+
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]{0,40})\}?")
+
+
+def _check_placeholders(html: str, where: str) -> None:
+    """Refuse any ``${...}`` but the three the input CSV fills: the server would substitute (or
+    choke on) it, and it can only come from a texts file or a template override."""
+    unknown = sorted({m.group(0) for m in _PLACEHOLDER.finditer(html)
+                      if m.group(1) not in PLACEHOLDER_FIELDS or not m.group(0).endswith("}")})
+    if unknown:
+        shown = ", ".join(repr(u[:44]) for u in unknown[:3])
+        raise ConfigError(f"template {where}: unknown placeholder(s) {shown}; the input CSV "
+                          f"fills only {', '.join('${' + f + '}' for f in PLACEHOLDER_FIELDS)}, "
+                          "so the texts and templates must not contain any other '${'")

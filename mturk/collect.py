@@ -5,7 +5,9 @@ For each HIT the ledger holds, ``GetHIT`` plus ``ListAssignmentsForHIT`` over *a
 raw API records, answer XML included, are archived as ``RUN/raw_answers/<HITId>.json`` (MTurk
 disposes of HITs after 120 days). ``RUN/results.csv`` follows the requester website's
 batch-results layout, exactly the columns of ``cage_eval.runs.RESULTS_COLUMNS``, and is written
-atomically.
+atomically. An assignment whose answer does not parse or is not a valid form answer
+(:mod:`mturk.answers`) is left out of it and listed in ``RUN/raw_answers/invalid_answers.csv``.
+The run lock is held throughout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from cage_eval import files, runs
 from cage_eval.errors import RunDirError
 from mturk import aws
+from mturk.answers import InvalidAnswer, answer_problem, write_invalid_answers
 from mturk.ledger import CREATED, Ledger
 
 ASSIGNMENT_STATUSES = ("Submitted", "Approved", "Rejected")
@@ -99,12 +102,14 @@ def _jsonable(obj: Any) -> Any:
 
 @dataclass
 class CollectReport:
-    """What :func:`collect` found."""
+    """What :func:`collect` found: ``assignments`` fetched, of which ``invalid`` were left out of
+    ``results.csv`` (``malformed``: the AssignmentIds whose answer XML did not parse)."""
 
     hits: int = 0
     assignments: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
-    malformed: list[str] = field(default_factory=list)   # AssignmentIds whose answer did not parse
+    malformed: list[str] = field(default_factory=list)
+    invalid: list[InvalidAnswer] = field(default_factory=list)
     results_path: Path | None = None
 
 
@@ -168,7 +173,8 @@ def collect(run_dir: Path, client: Any, *, concurrency: int = 8) -> CollectRepor
 
     Raises
     ------
-    RunDirError : no ledger / no HIT items, or a ledger from another run.
+    RunDirError : no ledger / no HIT items, a ledger from another run, or another process holds
+        the run.
     BackendError : MTurk refused a call (nothing is written then).
     """
     from hitgen.items import read_hit_items
@@ -186,10 +192,17 @@ def collect(run_dir: Path, client: Any, *, concurrency: int = 8) -> CollectRepor
     if missing:
         raise RunDirError(f"{run_dir / runs.HIT_ITEMS}: lacks item {missing[0]} that the ledger "
                           "published; restore the original hit_items.csv")
+    with files.run_lock(run_dir, "collected"):
+        with ThreadPoolExecutor(max_workers=max(1, concurrency),
+                                thread_name_prefix="collect") as pool:
+            fetched = list(pool.map(lambda r: fetch_hit(client, str(r.hit_id)), rows))
+        return _write_results(run_dir, run_id, items, rows, fetched, lifetime_s)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="collect") as pool:
-        fetched = list(pool.map(lambda r: fetch_hit(client, str(r.hit_id)), rows))
 
+def _write_results(run_dir: Path, run_id: str, items: dict[str, Any], rows: list[Any],
+                   fetched: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+                   lifetime_s: Any) -> CollectReport:
+    """Archive the raw answers, then write ``results.csv`` and ``invalid_answers.csv``."""
     report = CollectReport(hits=len(rows))
     raw_dir = run_dir / runs.RAW_ANSWERS_DIR
     out_rows: list[dict[str, str]] = []
@@ -199,14 +212,21 @@ def collect(run_dir: Path, client: Any, *, concurrency: int = 8) -> CollectRepor
                                 "assignments": _jsonable(assignments)})
         assignments = sorted(assignments, key=lambda a: (str(a.get("SubmitTime", "")), a["AssignmentId"]))
         for a in assignments:
+            report.assignments += 1
+            report.by_status[a.get("AssignmentStatus", "")] += 1
             try:
                 answers = parse_answer_xml(a.get("Answer") or "")
+                problem = answer_problem(answers, row.item_id)
             except ValueError:
-                answers = {}
+                answers, problem = {}, ("answer", "XML does not parse")
                 report.malformed.append(a["AssignmentId"])
+            if problem is not None:
+                report.invalid.append(InvalidAnswer(str(a["AssignmentId"]),
+                                                    str(a.get("WorkerId", "")), hit["HITId"],
+                                                    row.item_id, *problem))
+                continue
             out_rows.append(_row(hit, a, items[row.item_id], run_id, lifetime_s, answers))
-            report.by_status[a.get("AssignmentStatus", "")] += 1
-    report.assignments = len(out_rows)
+    write_invalid_answers(run_dir, report.invalid)
     path = run_dir / runs.RESULTS
     files.atomic_write_csv(path, out_rows, runs.RESULTS_COLUMNS)
     report.results_path = path

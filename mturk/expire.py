@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cage_eval import runs
+from cage_eval import files, runs
 from mturk import aws
 from mturk.ledger import CREATED, Ledger
 
@@ -20,10 +20,12 @@ PAST = datetime(2015, 1, 1, tzinfo=timezone.utc)
 
 
 def expire(run_dir: Path, client: Any, *, concurrency: int = 8) -> tuple[int, int]:
-    """Expire every created, not yet expired HIT; return ``(expired_now, already_expired)``."""
+    """Expire every created, not yet expired HIT; return ``(expired_now, already_expired)``.
+
+    Holds the run lock."""
     run_dir = Path(run_dir)
     run_id = str(runs.read_manifest(run_dir).get("run_id") or "")
-    with Ledger.open(run_dir, run_id=run_id) as ledger:
+    with files.run_lock(run_dir, "expired"), Ledger.open(run_dir, run_id=run_id) as ledger:
         rows = ledger.rows(state=CREATED)
         todo = [r for r in rows if r.expired_at is None]
 

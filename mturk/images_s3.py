@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cage_eval.errors import BackendError, ConfigError
-from hitgen.hosting import image_path, mime_type
+from hitgen.hosting import ImageReader, mime_type
 
 #: SigV4 presigned URLs are valid for at most 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -79,13 +79,14 @@ class S3ImageHost:
         self.prefix = prefix
         self.expires_in = expires_in
         self.max_workers = max(1, int(max_workers))
+        self.reader = ImageReader(self.run_dir)
 
     def key(self, image_name: str) -> str:
         """The object key of an image."""
         return f"{self.prefix}{image_name}"
 
     def _upload_one(self, image_name: str) -> bool:
-        data = image_path(self.run_dir, image_name).read_bytes()
+        data = self.reader.read(image_name)
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         key = self.key(image_name)
         try:
@@ -148,8 +149,8 @@ class S3ImageHost:
         crash sends only what is missing. Objects are private (no ACL is set).
         """
         names = sorted(set(image_names))
-        for name in names:  # fail on a missing file before sending anything
-            image_path(self.run_dir, name)
+        for name in names:  # check every file before sending anything
+            self.reader.read(name)
         if not names:
             return 0
         self.check_bucket()
@@ -158,7 +159,7 @@ class S3ImageHost:
 
     def url(self, image_name: str) -> str:
         """A presigned GET URL for the image, valid ``expires_in`` seconds from now."""
-        image_path(self.run_dir, image_name)
+        self.reader.read(image_name)
         try:
             url = self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": self.key(image_name)},

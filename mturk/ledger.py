@@ -18,7 +18,9 @@ operating-system crash can lose the last few, and those items are then simply lo
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from cage_eval.errors import RunDirError
-from cage_eval.runs import LEDGER, RAW_ANSWERS_DIR, RESULTS
+from cage_eval.files import FILE_MODE
+from cage_eval.runs import LEDGER, RAW_ANSWERS_DIR, RESULTS, TURKLE_LEDGER
 
 LEDGER_SCHEMA_VERSION = 1
 
@@ -144,6 +147,10 @@ class Ledger:
             No ledger (nothing was published), a damaged file, or another environment / run.
         """
         path = Path(run_dir) / LEDGER
+        if not path.is_file() and (Path(run_dir) / TURKLE_LEDGER).is_file():
+            raise RunDirError(f"{path}: missing: this run was published on a local Turkle server "
+                              f"({TURKLE_LEDGER}), not on MTurk; use `cage-eval turkle status "
+                              f"{run_dir}` and `cage-eval turkle collect {run_dir}`")
         if not path.is_file():
             raise RunDirError(f"{path}: missing; nothing was published from this run yet "
                               f"(run `cage-eval publish {run_dir}` first)")
@@ -174,18 +181,21 @@ class Ledger:
 
     @classmethod
     def create(cls, run_dir: Path, *, environment: str, run_id: str, settings: dict[str, Any],
-               items: Iterable[tuple[str, str, str]]) -> Ledger:
+               items: Iterable[tuple[str, str, str]], page: dict[str, Any] | None = None) -> Ledger:
         """Create the ledger with one ``pending`` row per ``(item_id, kind, token)``.
 
-        Written in one transaction into a temporary file renamed into place, so a crash never
-        leaves a half-made ledger.
+        Written in one transaction into a temporary file of its own, then linked into place (which
+        fails if another process created the ledger meanwhile), so a crash never leaves a
+        half-made ledger and two creators never overwrite each other. ``page`` records the digests
+        of what workers read (:func:`mturk.publish.page_record`).
         """
         path = Path(run_dir) / LEDGER
         if path.exists():
             raise RunDirError(f"{path}: already exists; open it instead of creating it")
-        tmp = path.with_name(f".{LEDGER}.partial")
-        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
-            leftover.unlink(missing_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{LEDGER}.", suffix=".partial", dir=run_dir)
+        os.fchmod(fd, FILE_MODE)  # an ordinary file, as sqlite3 would create it
+        os.close(fd)
+        tmp = Path(name)
         conn = sqlite3.connect(str(tmp), isolation_level=None)
         try:
             conn.executescript(_SCHEMA)
@@ -196,6 +206,7 @@ class Ledger:
                 ("environment", environment),
                 ("run_id", run_id),
                 ("settings", json.dumps(settings, sort_keys=True)),
+                ("page", json.dumps(page or {}, sort_keys=True)),
                 ("created_at", now),
             ])
             conn.executemany(
@@ -210,7 +221,13 @@ class Ledger:
             tmp.unlink(missing_ok=True)
             raise
         conn.close()
-        tmp.replace(path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise RunDirError(f"{path}: was created by another process meanwhile; run the "
+                              "command again") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return cls.open(run_dir, environment=environment, run_id=run_id)
 
     def close(self) -> None:
@@ -260,6 +277,11 @@ class Ledger:
     def settings(self) -> dict[str, Any]:
         """The HIT settings the run was published with."""
         return json.loads(self.meta("settings") or "{}")
+
+    @property
+    def page(self) -> dict[str, Any]:
+        """Digests of the HIT texts and templates the run was published with ({} if unknown)."""
+        return json.loads(self.meta("page") or "{}")
 
     @property
     def hit_type_id(self) -> str | None:

@@ -16,6 +16,7 @@ A rerun after a crash at any point therefore creates exactly the HITs that are s
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -26,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError, SpendingRefused
 from mturk import aws
 from mturk.costs import CostEstimate, estimate_cost
@@ -107,6 +108,7 @@ class PublishPlan:
     remaining: CostEstimate          # what is still to be created
     texts: Any                       # hitgen.texts.HitTexts
     hit_type_args: dict[str, Any]
+    page: dict[str, Any]             # page_record(): digests of the texts and templates
 
     @property
     def n_attention(self) -> int:
@@ -148,6 +150,39 @@ def _hitgen() -> Any:
     return hitgen
 
 
+def page_record(texts: Any, templates_dir: Path | None) -> dict[str, Any]:
+    """What the workers read, as digests: a short SHA-256 of each HIT text (title, description,
+    keywords, question, instructions, labels) and the digest of every template in effect.
+
+    Stored in the ledger at the first publish; a resume must match it, so one run's HITs never
+    mix wordings or page layouts.
+    """
+    import dataclasses
+    import hashlib
+
+    digests = {name: hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+               for name, value in dataclasses.asdict(texts).items()}
+    return {"texts": digests, "templates": _hitgen().render.template_digest(templates_dir)}
+
+
+def _check_page(ledger: Ledger, page: dict[str, Any]) -> None:
+    """Refuse a resume whose texts or templates differ from the recorded ones."""
+    recorded = ledger.page
+    if not recorded:  # a ledger from before page digests were kept: publish records them
+        return
+    changed = sorted(k for k, v in page["texts"].items() if recorded.get("texts", {}).get(k) != v)
+    if changed:
+        raise ConfigError(
+            f"{ledger.path}: this run was published with other HIT texts ({', '.join(changed)} "
+            "differ); resume with the same domain or texts file, so that all of the run's HITs "
+            "read the same")
+    if recorded.get("templates") != page["templates"]:
+        raise ConfigError(
+            f"{ledger.path}: this run was published with other HIT templates (digest "
+            f"{str(recorded.get('templates'))[:12]}, now {page['templates']}); resume with the same "
+            "templates directory, so that all of the run's HITs look the same")
+
+
 def token_items(items: Iterable[Any], run_id: str, env: Environment) -> list[tuple[str, str, str]]:
     """``(item_id, kind, UniqueRequestToken)`` for the ledger."""
     return [(it.item_id, it.kind, unique_request_token(run_id, it.item_id, env.name)) for it in items]
@@ -182,6 +217,7 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
     texts = (hg.texts.HitTexts.from_file(request.texts_file) if request.texts_file
              else hg.texts.HitTexts.for_domain(request.domain))
 
+    page = page_record(texts, request.templates_dir)
     created: frozenset[str] = frozenset()
     if Ledger.exists(run_dir):
         with Ledger.open(run_dir, environment=env.name, run_id=run_id) as ledger:
@@ -194,6 +230,7 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
                     f"{ledger.path}: this run was published with {was}; rerun publish with the same "
                     "options (HITs of one run must not differ)"
                 )
+            _check_page(ledger, page)
             created = frozenset(r.item_id for r in ledger.rows(state=CREATED))
     elif (run_dir / runs.HIT_ITEMS).exists():
         pass
@@ -212,6 +249,7 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
     if unknown:
         raise RunDirError(f"{hit_items_path}: lacks {len(unknown)} item(s) the ledger has published "
                           f"(e.g. {sorted(unknown)[0]}); restore the original hit_items.csv")
+    check_images(run_dir, items)
 
     s = request.settings
     masters = s.qualifications.masters
@@ -226,7 +264,16 @@ def prepare(run_dir: Path, request: PublishRequest, env: Environment) -> Publish
                          keywords=texts.keywords)
     return PublishPlan(run_dir=run_dir, run_id=run_id, env=env, request=request, items=items,
                        items_from_file=from_file, created=created, estimate=estimate,
-                       remaining=remaining, texts=texts, hit_type_args=args)
+                       remaining=remaining, texts=texts, hit_type_args=args, page=page)
+
+
+def check_images(run_dir: Path, items: Iterable[Any]) -> None:
+    """Check every image the items show (:func:`hitgen.hosting.read_image`) before anything is
+    created: a link, a substituted file or a malformed PNG stops the publish with nothing sent."""
+    reader = _hitgen().hosting.ImageReader(run_dir)
+    for it in items:
+        reader.read(it.image_top)
+        reader.read(it.image_bottom)
 
 
 def check_balance(client: Any, needed: Decimal) -> Decimal:
@@ -379,12 +426,21 @@ def publish(
     BackendError : MTurk/S3 refused a call; every HIT created so far is in the ledger, so
         rerunning the same command resumes.
     """
+    if plan.request.images == "s3" and s3_client is None:
+        raise ValueError("publish with images='s3' needs an s3_client")
+    with files.run_lock(plan.run_dir, "published"):
+        return _publish_locked(plan, client, s3_client=s3_client, on_progress=on_progress,
+                               sleep=sleep)
+
+
+def _publish_locked(plan: PublishPlan, client: Any, *, s3_client: Any,
+                    on_progress: Callable[[int, int], None] | None,
+                    sleep: Callable[[float], None]) -> PublishReport:
+    """:func:`publish` once the run lock is held: the ledger is read again here, since another
+    process may have published since :func:`prepare`."""
     hg = _hitgen()
     run_dir, env, request = plan.run_dir, plan.env, plan.request
     settings = request.settings
-    if request.images == "s3" and s3_client is None:
-        raise ValueError("publish with images='s3' needs an s3_client")
-
     if plan.remaining.hits:
         check_balance(client, plan.remaining.total)
     host = _image_host(plan, s3_client)
@@ -398,10 +454,17 @@ def publish(
     pairs = token_items(plan.items, plan.run_id, env)
     if Ledger.exists(run_dir):
         ledger = Ledger.open(run_dir, environment=env.name, run_id=plan.run_id)
+        try:
+            _check_page(ledger, plan.page)
+        except BaseException:
+            ledger.close()
+            raise
+        if not ledger.page:
+            ledger.set_meta("page", json.dumps(plan.page, sort_keys=True), event="page-recorded")
         ledger.add_items(pairs)
     else:
         ledger = Ledger.create(run_dir, environment=env.name, run_id=plan.run_id,
-                               settings=settings.as_record(), items=pairs)
+                               settings=settings.as_record(), items=pairs, page=plan.page)
     with ledger:
         return _publish_with_ledger(plan, client, ledger, host=host, on_progress=on_progress,
                                     sleep=sleep)

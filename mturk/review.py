@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cage_eval import runs
+from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
 from mturk import aws
 from mturk.collect import list_assignments, parse_answer_xml
@@ -119,11 +119,12 @@ def apply_review(run_dir: Path, client: Any, decisions: Sequence[Decision], *,
                  feedback: str | None, concurrency: int = 8,
                  retry_delays: Sequence[float] = RETRY_DELAYS,
                  sleep: Callable[[float], None] = time.sleep) -> ReviewReport:
-    """Approve / reject as decided, retrying eventual-consistency failures; record each in the ledger."""
+    """Approve / reject as decided, retrying eventual-consistency failures; record each in the
+    ledger. Holds the run lock."""
     feedback = check_feedback(decisions, feedback)
     run_dir = Path(run_dir)
     report = ReviewReport()
-    with Ledger.open(run_dir) as ledger:
+    with files.run_lock(run_dir, "reviewed"), Ledger.open(run_dir) as ledger:
 
         def act(d: Decision) -> tuple[Decision, str | None]:
             for attempt in range(len(retry_delays) + 1):

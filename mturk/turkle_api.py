@@ -60,6 +60,9 @@ class TurkleAPI:
         import requests
 
         url = urljoin(self.url + "/", path.lstrip("/"))
+        if not url.startswith(self.url + "/"):  # e.g. a pagination link to another host
+            raise BackendError(f"Turkle at {self.url}: refusing to send the API token to "
+                               f"{url[:80]!r}, which is not under {self.url}")
         try:
             resp = self._session.request(method, url, json=json, timeout=self.timeout,
                                          allow_redirects=False)

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import hashlib
 import io
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError
+from mturk.answers import InvalidAnswer, answer_problem, shown, write_invalid_answers
 from mturk.turkle_ledger import CREATING, PUBLISHED, Publication, TurkleLedger, utc_now
 
 if TYPE_CHECKING:
@@ -46,6 +45,8 @@ if TYPE_CHECKING:
     from mturk.turkle_api import TurkleAPI
 
 TEMPLATE_FIELDS = ("item_id", "image_top", "image_bottom")
+#: The fields the HIT form posts (``hitgen.render.FORM_FIELDS``).
+FORM_FIELDS = ("choice", "item_id", "elapsed_ms")
 #: The metadata columns Turkle's results CSV starts with, in order (``Batch._get_csv_fieldnames``).
 TURKLE_META_COLUMNS = (
     "HITId", "HITTypeId", "Title", "CreationTime", "MaxAssignments",
@@ -129,30 +130,21 @@ class BatchProgress:
 
 @dataclass(frozen=True)
 class CollectResult:
-    """What :func:`collect` wrote: ``rows`` completed assignments by ``workers`` distinct users."""
+    """What :func:`collect` wrote: ``rows`` usable assignments by ``workers`` distinct users in
+    ``path``; the whole download in ``raw``; ``invalid`` assignments set aside."""
 
     path: Path
+    raw: Path
     rows: int
     workers: int
     items_answered: int
-    invalid_choices: int
+    invalid: list[InvalidAnswer]
     progress: BatchProgress
 
-
-@contextlib.contextmanager
-def _publish_lock(run_dir: Path) -> Iterator[None]:
-    """Refuse a second concurrent publish of the same run (an advisory lock on the run directory,
-    so no lock file is left behind)."""
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(f"{run_dir}: another `cage-eval turkle publish` of this run is "
-                              "running; wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    @property
+    def invalid_choices(self) -> int:
+        """How many assignments were set aside as invalid."""
+        return len(self.invalid)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -201,22 +193,22 @@ class ServerImageHost:
     """
 
     def __init__(self, run_dir: Path, server_home: Path) -> None:
+        from hitgen.hosting import ImageReader
         from mturk.turkle_server import IMAGES_DIR
 
         self.run_dir = Path(run_dir)
         self.target = Path(server_home) / IMAGES_DIR
+        self.reader = ImageReader(self.run_dir)
         if not Path(server_home).is_dir():
             raise ConfigError(f"--home {server_home}: no such server home; --images server needs "
                               "the home of the running server")
 
     def url(self, image_name: str) -> str:
-        from hitgen.hosting import image_path
-
-        source = image_path(self.run_dir, image_name)
+        data = self.reader.read(image_name)
         if not _IMAGE_NAME.match(image_name):
-            raise RunDirError(f"{source}: name not servable by URL; use --images data-uri")
+            raise RunDirError(f"{self.run_dir / runs.IMAGES_DIR / image_name}: name not servable "
+                              "by URL; use --images data-uri")
         dest = self.target / image_name
-        data = source.read_bytes()
         if not dest.is_file() or dest.read_bytes() != data:
             self.target.mkdir(parents=True, exist_ok=True)
             files.atomic_write_bytes(dest, data)
@@ -302,7 +294,7 @@ def publish(
                               f"server is {served_from or 'not running'}, not {api.url}; pass "
                               "the --home of the server at --url, or use --images data-uri")
     api.whoami_check()  # before anything is written: a dead server or bad token changes nothing
-    with _publish_lock(run_dir):
+    with files.run_lock(run_dir, "published"):
         template = render_template(options)
         items = _items(run_dir, options)
         csv_text = input_csv(run_dir, items, options, server_home)
@@ -439,7 +431,9 @@ def _ensure_batch(api: TurkleAPI, pub: Publication, project_id: int, run_id: str
 # --------------------------------------------------------------------------- status and collect
 
 
-def _published(run_dir: Path) -> Publication:
+def published(run_dir: Path) -> Publication:
+    """The run's completed publication; :class:`RunDirError` when there is none (the message
+    names the MTurk commands for a run published there)."""
     with TurkleLedger.open(run_dir) as ledger:
         pub = ledger.publication()
     if pub is None or pub.state != PUBLISHED or pub.batch_id is None:
@@ -450,7 +444,7 @@ def _published(run_dir: Path) -> Publication:
 
 def status(run_dir: Path, api: TurkleAPI) -> BatchProgress:
     """Progress of the run's batch on its Turkle server."""
-    pub = _published(Path(run_dir))
+    pub = published(Path(run_dir))
     _check_server(api, pub)
     p = api.progress(pub.batch_id or 0)
     return BatchProgress(api.url, int(pub.batch_id or 0), p["total_tasks"],
@@ -459,58 +453,145 @@ def status(run_dir: Path, api: TurkleAPI) -> BatchProgress:
 
 
 def _check_server(api: TurkleAPI, pub: Publication) -> None:
-    if api.url != pub.server_url:
-        raise ConfigError(f"the run was published to {pub.server_url}, not {api.url}; pass --url "
-                          f"{pub.server_url} or leave --url out")
+    """Refuse a run published to another server than the one the token is for.
 
-
-def check_results_csv(data: bytes, item_ids: set[str], *, source: str) -> tuple[int, int, int, int]:
-    """Check a Turkle results CSV; return (rows, workers, items answered, invalid choices).
-
-    The header must be Turkle's (metadata columns, ``Input.item_id``, ``Turkle.Username``, and
-    ``Answer.choice`` once anything was answered) and every ``Input.item_id`` one of ``item_ids``.
+    The URL in the run's ledger is never used to decide where the token goes: a copied or
+    tampered run could name any server.
     """
+    if api.url != pub.server_url:
+        raise ConfigError(f"{runs.TURKLE_LEDGER}: the run was published to "
+                          f"{shown(pub.server_url, 80)}, not to {api.url}, the server the API "
+                          "token is for; the token is sent only to the server of --home or to "
+                          "an explicit --url (pass --url with that server only if you trust it)")
+
+
+@dataclass(frozen=True)
+class ResultsCheck:
+    """A checked Turkle results download: the usable rows and the invalid assignments.
+
+    ``data`` is what ``RUN/results.csv`` gets: the download byte for byte when every answer is
+    valid, else the same layout without the invalid assignments.
+    """
+
+    data: bytes
+    rows: int
+    workers: int
+    items_answered: int
+    invalid: list[InvalidAnswer]
+
+
+@contextlib.contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Let the csv module read fields up to ``limit`` characters (its default is 128 KiB)."""
+    old = csv.field_size_limit(max(limit, csv.field_size_limit()))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _parse_results(data: bytes, source: str) -> tuple[list[str], list[dict[str, str]]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BackendError(f"{source}: results are not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = tuple(reader.fieldnames or ())
-    if header[: len(TURKLE_META_COLUMNS)] != TURKLE_META_COLUMNS or \
-            header[-1:] != (TURKLE_USERNAME_COLUMN,):
-        raise BackendError(f"{source}: not a Turkle results CSV (header {list(header)[:4]}...)")
-    rows = list(reader)
+    with _csv_field_limit(len(text) + 1):
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            return list(reader.fieldnames or ()), list(reader)
+        except csv.Error as exc:
+            raise BackendError(f"{source}: not a readable CSV ({str(exc)[:80]})") from None
+
+
+def _row_problem(row: dict[str, str | None], header: list[str]) -> tuple[str, str] | None:
+    """Why one results row cannot be used (``(field, problem)``), or None."""
+    if None in row or any(v is None for v in row.values()):
+        return "row", "has the wrong number of fields"
+    answers = {c.removeprefix("Answer."): str(row[c]) for c in header if c.startswith("Answer.")}
+    unknown = [f for f, v in answers.items() if f not in FORM_FIELDS and v]
+    if unknown:
+        return shown(unknown[0], 24), "is not a field of the HIT form"
+    return answer_problem({f: v for f, v in answers.items() if f in FORM_FIELDS},
+                          str(row["Input.item_id"]))
+
+
+def _without(header: list[str], rows: list[dict[str, str]]) -> bytes:
+    """Turkle's layout (every field quoted, ``\n`` line ends) for ``rows``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def check_results_csv(data: bytes, item_ids: set[str], *, source: str) -> ResultsCheck:
+    """Check a Turkle results CSV and set invalid assignments aside.
+
+    The header must be Turkle's (metadata columns, ``Input.item_id``, ``Turkle.Username``, and
+    ``Answer.choice`` once anything was answered) and every ``Input.item_id`` one of ``item_ids``
+    (else :class:`BackendError`: the download is not this run's). An assignment whose answer is
+    not a valid form answer (:func:`mturk.answers.answer_problem`, or a field the form does not
+    have) is invalid: left out of :attr:`ResultsCheck.data` and listed, never an error.
+    """
+    header, rows = _parse_results(data, source)
+    if tuple(header[: len(TURKLE_META_COLUMNS)]) != TURKLE_META_COLUMNS or \
+            header[-1:] != [TURKLE_USERNAME_COLUMN]:
+        raise BackendError(f"{source}: not a Turkle results CSV (header "
+                           f"{shown(', '.join(header[:4]), 80)}...)")
     # Turkle derives the Input./Answer. columns from the assignments, so an empty batch has none.
     needed = [f"Input.{f}" for f in TEMPLATE_FIELDS] + [f"Answer.{runs.ANSWER_FIELD}"]
     missing = [c for c in needed if c not in header]
     if rows and missing:
         raise BackendError(f"{source}: column(s) {', '.join(missing)} missing; the batch was not "
                            "made from a cage-eval template")
-    unknown = sorted({r["Input.item_id"] for r in rows} - item_ids)
+    unknown = sorted({str(r["Input.item_id"]) for r in rows} - item_ids)
     if unknown:
-        raise BackendError(f"{source}: item_id {unknown[0]!r} is not in {runs.HIT_ITEMS}; the "
-                           "ledger points at another run's batch")
-    invalid = sum(r.get(f"Answer.{runs.ANSWER_FIELD}") not in runs.ANSWER_VALUES for r in rows)
-    return (len(rows), len({r["WorkerId"] for r in rows}),
-            len({r["Input.item_id"] for r in rows}), invalid)
+        raise BackendError(f"{source}: item_id {shown(unknown[0])} is not in {runs.HIT_ITEMS}; "
+                           "the ledger points at another run's batch")
+    valid, invalid = [], []
+    for row in rows:
+        problem = _row_problem(row, header)
+        if problem is None:
+            valid.append(row)
+            continue
+        invalid.append(InvalidAnswer(str(row.get("AssignmentId") or "")[:40],
+                                     str(row.get("WorkerId") or "")[:40],
+                                     str(row.get("HITId") or "")[:40],
+                                     str(row["Input.item_id"]), *problem))
+    out = data if not invalid else _without(header, valid)
+    return ResultsCheck(out, len(valid), len({r["WorkerId"] for r in valid}),
+                        len({r["Input.item_id"] for r in valid}), invalid)
 
 
 def collect(run_dir: Path, api: TurkleAPI) -> CollectResult:
-    """Download the batch results and write ``RUN/results.csv`` exactly as Turkle serves it."""
+    """Download the batch results into ``RUN/results.csv`` (Turkle's layout, as served).
+
+    The download is archived byte for byte as ``RUN/raw_answers/turkle_batch_<id>.csv``;
+    invalid assignments are left out of ``results.csv`` and listed in
+    ``RUN/raw_answers/invalid_answers.csv``. Holds the run lock.
+    """
     from hitgen.items import read_hit_items
 
     run_dir = Path(run_dir)
     _check_not_mturk(run_dir)
-    pub = _published(run_dir)
+    pub = published(run_dir)
     _check_server(api, pub)
-    batch_id = int(pub.batch_id or 0)
-    item_ids = {it.item_id for it in read_hit_items(run_dir)}
-    progress = status(run_dir, api)
-    data = api.results_csv(batch_id)
-    n_rows, n_workers, n_items, invalid = check_results_csv(
-        data, item_ids, source=f"Turkle at {api.url}: batch {batch_id} results")
-    path = run_dir / runs.RESULTS
-    files.atomic_write_bytes(path, data)
-    with TurkleLedger.open(run_dir) as ledger:
-        ledger.log("collect", f"{n_rows} rows, {n_workers} workers, {n_items} items")
-    return CollectResult(path, n_rows, n_workers, n_items, invalid, progress)
+    with files.run_lock(run_dir, "collected"):
+        batch_id = int(pub.batch_id or 0)
+        item_ids = {it.item_id for it in read_hit_items(run_dir)}
+        progress = status(run_dir, api)
+        data = api.results_csv(batch_id)
+        checked = check_results_csv(data, item_ids,
+                                    source=f"Turkle at {api.url}: batch {batch_id} results")
+        raw = run_dir / runs.RAW_ANSWERS_DIR / f"turkle_batch_{batch_id}.csv"
+        files.atomic_write_bytes(raw, data)
+        write_invalid_answers(run_dir, checked.invalid)
+        path = run_dir / runs.RESULTS
+        files.atomic_write_bytes(path, checked.data)
+        with TurkleLedger.open(run_dir) as ledger:
+            ledger.log("collect", f"{checked.rows} rows, {checked.workers} workers, "
+                                  f"{checked.items_answered} items, {len(checked.invalid)} invalid")
+            for bad in checked.invalid:
+                ledger.log("invalid-answer", bad.describe())
+    return CollectResult(path, raw, checked.rows, checked.workers, checked.items_answered,
+                         checked.invalid, progress)

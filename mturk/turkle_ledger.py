@@ -90,6 +90,10 @@ class TurkleLedger:
     def open(cls, run_dir: Path, *, create: bool = False) -> TurkleLedger:
         """Open the ledger of ``run_dir`` (creating it when ``create``)."""
         path = Path(run_dir) / runs.TURKLE_LEDGER
+        if not path.exists() and not create and (Path(run_dir) / runs.LEDGER).is_file():
+            raise RunDirError(f"{path}: missing: this run was published on MTurk "
+                              f"({runs.LEDGER}), not on Turkle; use `cage-eval status {run_dir}` "
+                              f"and `cage-eval collect {run_dir}`")
         if not path.exists() and not create:
             raise RunDirError(f"{path}: missing; publish the run first with "
                               f"`cage-eval turkle publish {run_dir}`")

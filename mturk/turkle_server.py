@@ -50,6 +50,9 @@ DEFAULT_PORT = 8000
 SETTINGS_MODULE = "mturk.turkle_site"
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
 ALLOWED_HOSTS_ENV = "CAGE_EVAL_TURKLE_ALLOWED_HOSTS"
+INSTANCE_ENV = "CAGE_EVAL_TURKLE_INSTANCE"
+#: Where a server started here answers its instance value (``mturk.turkle_site.INSTANCE_PATH``).
+INSTANCE_PATH = "/cage-eval/instance/"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: How often ``serve`` deletes abandoned assignments (Turkle's docs recommend a 15-minute cron).
 EXPIRE_INTERVAL_S = 15 * 60
@@ -150,11 +153,12 @@ def init_home(home: Path) -> Path:
     return home
 
 
-def _child_env(home: Path, allowed_hosts: tuple[str, ...] = ()) -> dict[str, str]:
+def _child_env(home: Path, allowed_hosts: tuple[str, ...] = (), instance: str = "") -> dict[str, str]:
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     env[HOME_ENV] = str(home)
     env[ALLOWED_HOSTS_ENV] = ",".join(allowed_hosts)
+    env[INSTANCE_ENV] = instance
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -231,6 +235,22 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`BackendError` when something already listens on ``host:port``.
+
+    Binds the port as the server will (``SO_REUSEADDR``, so a port left in TIME_WAIT by a
+    server that just stopped counts as free) and lets it go at once.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BackendError(f"{host}:{port} is already in use by another program "
+                               f"({exc.strerror}); stop it, or choose another --port (0 picks "
+                               "a free one)") from None
+
+
 def _url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
@@ -291,10 +311,12 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, instance: str) -> bool:
+    """True once the server at ``url`` answers with ``instance``: it is the one just started,
+    not another program on the same port."""
     try:
-        with urllib.request.urlopen(f"{url}/login/", timeout=2) as resp:
-            return resp.status == 200
+        with urllib.request.urlopen(f"{url}{INSTANCE_PATH}", timeout=2) as resp:
+            return resp.status == 200 and resp.read(200).decode("ascii", "replace") == instance
     except (urllib.error.URLError, OSError):
         return False
 
@@ -309,6 +331,10 @@ def start_server(
 ) -> TurkleServer:
     """Provision ``home`` and start Turkle on ``host:port``; return once it answers HTTP.
 
+    The port must be free before the start (:func:`check_port_free`), and the server that
+    answers must give back the random instance value handed to the child process: whatever else
+    may listen on the port is never taken for the new server.
+
     ``port=0`` picks a free port. The server runs ``django runserver --insecure --noreload`` in its
     own process group (static files served for local use, no auto-reloader); its output goes to
     ``HOME/server.log``. Binding a non-loopback ``host`` needs the names clients use in
@@ -319,6 +345,8 @@ def start_server(
         raise ConfigError(f"--host {host}: not a loopback address; also name the host names "
                           "workers will use with --allowed-host (and mind that logins travel "
                           "unencrypted over plain HTTP)")
+    if port:
+        check_port_free(host, port)  # before the slow provisioning
     home = init_home(home)
     provision(home)
     hosts = tuple(dict.fromkeys((*allowed_hosts, host)))
@@ -326,12 +354,14 @@ def start_server(
     last_error = ""
     for _ in range(attempts):
         chosen = port or free_port(host)
+        check_port_free(host, chosen)
+        instance = secrets.token_hex(16)
         log = open(home / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child process
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "django", "runserver", "--insecure", "--noreload",
                  *(["--ipv6"] if ":" in host else []), _url(host, chosen)[len("http://"):]],
-                env=_child_env(home, hosts),
+                env=_child_env(home, hosts, instance),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -342,7 +372,7 @@ def start_server(
         server = TurkleServer(home=home, host=host, port=chosen, process=proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if _ready(server.url):
+            if _ready(server.url, instance) and proc.poll() is None:
                 write_private(
                     home / SERVER_FILE,
                     json.dumps({"url": server.url, "pid": proc.pid}, indent=2) + "\n",

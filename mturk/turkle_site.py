@@ -9,6 +9,9 @@ starts. Everything it needs comes from the environment of the server process:
     :func:`mturk.turkle_server.init_home`), images served to workers under ``/cage-images/``.
 ``CAGE_EVAL_TURKLE_ALLOWED_HOSTS``
     extra host names, comma separated, for a server bound to a non-loopback address (optional).
+``CAGE_EVAL_TURKLE_INSTANCE``
+    a random value the starting process chose; ``/cage-eval/instance/`` answers it, so the starter
+    knows the server answering on the port is the one it started (not something already there).
 
 Security choices, each one a known gap in a naive embedding (crowdsourcing.md sections 1.2 and 7.10):
 
@@ -31,6 +34,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
 ALLOWED_HOSTS_ENV = "CAGE_EVAL_TURKLE_ALLOWED_HOSTS"
+INSTANCE_ENV = "CAGE_EVAL_TURKLE_INSTANCE"
+#: Answers this server's instance value (see the module docstring).
+INSTANCE_PATH = "cage-eval/instance/"
 SECRET_KEY_FILE = "secret_key"
 DATABASE_FILE = "turkle.sqlite3"
 IMAGES_DIR = "images"
@@ -171,6 +177,13 @@ def content_length_in_bytes(get_response):
     return middleware
 
 
+def _instance(request):
+    """The value the starting process gave this server (plain text, no secret)."""
+    from django.http import HttpResponse
+
+    return HttpResponse(os.environ.get(INSTANCE_ENV, ""), content_type="text/plain")
+
+
 def _urlpatterns() -> list:
     from django.contrib import admin
     from django.contrib.auth.decorators import login_required
@@ -179,6 +192,7 @@ def _urlpatterns() -> list:
 
     prefix = IMAGES_URL_PREFIX.strip("/")
     return [
+        path(INSTANCE_PATH, _instance, name="cage_eval_instance"),
         path("admin/", admin.site.urls),
         path("", include("django.contrib.auth.urls")),
         path("", include("turkle.urls")),

@@ -3,7 +3,8 @@
 ``make_run_dir(tmp_path / "run")`` writes what ``cage-eval generate`` would leave for the crowd
 commands: ``manifest.json`` (run_id, schema_version, complete), ``pairs.csv`` (``PAIRS_COLUMNS``,
 2 DAGs x 2 settings by default) and 28x28 grayscale PNGs under ``images/`` named by content hash.
-No torch, no model: the images are drawn with numpy and encoded with PIL, deterministically in
+No torch, no model: the images are drawn with numpy and written exactly as ``cage-eval generate``
+writes them (``cage.images``: the same encoder and pixel-hash names), deterministically in
 ``seed``.
 
 Import it from any test module in ``tests/``::
@@ -16,7 +17,6 @@ Import it from any test module in ``tests/``::
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cage.images import encode_png, image_name
 from cage_eval import files, runs
 
 DEFAULT_RUN_ID = "5e1f0c2a9b7d4e33"
@@ -31,21 +32,19 @@ DEFAULT_DAGS = (("thick", "bright"), ("slant", "thick"))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 (H, W) array as a grayscale PNG, deterministically."""
+    """Encode a uint8 (H, W) array as a grayscale PNG with Pillow (another encoder than the
+    run's, for tests that need one)."""
     buf = io.BytesIO()
     Image.fromarray(np.asarray(array, dtype=np.uint8), mode="L").save(buf, format="PNG")
     return buf.getvalue()
 
 
-#: Like ``cage/images.py``: the first 20 hex digits of the PNG's sha256.
-NAME_HEX_DIGITS = 20
-
-
-def write_png(images_dir: Path, array: np.ndarray) -> str:
-    """Write ``array`` as ``images/<sha256[:20]>.png`` and return the file name."""
-    data = png_bytes(array)
-    name = hashlib.sha256(data).hexdigest()[:NAME_HEX_DIGITS] + ".png"
-    (images_dir / name).write_bytes(data)
+def write_png(images_dir: Path, array: np.ndarray, scale: int = 1) -> str:
+    """Write ``array`` as ``images/<pixel hash>.png`` with the run's encoder (enlarged ``scale``
+    times, as ``[pairs] png_scale`` does); return the name."""
+    array = np.asarray(array, dtype=np.uint8)
+    name = image_name(array, scale=scale)
+    (images_dir / name).write_bytes(encode_png(array, scale=scale))
     return name
 
 
@@ -68,6 +67,7 @@ def make_run_dir(
     pairs_per_cell: int = 4,
     size: int = 28,
     seed: int = 0,
+    png_scale: int = 1,
 ) -> Path:
     """Build a synthetic, complete run directory at ``run_dir`` and return it.
 
@@ -80,6 +80,7 @@ def make_run_dir(
     pairs_per_cell : pairs per (DAG, setting).
     size : image side in pixels.
     seed : numpy seed; the same arguments give byte-identical files.
+    png_scale : nearest-neighbour enlargement of the written images.
     """
     run_dir = Path(run_dir)
     images = run_dir / runs.IMAGES_DIR
@@ -110,10 +111,10 @@ def make_run_dir(
                     "setting": setting,
                     "source_cause_id": sid_c,
                     "source_effect_id": sid_e,
-                    "image_source_cause": write_png(images, src_c),
-                    "image_source_effect": write_png(images, src_e),
-                    "image_cause": write_png(images, img_c),
-                    "image_effect": write_png(images, img_e),
+                    "image_source_cause": write_png(images, src_c, png_scale),
+                    "image_source_effect": write_png(images, src_e, png_scale),
+                    "image_cause": write_png(images, img_c, png_scale),
+                    "image_effect": write_png(images, img_e, png_scale),
                     "target_cause": 1,
                     "target_effect": 1,
                     "alpha_cause": 1.5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import boto3
@@ -13,6 +14,7 @@ from crowd_fixtures import make_run_dir
 from cage_eval import runs
 from cage_eval.cli import cli
 from hitgen.items import read_hit_items
+from hitgen.texts import DOMAIN_TEXTS
 
 
 @pytest.fixture()
@@ -146,3 +148,17 @@ def test_export_batch_to_s3(run, tmp_path, monkeypatch, s3_endpoint):
     assert result.exit_code == 1
     assert result.output.startswith("Error: S3 bucket 'missing-bucket' does not exist")
     assert not (tmp_path / "s4").exists()
+
+
+@pytest.mark.parametrize("question", ["Which is real? ${secret}", "Which is real? ${unclosed",
+                                      "Which is real? ${ item_id }"])
+def test_export_batch_refuses_unknown_placeholders_from_texts(run, tmp_path, question):
+    assert _invoke("hits", run, "--no-preview").exit_code == 0
+    texts = dict(DOMAIN_TEXTS["digits"], question=question)
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    result = _invoke("export-batch", run, "--out", tmp_path / "b", "--texts", tmp_path / "texts.json")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: template cage_eval_templates/batch.html.jinja: unknown "
+                                    "placeholder(s) '${")
+    assert "the input CSV fills only ${item_id}, ${image_top}, ${image_bottom}" in result.output
+    assert not (tmp_path / "b").exists()

@@ -130,7 +130,7 @@ def test_user_mistakes_are_one_error_line(served, tmp_path):
         (["turkle", "publish", str(run), "--home", str(home), "--assignments", "0"],
          "Error: --assignments 0: must be between 1 and 50"),
         (["turkle", "publish", str(run), "--home", str(tmp_path / "nohome")],
-         "Error: no Turkle server URL: pass --url"),
+         f"Error: no Turkle server URL: no server is running from {tmp_path / 'nohome'}"),
         (["turkle", "status", str(run), "--home", str(home)],
          f"Error: {run / runs.TURKLE_LEDGER}: missing; publish the run first"),
         (["turkle", "add-workers", "--home", str(home)], "Error: no worker names"),
@@ -177,6 +177,10 @@ def test_stopped_server_is_a_clear_error(tmp_path):
     ledger = (run / runs.TURKLE_LEDGER).read_bytes()
     for sub in ("status", "collect"):
         res = CliRunner().invoke(cli, ["turkle", sub, str(run), "--home", str(home)])
+        assert res.exit_code == 1
+        assert res.output.startswith(f"Error: no Turkle server URL: no server is running from "
+                                     f"{home}"), res.output
+        res = CliRunner().invoke(cli, ["turkle", sub, str(run), "--home", str(home), "--url", url])
         assert res.exit_code == 1
         assert res.output.startswith(f"Error: Turkle at {url}: cannot connect"), res.output
     assert (run / runs.TURKLE_LEDGER).read_bytes() == ledger

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from crowd_fixtures import make_run_dir, png_bytes
+from crowd_fixtures import make_run_dir, write_png
 
 from cage_eval import runs
 from cage_eval.errors import ConfigError, InputFileError, RunDirError
@@ -155,10 +156,10 @@ def test_html_question_size_limit_and_cdata_terminator():
 
 def test_large_inlined_images_exceed_the_limit(tmp_path):
     run = make_run_dir(tmp_path / "run", pairs_per_cell=1)
-    # Replace one image with incompressible noise so its data URI alone is over 64 KB.
-    item = plan_hit_items(run).items[0]
-    noise = np.random.default_rng(0).integers(0, 256, size=(300, 300), dtype=np.uint8)
-    (run / "images" / item.image_top).write_bytes(png_bytes(noise))
+    # Two images of incompressible noise: their data URIs alone are over 64 KB.
+    noise = np.random.default_rng(0).integers(0, 256, size=(2, 200, 200), dtype=np.uint8)
+    item = dataclasses.replace(plan_hit_items(run).items[0], image_top=write_png(run / "images", noise[0]),
+                               image_bottom=write_png(run / "images", noise[1]))
     with pytest.raises(ConfigError, match="65,535"):
         html_question(_page(item, run))
 

@@ -100,6 +100,40 @@ def test_malformed_answer_is_archived_and_reported(aws_env, run_dir, fake):  # n
     fake.assignments[aid]["Answer"] = "<broken"
     report = collect(run_dir, client)
     assert report.malformed == [aid] and report.assignments == 1
+    assert [(i.AssignmentId, i.field) for i in report.invalid] == [(aid, "answer")]
+
+
+def test_invalid_answers_are_set_aside_and_reported(aws_env, run_dir, fake):  # noqa: F811
+    from click.testing import CliRunner
+
+    from cage_eval.cli import cli
+
+    client, items, rows = published(run_dir, fake)
+    item = rows[0].item_id
+    good = fake.add_assignment(rows[0].hit_id, "AGOOD", {"choice": "top", "item_id": item,
+                                                         "elapsed_ms": "1200"})
+    posted = {"AHUGE": {"choice": "x" * 200_000}, "ALEFT": {"choice": "=HYPERLINK(1)"},
+              "AECHO": {"choice": "top", "item_id": "h" + "0" * 15},
+              "ATIME": {"choice": "top", "elapsed_ms": "-1"}}
+    bad = {w: fake.add_assignment(rows[1].hit_id, w, a) for w, a in posted.items()}
+    result = CliRunner().invoke(cli, ["collect", str(run_dir), "--endpoint-url", fake.url])
+    assert result.exit_code == 0, result.output
+    assert "Collected 5 assignments from 8 HITs" in result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("Warning:"))
+    assert warning.startswith("Warning: 4 assignment(s) with an invalid answer left out of "
+                              "results.csv (e.g. assignment ") and "x" * 41 not in warning
+    with open(run_dir / runs.RESULTS, newline="") as fh:
+        assert [r["AssignmentId"] for r in csv.DictReader(fh)] == [good]
+    with open(run_dir / runs.RAW_ANSWERS_DIR / "invalid_answers.csv", newline="") as fh:
+        invalid = {r["AssignmentId"]: (r["field"], r["problem"]) for r in csv.DictReader(fh)}
+    assert invalid == {
+        bad["AHUGE"]: ("choice", "is 200,000 characters long (at most 64)"),
+        bad["ALEFT"]: ("choice", "is '=HYPERLINK(1)', not top or bottom"),
+        bad["AECHO"]: ("item_id", f"is 'h000000000000000', not the item shown ({rows[1].item_id})"),
+        bad["ATIME"]: ("elapsed_ms", "is '-1', not a number of milliseconds"),
+    }
+    raw = json.loads((run_dir / runs.RAW_ANSWERS_DIR / f"{rows[1].hit_id}.json").read_text())
+    assert any("x" * 200_000 in a["Answer"] for a in raw["assignments"])  # nothing lost
 
 
 def test_review_rejects_only_failed_attention_checks(aws_env, tmp_path, fake):  # noqa: F811

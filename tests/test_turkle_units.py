@@ -93,9 +93,14 @@ def test_results_check_counts_and_refuses_foreign_files():
     row = {"WorkerId": "3", "Input.item_id": "h1", "Answer.choice": "top", "Turkle.Username": "a"}
     data = _results([row, {**row, "WorkerId": "4"}, {**row, "Input.item_id": "h2",
                                                      "Answer.choice": "left"}])
-    assert check_results_csv(data, {"h1", "h2"}, source="s") == (3, 2, 2, 1)
-    assert check_results_csv(_results([], TURKLE_META_COLUMNS + ("Turkle.Username",)), set(),
-                             source="s") == (0, 0, 0, 0)
+    checked = check_results_csv(data, {"h1", "h2"}, source="s")
+    assert (checked.rows, checked.workers, checked.items_answered) == (2, 2, 1)
+    assert [(i.field, i.problem) for i in checked.invalid] == [("choice", "is 'left', not top or bottom")]
+    assert checked.data == _results([row, {**row, "WorkerId": "4"}])  # Turkle's layout, less one
+    assert check_results_csv(data[:0] + _results([row]), {"h1"}, source="s").data == _results([row])
+    empty = check_results_csv(_results([], TURKLE_META_COLUMNS + ("Turkle.Username",)), set(),
+                              source="s")
+    assert (empty.rows, empty.workers, empty.items_answered, empty.invalid) == (0, 0, 0, [])
     with pytest.raises(BackendError, match="h2.*another run"):
         check_results_csv(data, {"h1"}, source="s")
     mturk_like = _results([row], ("HITId", "HITTypeId", "Title", "Description"))

@@ -15,7 +15,9 @@ median (the sampled causal variables, as DeepSCM saves them); ``slanted`` and ``
 slant / width of the final image above their medians; ``round`` = the digit class is 0, 6, 8 or 9.
 The causal graph of the data is ``thick -> bright``; class and style are exogenous.
 
-The build is seeded and cached as ``digits-<key>.npz`` in a cache directory.
+The build is seeded and cached as ``digits-<key>.npz`` in a cache directory. A cache file is read
+without pickles (``allow_pickle=False``) and checked; one that cannot be read or does not hold
+what the build makes is rebuilt after a :class:`cage_eval.errors.CacheWarning`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from cage.digits import morpho
 from cage_eval import progress
-from cage_eval.errors import RunDirError
+from cage_eval.errors import CacheWarning, RunDirError
 from cage_eval.files import atomic_write_bytes
 
 ATTRIBUTES = ("thick", "bright", "slanted", "wide", "round")
@@ -180,15 +183,57 @@ def annotate(t: np.ndarray, i: np.ndarray, measured: dict[str, np.ndarray],
     }
 
 
+#: The morphometrics :func:`build` stores (``m_<name>`` in the cache file).
+MEASURED = ("thickness", "area", "slant", "width", "height", "intensity")
+N_BASE_DIGITS = 1797
+
+
+def _expected_size(config: DigitsConfig) -> int:
+    return min(config.n_digits or N_BASE_DIGITS, N_BASE_DIGITS) * config.draws
+
+
+def _from_npz(path: Path, n: int) -> DigitsDataset:
+    """The dataset in a cache file, checked; ValueError (or an I/O error) when it is not one."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    want = {"images", "labels", "source", "thickness", "intensity",
+            *(f"m_{k}" for k in MEASURED), *(f"a_{k}" for k in ATTRIBUTES)}
+    if set(arrays) != want:
+        raise ValueError("unexpected arrays")
+    if arrays["images"].shape != (n, IMAGE_SIZE, IMAGE_SIZE) or arrays["images"].dtype != np.uint8:
+        raise ValueError(f"images of shape {arrays['images'].shape}, not ({n}, 28, 28) uint8")
+    for key, value in arrays.items():
+        if key != "images" and (value.shape != (n,) or value.dtype.kind not in "iuf"
+                                or not np.isfinite(value).all()):
+            raise ValueError(f"array {key} is not {n} finite numbers")
+    for a in ATTRIBUTES:
+        if not np.isin(arrays[f"a_{a}"], (0, 1)).all():
+            raise ValueError(f"attribute {a} is not 0/1")
+    return DigitsDataset(
+        arrays["images"], arrays["labels"].astype(np.int64), arrays["source"].astype(np.int64),
+        arrays["thickness"], arrays["intensity"], {k: arrays[f"m_{k}"] for k in MEASURED},
+        {a: arrays[f"a_{a}"].astype(np.int64) for a in ATTRIBUTES})
+
+
+def _read_cache(path: Path, config: DigitsConfig) -> DigitsDataset | None:
+    """The cached dataset, or None (after a :class:`CacheWarning`) when it cannot be trusted."""
+    try:
+        return _from_npz(path, _expected_size(config))
+    except Exception as exc:  # any failure: the cache is untrusted input, never an error
+        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        warnings.warn(CacheWarning(f"{path}: unusable dataset cache ({reason}); rebuilding it"),
+                      stacklevel=3)
+        return None
+
+
 def load(config: DigitsConfig, cache_dir: str | os.PathLike[str] | None) -> DigitsDataset:
-    """The dataset from ``cache_dir/digits-<key>.npz``, building and caching it if absent."""
+    """The dataset from ``cache_dir/digits-<key>.npz``, building and caching it if absent or
+    unusable (a truncated, pickled or otherwise tampered file is rebuilt, never loaded)."""
     path = Path(cache_dir) / f"digits-{config.key()}.npz" if cache_dir is not None else None
     if path is not None and path.is_file():
-        with np.load(path) as z:
-            measured = {k[2:]: z[k] for k in z.files if k.startswith("m_")}
-            attributes = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
-            return DigitsDataset(z["images"], z["labels"], z["source"], z["thickness"],
-                                 z["intensity"], measured, attributes)
+        cached = _read_cache(path, config)
+        if cached is not None:
+            return cached
     data = build(config)
     if path is not None:
         buf = io.BytesIO()

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,7 +33,7 @@ from cage.digits.obs_classifier import (
 from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_vae, vae_from_bytes
 from cage.runtime import deterministic_torch
 from cage_eval import progress
-from cage_eval.errors import InputFileError, RunDirError
+from cage_eval.errors import CacheWarning, InputFileError, RunDirError
 from cage_eval.files import atomic_write_bytes
 
 VAE_FILE = "digits_vae.pt"
@@ -81,35 +82,72 @@ def cache_bundle_dir(cache_dir: str | os.PathLike[str], configs: ModelConfigs) -
     return Path(cache_dir) / f"digits-weights-{configs.key()}"
 
 
+class _Unusable(Exception):
+    """A bundle that exists but cannot be used (the message says why)."""
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Unusable(f"{META_FILE} unreadable ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise _Unusable(f"{META_FILE} is not a JSON object")
+    return meta
+
+
+def _checked_bytes(directory: Path, meta: dict[str, Any]) -> dict[str, bytes]:
+    """The two weight files, each matching its checksum in the bundle's JSON."""
+    out = {}
+    for name in (VAE_FILE, OBS_FILE):
+        try:
+            data = (directory / name).read_bytes()
+        except OSError as exc:
+            raise _Unusable(f"{name} unreadable ({exc.strerror})") from None
+        want = meta.get("sha256", {}).get(name) if isinstance(meta.get("sha256"), dict) else None
+        if hashlib.sha256(data).hexdigest() != want:
+            raise _Unusable(f"{name} does not match its checksum in {META_FILE}")
+        out[name] = data
+    return out
+
+
+def _finite(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()):
+        raise _Unusable(f"{name} holds non-finite weights")
+    return model
+
+
+def _models(data: dict[str, bytes], meta: dict[str, Any], configs: ModelConfigs) -> DigitsModels:
+    """Build the models from checked bytes: weights only (no code), the exact architecture."""
+    if meta.get("attributes") != list(digits_data.ATTRIBUTES):
+        raise _Unusable(f"{META_FILE} lists other attributes")
+    try:
+        vae = vae_from_bytes(data[VAE_FILE], configs.vae)
+        model = AttributeCNN(len(digits_data.ATTRIBUTES))
+        model.load_state_dict(torch.load(io.BytesIO(data[OBS_FILE]), weights_only=True))
+    except Exception as exc:  # UnpicklingError, RuntimeError (shapes, zip), ...: untrusted input
+        raise _Unusable(f"weights do not load ({type(exc).__name__})") from None
+    return DigitsModels(generator=VAEGenerator(_finite(vae, VAE_FILE)),
+                        psi=ObservationClassifier(_finite(model, OBS_FILE),
+                                                  list(digits_data.ATTRIBUTES)),
+                        meta=meta, origin="")
+
+
 def _read_bundle(directory: Path, configs: ModelConfigs) -> DigitsModels | None:
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
+    """The bundle in ``directory`` if it was trained for ``configs`` and passes every check;
+    None when there is none for these configs, or (after a :class:`CacheWarning`) when it is
+    damaged or tampered with."""
+    if not (directory / META_FILE).is_file():
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"{meta_path}: unreadable ({exc}); delete it or run "
-                             "`cage-eval train` again") from None
-    if meta.get("key") != configs.key():
+        meta = _read_meta(directory)
+        if meta.get("key") != configs.key():
+            return None
+        return _models(_checked_bytes(directory, meta), meta, configs)
+    except _Unusable as exc:
+        warnings.warn(CacheWarning(f"{directory}: unusable weights bundle ({exc}); not loaded, "
+                                   "the models are trained again"), stacklevel=3)
         return None
-    try:
-        vae_bytes = (directory / VAE_FILE).read_bytes()
-        obs_bytes = (directory / OBS_FILE).read_bytes()
-    except OSError as exc:
-        raise InputFileError(f"{directory}: incomplete weights bundle ({exc}); run "
-                             "`cage-eval train` again") from None
-    for name, data in ((VAE_FILE, vae_bytes), (OBS_FILE, obs_bytes)):
-        if hashlib.sha256(data).hexdigest() != meta["sha256"][name]:
-            raise InputFileError(f"{directory / name}: checksum differs from {META_FILE}; "
-                                 "run `cage-eval train` again")
-    model = AttributeCNN(len(meta["attributes"]))
-    model.load_state_dict(torch.load(io.BytesIO(obs_bytes), weights_only=True))
-    return DigitsModels(
-        generator=VAEGenerator(vae_from_bytes(vae_bytes, configs.vae)),
-        psi=ObservationClassifier(model, meta["attributes"]),
-        meta=meta,
-        origin="",
-    )
 
 
 def train_bundle(configs: ModelConfigs, data: digits_data.DigitsDataset) -> tuple[

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from cage.config import ExperimentConfig
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow import FlowGenerator, MAFSpec, build_maf, train_maf
 from cage_eval import progress
-from cage_eval.errors import ConfigError
+from cage_eval.errors import CacheWarning, ConfigError
 
 DATA_DEFAULTS: dict[str, Any] = {
     "n": 5000,
@@ -160,16 +161,31 @@ def _cache_key(data: dict[str, Any], flow: dict[str, Any], seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _load_cached(path: Path, spec: MAFSpec) -> tuple[torch.nn.Module, list[float]]:
+    """The cached flow, checked: weights only (no code runs), the exact architecture, finite
+    values. Raises any exception when the file cannot be trusted."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or set(saved) != {"state", "losses"}:
+        raise ValueError("not a cached flow")
+    losses = [float(v) for v in saved["losses"]]
+    flow = build_maf(spec)
+    flow.load_state_dict(saved["state"])
+    if not all(np.isfinite(losses)) or not all(
+            bool(torch.isfinite(t).all()) for t in flow.state_dict().values()):
+        raise ValueError("non-finite values")
+    return flow.eval(), losses
+
+
 def _load_or_train(x: np.ndarray, spec: MAFSpec, seed: int, path: Path
                    ) -> tuple[torch.nn.Module, list[float], bool, float]:
     if path.is_file():
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            flow = build_maf(spec)
-            flow.load_state_dict(saved["state"])
-            return flow.eval(), [float(v) for v in saved["losses"]], True, 0.0
-        except (OSError, RuntimeError, KeyError, ValueError):
-            pass  # unreadable or stale cache entry: retrain and overwrite it below
+            flow, losses = _load_cached(path, spec)
+            return flow, losses, True, 0.0
+        except Exception as exc:  # truncated, tampered or stale: untrusted, retrain instead
+            reason = type(exc).__name__
+            warnings.warn(CacheWarning(f"{path}: unusable cached flow ({reason}); training it "
+                                       "again"), stacklevel=2)
     start = time.perf_counter()
     flow, losses = train_maf(x, spec, seed=seed)
     seconds = time.perf_counter() - start

@@ -8,18 +8,39 @@ only assembles them and turns user-facing errors into ``Error: ...`` and exit co
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from cage_eval import __version__
 from cage_eval.cli import analyze, crowd, generate, hits, simulate, train, turkle
-from cage_eval.errors import CageEvalError
+from cage_eval.errors import CageEvalError, CageEvalWarning
+
+
+def _warning_printer(previous):
+    """A ``warnings.showwarning`` that prints a :class:`CageEvalWarning` (a library telling the
+    user something) as one ``Warning: ...`` line and leaves the others to ``previous``."""
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, CageEvalWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            previous(message, category, *args, **kwargs)
+
+    return show
 
 
 class CageGroup(click.Group):
-    """A click group that reports every user mistake as ``Error: ...`` with exit code 1."""
+    """A click group that reports every user mistake as ``Error: ...`` with exit code 1, and
+    every :class:`CageEvalWarning` of the libraries as one ``Warning: ...`` line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CageEvalWarning)
+            warnings.showwarning = _warning_printer(warnings.showwarning)
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+
+    def _main(self, args, prog_name, complete_var, standalone_mode, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:

@@ -43,7 +43,8 @@ import click
                    "Default: an `analysis` directory next to RESULTS.")
 @click.option("--n-boot", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Cluster-bootstrap draws per cell (pair and worker); 0 skips the bootstraps.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Bootstrap seed (0 or more).")
 @click.option("--gee/--no-gee", default=True, show_default=True,
               help="Fit the exchangeable GEE robustness check.")
 @click.option("--drop-unknown", is_flag=True,

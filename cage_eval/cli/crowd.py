@@ -30,6 +30,15 @@ def _run_dir(path: str) -> Path:
     return Path(path)
 
 
+def _lock(run: Path, activity: str) -> None:
+    """Hold the run's lock until the command ends, however it ends (a second process is refused
+    with ``Error: RUN is being <activity> by process N``)."""
+    from cage_eval import files
+
+    if run.is_dir():
+        click.get_current_context().with_resource(files.run_lock(run, activity))
+
+
 def _client_for_ledger(run: Path, profile, endpoint_url, region, retry_mode, concurrency):
     """An MTurk client for the environment the run's ledger was made in."""
     from mturk.aws import make_client
@@ -102,6 +111,8 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
     from mturk.publish import publish as do_publish
 
     run_dir = _run_dir(run)
+    if not dry_run:
+        _lock(run_dir, "published")
     env = environment(sandbox)
     settings = HitSettings(
         reward=reward,
@@ -248,14 +259,17 @@ def collect(run, concurrency, profile, endpoint_url, region, retry_mode):
     from mturk.collect import collect as do_collect
 
     run_dir = _run_dir(run)
+    _lock(run_dir, "collected")
     _, client = _client_for_ledger(run_dir, profile, endpoint_url, region, retry_mode, concurrency)
     report = do_collect(run_dir, client, concurrency=concurrency)
     s = report.by_status
     click.echo(f"Collected {report.assignments} assignments from {report.hits} HITs "
                f"({s['Submitted']} submitted, {s['Approved']} approved, {s['Rejected']} rejected)")
-    if report.malformed:
-        click.echo(f"Warning: {len(report.malformed)} answers did not parse (e.g. "
-                   f"{report.malformed[0]}); their raw XML is in raw_answers/", err=True)
+    if report.invalid:
+        click.echo(f"Warning: {len(report.invalid)} assignment(s) with an invalid answer left out "
+                   f"of {report.results_path.name} (e.g. {report.invalid[0].describe()}); listed in "
+                   f"{run_dir / 'raw_answers' / 'invalid_answers.csv'}, raw answers in "
+                   f"{run_dir / 'raw_answers'}/", err=True)
     click.echo(f"Wrote {report.results_path}")
 
 
@@ -282,6 +296,8 @@ def review(run, reject_failed_attention, feedback, dry_run, yes, concurrency, pr
     from mturk.review import REJECT, apply_review, check_feedback, plan_review
 
     run_dir = _run_dir(run)
+    if not dry_run:
+        _lock(run_dir, "reviewed")
     env, client = _client_for_ledger(run_dir, profile, endpoint_url, region, retry_mode, concurrency)
     decisions = plan_review(run_dir, client, reject_failed_attention=reject_failed_attention,
                             concurrency=concurrency)
@@ -325,6 +341,7 @@ def expire(run, concurrency, profile, endpoint_url, region, retry_mode):
     from mturk.expire import expire as do_expire
 
     run_dir = _run_dir(run)
+    _lock(run_dir, "expired")
     _, client = _client_for_ledger(run_dir, profile, endpoint_url, region, retry_mode, concurrency)
     now, before = do_expire(run_dir, client, concurrency=concurrency)
     click.echo(f"Expired {now} HITs ({before} were already expired)")

@@ -52,7 +52,7 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
       cage-eval hits runs/digits --attention-rate 0.1
       open runs/digits/hits_preview/index.html
     """
-    from cage_eval import runs
+    from cage_eval import files, runs
     from cage_eval.errors import RunDirError
     from hitgen.hosting import DataUriHost
     from hitgen.items import plan_hit_items, read_hit_items, write_hit_items
@@ -61,6 +61,8 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
 
     texts = _texts(domain, texts_file)
     runs.read_manifest(run)
+    # hit_items.csv must not change under a publish that reads it (and the reverse).
+    click.get_current_context().with_resource(files.run_lock(run, "given its HIT items"))
     plan = plan_hit_items(run, seed=seed, attention_rate=attention_rate)
     items = plan.items
     published = [name for name in (runs.LEDGER, runs.TURKLE_LEDGER) if (run / name).exists()]
@@ -119,7 +121,8 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
 @click.option("--profile", default=None, help="AWS profile (for --s3-bucket).")
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint (for --s3-bucket).")
 @click.option("--region", default=None, help="AWS region (for --s3-bucket).")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory (never a run, "
+              "a directory above one, or one that holds a published study).")
 def export_batch_command(run, out, domain, texts_file, templates_dir, image_base_url, s3_bucket,
                          s3_prefix, expires_in, profile, endpoint_url, region, force):
     """Export a requester-website batch: an HTML template and its input CSV.
@@ -157,7 +160,7 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
         host = UrlPrefixHost(run, image_base_url)
     else:
         host = DataUriHost(run)
-    with files.staged_run_dir(out, force=force) as stage:
+    with files.staged_run_dir(out, force=force, keep=(run,)) as stage:
         uploaded = host.upload(images) if s3_bucket is not None else 0
         result = export_batch(stage, items, host, texts, templates_dir=templates_dir,
                               copy_images_from=run if image_base_url is not None else None)

@@ -29,21 +29,22 @@ home_option = click.option(
 url_option = click.option(
     "--url",
     default=None,
-    help="Base URL of the Turkle server [default: the one `turkle serve` runs from --home, or "
-    "for status/collect the one the run was published to].",
+    help="Base URL of the Turkle server [default: the one `turkle serve` runs from --home]. "
+    "The API token is sent only there (never to a server named only by a run).",
 )
 
 
-def _api(home: Path, url: str | None, *, fallback_url: str | None = None):
-    """A TurkleAPI for ``url`` (or the recorded one) with the token from the env or ``home``."""
+def _api(home: Path, url: str | None):
+    """A TurkleAPI for ``url`` (or the server running from ``home``) with the token from the
+    env or ``home``. The token goes only to one of those two, never to a URL read from a run."""
     from cage_eval.errors import ConfigError
     from mturk.turkle_api import TurkleAPI
     from mturk.turkle_server import read_credentials, recorded_url
 
-    url = url or fallback_url or recorded_url(home)
+    url = url or recorded_url(home)
     if not url:
-        raise ConfigError(f"no Turkle server URL: pass --url, or start one with "
-                          f"`cage-eval turkle serve --home {home}`")
+        raise ConfigError(f"no Turkle server URL: no server is running from {home} (start it "
+                          f"with `cage-eval turkle serve --home {home}`), and no --url was given")
     token = os.environ.get(TOKEN_ENV, "").strip() or read_credentials(home).token
     if not token:
         raise ConfigError(f"{home}/credentials.json has no API token; start the server once with "
@@ -216,10 +217,10 @@ def status_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle status runs/digits --home lab
     """
-    from mturk.turkle_backend import status
-    from mturk.turkle_ledger import ledger_url
+    from mturk.turkle_backend import published, status
 
-    p = status(run, _api(home, url, fallback_url=ledger_url(run)))
+    published(run)  # a clear error for an unpublished or MTurk-published run, before any URL
+    p = status(run, _api(home, url))
     click.echo(f"Batch {p.batch_id} at {p.url}: {p.finished_assignments}/{p.total_assignments} "
                f"assignments finished, {p.finished_tasks}/{p.total_tasks} tasks complete"
                + (" (done)" if p.complete else ""))
@@ -237,18 +238,20 @@ def collect_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle collect runs/digits --home lab
     """
-    from mturk.turkle_backend import collect
-    from mturk.turkle_ledger import ledger_url
+    from mturk.turkle_backend import collect, published
 
-    r = collect(run, _api(home, url, fallback_url=ledger_url(run)))
+    published(run)  # a clear error for an unpublished or MTurk-published run, before any URL
+    r = collect(run, _api(home, url))
     p = r.progress
     click.echo(f"Wrote {r.path}: {r.rows} answers from {r.workers} worker(s) on "
                f"{r.items_answered}/{p.total_tasks} items "
                f"({p.finished_assignments}/{p.total_assignments} assignments"
                + (", done)" if p.complete else ")"))
-    if r.invalid_choices:
-        click.echo(f"Warning: {r.invalid_choices} answer(s) have no valid choice "
-                   "(top/bottom); the analysis will drop them", err=True)
+    if r.invalid:
+        click.echo(f"Warning: {len(r.invalid)} assignment(s) with an invalid answer left out of "
+                   f"{r.path.name} (e.g. {r.invalid[0].describe()}); listed in "
+                   f"{r.path.parent / 'raw_answers' / 'invalid_answers.csv'}, the whole "
+                   f"download is in {r.raw}", err=True)
 
 
 COMMANDS: list[click.Command] = [turkle]
