@@ -33,7 +33,7 @@ from cage.digits.obs_classifier import (
 from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_vae, vae_from_bytes
 from cage.runtime import deterministic_torch
 from cage_eval import progress
-from cage_eval.errors import CacheWarning, InputFileError, RunDirError
+from cage_eval.errors import CacheWarning, RunDirError
 from cage_eval.files import atomic_write_bytes
 
 VAE_FILE = "digits_vae.pt"
