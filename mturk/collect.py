@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cage_eval import files, runs
+from cage_eval import files, progress, runs
 from cage_eval.errors import RunDirError
 from mturk import aws
 from mturk.answers import InvalidAnswer, answer_problem, write_invalid_answers
@@ -194,8 +194,12 @@ def collect(run_dir: Path, client: Any, *, concurrency: int = 8) -> CollectRepor
                           "published; restore the original hit_items.csv")
     with files.run_lock(run_dir, "collected"):
         with ThreadPoolExecutor(max_workers=max(1, concurrency),
-                                thread_name_prefix="collect") as pool:
-            fetched = list(pool.map(lambda r: fetch_hit(client, str(r.hit_id)), rows))
+                                thread_name_prefix="collect") as pool, \
+                progress.bar(len(rows), "fetching answers", "HIT") as bar:
+            fetched = []
+            for result in pool.map(lambda r: fetch_hit(client, str(r.hit_id)), rows):
+                fetched.append(result)
+                bar.update(1)
         return _write_results(run_dir, run_id, items, rows, fetched, lifetime_s)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cage_eval import files, runs
+from cage_eval import progress as progress_report
 from cage_eval.errors import BackendError, ConfigError, RunDirError, SpendingRefused
 from mturk import aws
 from mturk.costs import CostEstimate, estimate_cost
@@ -564,10 +565,12 @@ def _publish_with_ledger(plan: PublishPlan, client: Any, ledger: Ledger, *, host
             on_progress(done, report.total)
 
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="publish") as pool:
+    with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="publish") as pool, \
+            progress_report.bar(len(todo), "creating HITs", "HIT") as bar:
         futures = [pool.submit(create_one, item) for item in todo]
         for future, item in zip(futures, todo, strict=True):
             exc = future.exception()
+            bar.update(1)
             if exc is not None:
                 errors.append(exc)
                 report.failed.append((item.item_id, str(exc)))
