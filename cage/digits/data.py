@@ -233,8 +233,11 @@ def load(config: DigitsConfig, cache_dir: str | os.PathLike[str] | None) -> Digi
     if path is not None and path.is_file():
         cached = _read_cache(path, config)
         if cached is not None:
+            progress.note(f"digits data set: cached in {path}")
             return cached
-    data = build(config)
+    with progress.stage("building the digits data set (Morpho-MNIST thickness and intensity, "
+                        "once; cached afterwards)"):
+        data = build(config)
     if path is not None:
         buf = io.BytesIO()
         np.savez_compressed(
