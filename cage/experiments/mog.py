@@ -187,7 +187,8 @@ def _load_or_train(x: np.ndarray, spec: MAFSpec, seed: int, path: Path
             warnings.warn(CacheWarning(f"{path}: unusable cached flow ({reason}); training it "
                                        "again"), stacklevel=2)
     start = time.perf_counter()
-    flow, losses = train_maf(x, spec, seed=seed)
+    with progress.stage(f"training the MAF ({spec.steps} steps; cached afterwards)"):
+        flow, losses = train_maf(x, spec, seed=seed)
     seconds = time.perf_counter() - start
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +237,8 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
     key = _cache_key(data, flow_opts, config.seed)
     path = Path(cache_dir) / "mog" / f"maf-{key}.pt"
     flow, losses, cached, seconds = _load_or_train(x[:, order], spec, config.seed, path)
-    progress.note(f"MAF: {'loaded from the cache ' + str(path) if cached else 'trained'}")
+    if cached:
+        progress.note(f"MAF: loaded from the cache {path}")
     generator = FlowGenerator(flow, order=order)
     z = generator.encode(torch.as_tensor(x)).numpy()
 
