@@ -427,16 +427,22 @@ def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: Laten
     key = (attr, np.asarray(u).tobytes(), float(alpha))
     if key in cache:
         return cache[key]
-    rng = np.random.default_rng(stage_seed(seed, "mmd", attr))
-    zn = z.numpy().astype(np.float64)
-    order = rng.permutation(zn.shape[0])
-    positive = clf.predict(zn[order]) == 1
-    cond_idx = order[positive][: cc.mmd_n]
-    rest = order[~np.isin(order, cond_idx)][: cc.mmd_n]
-    if cond_idx.size < 2 or rest.size < 2:
+    # The two samples depend on the attribute only: draw them once (mmd_n rows each; the prior
+    # latents are never copied whole).
+    samples = cache.get(("samples", attr))
+    if samples is None:
+        rng = np.random.default_rng(stage_seed(seed, "mmd", attr))
+        order = rng.permutation(z.shape[0])
+        positive = clf.predict(z)[order] == 1
+        cond_idx = order[positive][: cc.mmd_n]
+        rest = order[~np.isin(order, cond_idx)][: cc.mmd_n]
+        samples = cache[("samples", attr)] = (z[cond_idx].numpy().astype(np.float64),
+                                              z[rest].numpy().astype(np.float64))
+    cond, rest_z = samples
+    if cond.shape[0] < 2 or rest_z.shape[0] < 2:
         cache[key] = (float("nan"), float("nan"))
         return cache[key]
-    res = mmd_test(zn[cond_idx], zn[rest] + alpha * np.asarray(u), n_perm=cc.mmd_permutations,
+    res = mmd_test(cond, rest_z + alpha * np.asarray(u), n_perm=cc.mmd_permutations,
                    seed=stage_seed(seed, "mmd-perm", attr, repr(float(alpha))))
     cache[key] = (res.mmd2, res.p_value)
     return cache[key]
