@@ -20,6 +20,8 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       turkle_ledger.sqlite local Turkle server publishing ledger
       results.csv          collected answers, MTurk batch-results layout
       raw_answers/         raw answers archived by collect
+      analysis/            cage-eval analyze's outputs (table2.*, workers.csv, analysis.json)
+      report.html          cage-eval report: everything above on one self-contained page
 
 Everything a later command needs is named here, once.
 """
@@ -51,6 +53,8 @@ LEDGER = "ledger.sqlite"
 TURKLE_LEDGER = "turkle_ledger.sqlite"
 RESULTS = "results.csv"
 RAW_ANSWERS_DIR = "raw_answers"
+ANALYSIS_DIR = "analysis"
+REPORT = "report.html"
 
 SETTINGS = ("same_source", "same_destination")
 ROLES = ("cause", "effect")
