@@ -12,7 +12,7 @@ import sys
 import click
 
 from cage_eval import __version__
-from cage_eval.cli import analyze, crowd, generate, hits, simulate, train, turkle
+from cage_eval.cli import analyze, crowd, generate, hits, report, simulate, train, turkle
 from cage_eval.errors import CageEvalError
 
 
@@ -51,10 +51,11 @@ def cli() -> None:
       cage-eval publish runs/digits --sandbox     # HITs on the MTurk sandbox
       cage-eval collect runs/digits               # answers -> runs/digits/results.csv
       cage-eval analyze runs/digits/results.csv   # Table 2
+      cage-eval report runs/digits                # everything on one HTML page
     """
 
 
-for _module in (generate, train, hits, crowd, turkle, simulate, analyze):
+for _module in (generate, train, hits, crowd, turkle, simulate, analyze, report):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
