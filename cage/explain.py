@@ -1,12 +1,18 @@
 """Plain-language sentences for CAGE's verdicts: what a person reads first (summary and report).
 
 Every sentence states the call, the numbers behind it and, for ``?``, each control that stopped an
-arrow (:mod:`cage.engine.rules`). Pure string building: no printing.
+arrow (:mod:`cage.engine.rules`). Pure string building: no printing, and no import beyond the
+standard library, so that readers of a finished run (``cage-eval report``) get the same words
+from a ``directions.csv`` row (:func:`sentence_from_row`) as ``generate`` gets from a
+:class:`cage.result.PairDirection` (:func:`sentence`) without loading torch.
 """
 
 from __future__ import annotations
 
-from cage.result import PairDirection
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 #: How each outcome variant is named in sentences.
 VARIANT_WORDS = {
@@ -16,7 +22,89 @@ VARIANT_WORDS = {
 }
 
 
-def _reason_clause(d: PairDirection, reason: str) -> str:
+class Verdict(Protocol):
+    """What a sentence reads: a :class:`cage.result.PairDirection` or a :class:`DirectionRow`."""
+
+    m1: str
+    m2: str
+    outcome: str
+    direction: str
+    cause: str
+    effect: str
+    rule: str
+    reason: str
+    direction_paper: str
+    direction_controlled: str
+    reason_controlled: str
+    null: str
+    delta_tau: float
+    p_delta_tau: float
+    p_gate_12: float
+    p_gate_21: float
+    p_delta_tau_centred: float
+    p_delta_tau_rotation: float
+    delta_tau_geometric: float
+    delta_tau_balanced: float
+    delta_tau_m1_rare: float
+    delta_tau_m2_rare: float
+
+
+@dataclass(frozen=True)
+class DirectionRow:
+    """The fields of one ``directions.csv`` row that a sentence reads, parsed from the CSV text
+    (floats with 10 significant digits, ``nan`` or empty for missing values)."""
+
+    m1: str
+    m2: str
+    outcome: str
+    direction: str
+    cause: str
+    effect: str
+    rule: str
+    reason: str
+    direction_paper: str
+    direction_controlled: str
+    reason_controlled: str
+    null: str
+    delta_tau: float
+    p_delta_tau: float
+    p_gate_12: float
+    p_gate_21: float
+    p_delta_tau_centred: float
+    p_delta_tau_rotation: float
+    delta_tau_geometric: float
+    delta_tau_balanced: float
+    delta_tau_m1_rare: float
+    delta_tau_m2_rare: float
+
+    @classmethod
+    def from_csv(cls, row: Mapping[str, str]) -> DirectionRow:
+        """Parse a ``csv.DictReader`` row of ``directions.csv``.
+
+        Raises
+        ------
+        KeyError
+            A column of :data:`COLUMNS` is missing from ``row``.
+        """
+        values: dict[str, str | float] = {}
+        for f in fields(cls):
+            text = row[f.name]
+            values[f.name] = text if f.type == "str" else _float(text)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+#: The directions.csv columns a sentence needs.
+COLUMNS = tuple(f.name for f in fields(DirectionRow))
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _reason_clause(d: Verdict, reason: str) -> str:
     if reason == "geometry-only" and d.outcome == "latent":
         return (f"eq. 8's delta tau ({d.delta_tau:+.3f}) is what the two hyperplanes' offsets and "
                 f"norms alone predict ({d.delta_tau_geometric:+.3f}), so it cannot tell a cause "
@@ -36,7 +124,7 @@ def _reason_clause(d: PairDirection, reason: str) -> str:
     return reason
 
 
-def sentence(d: PairDirection) -> str:
+def sentence(d: Verdict) -> str:
     """One paragraph on ``d``: the call of its rule, why, and the other rule's call."""
     variant = VARIANT_WORDS.get(d.outcome, d.outcome)
     reasons = [r for r in d.reason.split("+") if r]
@@ -61,3 +149,8 @@ def sentence(d: PairDirection) -> str:
         why = "; ".join(_reason_clause(d, r) for r in d.reason_controlled.split("+") if r)
         text += f" The controlled rule says {d.direction_controlled}" + (f": {why}." if why else ".")
     return text
+
+
+def sentence_from_row(row: Mapping[str, str]) -> str:
+    """:func:`sentence` for one ``directions.csv`` row (a ``csv.DictReader`` dict)."""
+    return sentence(DirectionRow.from_csv(row))

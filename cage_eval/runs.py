@@ -21,6 +21,8 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       results.csv          collected answers, MTurk batch-results layout
       raw_answers/         raw answers archived by collect
       .cage-eval.lock      lock of publish/collect/review/expire while one runs
+      analysis/            cage-eval analyze's outputs (table2.*, workers.csv, analysis.json)
+      report.html          cage-eval report: everything above on one self-contained page
 
 Everything a later command needs is named here, once.
 """
@@ -57,6 +59,8 @@ LOCK = ".cage-eval.lock"
 #: What makes a directory a study that no command may replace: a publishing ledger (MTurk or
 #: Turkle), the blinding map, the frozen analysis plan, or collected answers.
 STUDY_FILES = (LEDGER, TURKLE_LEDGER, HIT_ITEMS, ANALYSIS_PLAN, RESULTS, RAW_ANSWERS_DIR)
+ANALYSIS_DIR = "analysis"
+REPORT = "report.html"
 
 SETTINGS = ("same_source", "same_destination")
 ROLES = ("cause", "effect")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 
@@ -17,3 +19,61 @@ def s3_endpoint():
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """A headless Chromium WebDriver (browser_fixtures.chromium), one per test module; mark the
+    module with ``browser_fixtures.BROWSER_MARKS``."""
+    from browser_fixtures import chromium
+
+    with chromium() as drv:
+        yield drv
+
+
+#: A digits run small enough for tests (one pair, a handful of counterfactual pairs): about a
+#: minute on 2 busy cores, most of it building the dataset.
+TINY_DIGITS = (
+    "cage.k=200", "cage.n_null=5", "cage.k_null_observation=50", "cage.alphas=[1.0, 2.0]",
+    "cage.alpha=1.0", "cage.mmd_n=40", "cage.mmd_permutations=10", "cage.min_accuracy=0.5",
+    'cage.pairs=[["thick", "bright"]]', "pairs.n_same_source=4", "pairs.n_same_destination=4",
+    "pairs.alpha_steps=4", "pairs.alpha_growth=2.0", "pairs.sheet_pairs=4",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_run(tmp_path_factory):
+    """``cage-eval generate -e digits`` at a tiny size (declared DAG thick->bright, its pairs and
+    contact sheets, RUN/report.html), once per session. Copy it before changing it."""
+    from click.testing import CliRunner
+
+    from cage.runtime import torch_threads
+    from cage_eval.cli import cli
+
+    base = tmp_path_factory.mktemp("tiny-digits")
+    args = ["generate", "-e", "digits", "--out", str(base / "run"), "--cache-dir",
+            str(base / "cache")]
+    for item in TINY_DIGITS:
+        args += ["--set", item]
+    with torch_threads(1):
+        res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return base / "run"
+
+
+@pytest.fixture(scope="session")
+def answered_digits_run(tiny_digits_run, tmp_path_factory):
+    """:func:`tiny_digits_run` copied, with HIT items (attention checks), simulated answers and
+    their analysis (``hits``, ``simulate``, ``analyze``), so RUN/report.html shows Table 2."""
+    from click.testing import CliRunner
+
+    from cage_eval.cli import cli
+
+    run = tmp_path_factory.mktemp("answered-digits") / "run"
+    shutil.copytree(tiny_digits_run, run)
+    for args in (["hits", str(run), "--attention-rate", "0.25"],
+                 ["simulate", str(run), "--p-cause", "0.8", "--spammers", "0.1"],
+                 ["analyze", str(run / "results.csv"), "--n-boot", "50", "-q"]):
+        res = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    return run

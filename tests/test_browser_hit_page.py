@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import http.server
-import shutil
-import tempfile
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
+from browser_fixtures import BROWSER_MARKS
 from crowd_fixtures import make_run_dir
 
 from hitgen.hosting import DataUriHost
@@ -18,14 +16,7 @@ from hitgen.items import plan_hit_items
 from hitgen.render import render_mturk_page, render_turkle_template
 from hitgen.texts import HitTexts
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (headless "
-                       "Chromium is needed for the browser tests)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 class _Capture(http.server.ThreadingHTTPServer):
@@ -80,26 +71,6 @@ def capture():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="cage-eval-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 f"--user-data-dir={profile}", "--window-size=800,1000"):
-        options.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    drv.set_page_load_timeout(30)
-    try:
-        yield drv
-    finally:
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

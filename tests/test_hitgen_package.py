@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_FILES = {"mturk.html.jinja", "turkle.html.jinja", "batch.html.jinja", "_choice.html.jinja",
-                  "_style.html.jinja", "_fragment_script.html.jinja"}
+                  "_style.html.jinja", "_fragment_script.html.jinja", "report.html.j2"}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import warnings
 import click
 
 from cage_eval import __version__
-from cage_eval.cli import analyze, crowd, generate, hits, simulate, train, turkle
+from cage_eval.cli import analyze, crowd, generate, hits, report, simulate, train, turkle
 from cage_eval.errors import CageEvalError, CageEvalWarning
 
 
@@ -78,6 +78,7 @@ def cli(ctx: click.Context, quiet: bool) -> None:
       cage-eval publish runs/digits --sandbox     # HITs on the MTurk sandbox
       cage-eval collect runs/digits               # answers -> runs/digits/results.csv
       cage-eval analyze runs/digits/results.csv   # Table 2
+      cage-eval report runs/digits                # everything on one HTML page
     """
     from cage_eval import progress
     from cage_eval.cli.console import Console
@@ -85,7 +86,7 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     ctx.with_resource(progress.use(Console(quiet=quiet)))
 
 
-for _module in (generate, train, hits, crowd, turkle, simulate, analyze):
+for _module in (generate, train, hits, crowd, turkle, simulate, analyze, report):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -75,6 +75,7 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     """
     from analysis.report import AnalysisOptions, analyze_file
     from analysis.tables import render_text, write_outputs
+    from cage_eval import runs
     from mturk.published import assignments_per_item
 
     overrides = {
@@ -87,7 +88,7 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
                               drop_unknown=drop_unknown)
     result = analyze_file(results, run_dir=run_dir, plan_file=plan_file, overrides=overrides,
                           options=options, planned=assignments_per_item)
-    target = out_dir if out_dir is not None else results.parent / "analysis"
+    target = out_dir if out_dir is not None else results.parent / runs.ANALYSIS_DIR
     paths = write_outputs(result, target)
     text = render_text(result)
     if not quiet:
@@ -97,6 +98,13 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
             click.echo(line, err=True)
     if result.banner is not None:
         click.echo(result.banner, err=True)
+    if result.run_dir is not None and (
+            target.resolve() == (result.run_dir / runs.ANALYSIS_DIR).resolve()):
+        from cage_eval.cli.report import refresh_report
+
+        report = refresh_report(target.parent, required=False)  # the page shows RUN/analysis
+        if report is not None:
+            paths.append(report)
     click.echo("Wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -82,6 +82,9 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
 
     with sigterm_as_interrupt():
         result = run_experiment(config, out, force=force, cache_dir=cache_dir)
+    from cage_eval.cli.report import refresh_report
+
+    refresh_report(out)
     elapsed = time.perf_counter() - started
     click.echo(summary(result, out, elapsed))
 
@@ -145,6 +148,8 @@ def summary(result, out: Path, elapsed: float) -> str:
     lines += ["", "in words:"] + [f"  {sentence(d)}" for d in result.directions]
     lines += ["", f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)",
               f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}"]
+    if (out / runs.REPORT).is_file():
+        lines.append(f"report: {out / runs.REPORT} (everything on one page; cage-eval report)")
     lines.append(_resolution_line(cc, len(result.directions)))
     lines.append(RULE_LINES[cc.rule].format(level=cc.level))
     lines += _pair_lines(manifest.get("pairs"), out)
