@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import Any
 
 #: How each outcome variant is named in sentences.
 VARIANT_WORDS = {
@@ -20,33 +20,6 @@ VARIANT_WORDS = {
     "observation": "eq. 9, observation classifier on decoded images",
     "observation_conditional": "eq. 9, conditional intervention",
 }
-
-
-class Verdict(Protocol):
-    """What a sentence reads: a :class:`cage.result.PairDirection` or a :class:`DirectionRow`."""
-
-    m1: str
-    m2: str
-    outcome: str
-    direction: str
-    cause: str
-    effect: str
-    rule: str
-    reason: str
-    direction_paper: str
-    direction_controlled: str
-    reason_controlled: str
-    null: str
-    delta_tau: float
-    p_delta_tau: float
-    p_gate_12: float
-    p_gate_21: float
-    p_delta_tau_centred: float
-    p_delta_tau_rotation: float
-    delta_tau_geometric: float
-    delta_tau_balanced: float
-    delta_tau_m1_rare: float
-    delta_tau_m2_rare: float
 
 
 @dataclass(frozen=True)
@@ -78,6 +51,11 @@ class DirectionRow:
     delta_tau_m2_rare: float
 
     @classmethod
+    def from_direction(cls, d: Any) -> DirectionRow:
+        """The fields of a :class:`cage.result.PairDirection` (or anything with them)."""
+        return cls(**{f.name: getattr(d, f.name) for f in fields(cls)})
+
+    @classmethod
     def from_csv(cls, row: Mapping[str, str]) -> DirectionRow:
         """Parse a ``csv.DictReader`` row of ``directions.csv``.
 
@@ -104,7 +82,7 @@ def _float(text: str | None) -> float:
         return math.nan
 
 
-def _reason_clause(d: Verdict, reason: str) -> str:
+def _reason_clause(d: DirectionRow, reason: str) -> str:
     if reason == "geometry-only" and d.outcome == "latent":
         return (f"eq. 8's delta tau ({d.delta_tau:+.3f}) is what the two hyperplanes' offsets and "
                 f"norms alone predict ({d.delta_tau_geometric:+.3f}), so it cannot tell a cause "
@@ -124,8 +102,11 @@ def _reason_clause(d: Verdict, reason: str) -> str:
     return reason
 
 
-def sentence(d: Verdict) -> str:
-    """One paragraph on ``d``: the call of its rule, why, and the other rule's call."""
+def sentence(d: Any) -> str:
+    """One paragraph on ``d`` (a :class:`cage.result.PairDirection` or a :class:`DirectionRow`):
+    the call of its rule, why, and the other rule's call."""
+    if not isinstance(d, DirectionRow):
+        d = DirectionRow.from_direction(d)
     variant = VARIANT_WORDS.get(d.outcome, d.outcome)
     reasons = [r for r in d.reason.split("+") if r]
     if d.direction in ("->", "<-"):
