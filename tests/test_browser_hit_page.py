@@ -8,9 +8,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
+from browser_helpers import CHROMEDRIVER, CHROMIUM, browser_marks
 from crowd_fixtures import make_run_dir
 
 from hitgen.hosting import DataUriHost
@@ -18,14 +18,7 @@ from hitgen.items import plan_hit_items
 from hitgen.render import render_mturk_page, render_turkle_template
 from hitgen.texts import HitTexts
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (headless "
-                       "Chromium is needed for the browser tests)"),
-]
+pytestmark = browser_marks()
 
 
 class _Capture(http.server.ThreadingHTTPServer):
