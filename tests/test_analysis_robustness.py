@@ -228,3 +228,39 @@ def test_majority_vote_corrected_per_setting_in_an_incomplete_design(method):
         np.testing.assert_allclose(rows["majority_p_adjusted"], corrected, rtol=1e-9)
         assert rows["majority_significant"].tolist() == reject.tolist()
         assert set(rows["family_size"]) == {len(rows)}
+
+
+def test_degenerate_gee_is_all_nan_after_no_iteration():
+    n, empty = np.array([3.0, 2.0]), np.array([])
+    for counts, cause in ((n, n), (n, 0 * n), (empty, empty)):   # all cause, none, no pair
+        g = gee_exchangeable(counts, cause)
+        assert all(math.isnan(v) for v in (g.rate, g.ci_low, g.ci_high, g.p_value,
+                                           g.correlation)), g
+        assert g.iterations == 0
+
+
+def test_overall_agreement_and_position_from_tidy_rows():
+    """Tidy rows carry no ``choice``: the top image was chosen when the cause was on top and
+    preferred, or on the bottom and not preferred. Checked against counts made by hand and
+    statsmodels' Fleiss kappa on the rating table."""
+    from scipy import stats as st
+
+    frame = judgement_frame({("a->b", "same_source"): (70, 90),
+                             ("c->d", "same_destination"): (40, 90)}, seed=9)
+    frame["choice"] = ""
+    o = overall(frame)
+    cause = frame["preferred"].eq("cause")
+    top = (frame["cause_position"].eq("top") == cause)
+    assert (o["judgements"], o["pairs"], o["workers"]) == (180, 60, frame["worker_id"].nunique())
+    assert (o["top_chosen"], o["position_n"]) == (int(top.sum()), 180)
+    assert o["position_p_value"] == pytest.approx(st.binomtest(int(top.sum()), 180).pvalue,
+                                                  rel=1e-12)
+    votes = cause.groupby(frame["pair_id"]).sum().to_numpy()
+    table = np.column_stack([votes, 3 - votes]).astype(float)
+    assert o["fleiss_kappa"] == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=1e-12)
+    assert o["randolph_kappa"] == pytest.approx(fleiss_kappa(table, method="randolph"), abs=1e-12)
+    assert (o["kappa_pairs"], o["kappa_raters"]) == (60, 3)
+    # Per cell, robustness() counts the same way.
+    rob = robustness(frame, headline(frame), correction="none", family="setting", alpha=0.05,
+                     n_boot=0)
+    assert rob["top_chosen"].sum() == o["top_chosen"] and rob["position_n"].sum() == 180
