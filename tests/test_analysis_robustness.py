@@ -264,3 +264,34 @@ def test_overall_agreement_and_position_from_tidy_rows():
     rob = robustness(frame, headline(frame), correction="none", family="setting", alpha=0.05,
                      n_boot=0)
     assert rob["top_chosen"].sum() == o["top_chosen"] and rob["position_n"].sum() == 180
+
+
+def test_bootstrap_interval_level_is_the_percentile_pair_asked_for():
+    """At level 0.5 the interval is the 25th and 75th percentile of resampled shares: checked
+    against a naive pair bootstrap (20,000 draws each; tolerance 0.1 bootstrap SD, while the 1/6
+    and 5/6 percentiles lie 0.29 SD further out)."""
+    ids, y = _clustered(150, 0.6, (2, 3), 5)
+    n, s = cluster_counts(ids, y)
+    draws = np.random.default_rng(3).integers(0, len(n), size=(20_000, len(n)))
+    naive = s[draws].sum(1) / n[draws].sum(1)
+    sd = naive.std()
+    for level in (0.5, 0.9):
+        lo, hi = bootstrap_ci(n, s, n_boot=20_000, random_state=4, level=level)
+        qlo, qhi = np.quantile(naive, [(1 - level) / 2, (1 + level) / 2])
+        assert abs(lo - qlo) < 0.1 * sd and abs(hi - qhi) < 0.1 * sd, (level, lo, qlo, hi, qhi)
+
+
+def test_gee_with_zero_robust_variance_rejects_any_other_null():
+    """Every pair split 1-1: the estimate is 0.5 with zero robust variance, so the interval is the
+    point and a null of 0.3 is rejected outright (p = 0), not a division by zero."""
+    g = gee_exchangeable(np.full(4, 2.0), np.ones(4), null_p=0.3)
+    assert (g.rate, g.ci_low, g.ci_high, g.p_value) == (0.5, 0.5, 0.5, 0.0)
+
+
+def test_gee_iterations_are_bounded_by_max_iter():
+    ids, y = _clustered(60, 0.6, (1, 2, 3, 4), 6)  # unequal pairs: the weights move mu
+    n, s = cluster_counts(ids, y)
+    full = gee_exchangeable(n, s)
+    assert 1 < full.iterations < 200
+    for cap in (1, 2):
+        assert gee_exchangeable(n, s, max_iter=cap).iterations == cap

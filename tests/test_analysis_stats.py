@@ -244,3 +244,15 @@ def test_any_incomplete_design_is_corrected_per_setting_like_multipletests(data,
         pa, rej, m = expected[(r.dag, r.setting)]
         assert r.p_adjusted == pytest.approx(pa, rel=1e-9, abs=1e-300)
         assert bool(r.significant) == rej and r.family_size == m
+
+
+def test_a_cell_with_one_judgement_has_its_rate_and_an_exact_test():
+    """n = 1: the rate is k, the two-sided p-value is 1 (both outcomes have probability 1/2),
+    and the Clopper-Pearson interval is [0.025, 1] or [0, 0.975]."""
+    table = headline(judgement_frame({("a->b", "same_source"): (1, 1),
+                                      ("c->d", "same_source"): (0, 1)}))
+    rows = table.set_index("dag")
+    assert rows.loc["a->b", "rate"] == 1.0 and rows.loc["c->d", "rate"] == 0.0
+    assert rows["p_value"].tolist() == [1.0, 1.0] and rows["p_adjusted"].tolist() == [1.0, 1.0]
+    assert (rows.loc["a->b", "ci_low"], rows.loc["a->b", "ci_high"]) == pytest.approx((0.025, 1.0))
+    assert (rows.loc["c->d", "ci_low"], rows.loc["c->d", "ci_high"]) == pytest.approx((0.0, 0.975))

@@ -105,3 +105,15 @@ def test_float64_closed_form_equals_the_materialised_sum():
 ])
 def test_decision_rule_at_its_boundaries(delta, p12, p21, pdt, call):
     assert decide(delta, p12, p21, pdt, 0.05) == call
+
+
+def test_empirical_p_value_compares_float32_nulls_at_float64_precision():
+    """The 1e-12 tie tolerance holds for float32 null draws too: an observed value 1e-9 above a
+    draw (far below float32's resolution, far above the tolerance) is not reached by it."""
+    from cage.engine.effects import empirical_p_value
+
+    null = np.array([0.3, -0.1], dtype=np.float32)
+    draw = float(null[0])
+    assert empirical_p_value(null, draw * (1 + 1e-9)) == 1 / 3
+    assert empirical_p_value(null, -draw * (1 + 1e-9)) == 1 / 3
+    assert empirical_p_value(null, draw * (1 + 1e-13)) == 2 / 3   # within the tolerance: a tie
