@@ -295,3 +295,14 @@ def test_gee_iterations_are_bounded_by_max_iter():
     assert 1 < full.iterations < 200
     for cap in (1, 2):
         assert gee_exchangeable(n, s, max_iter=cap).iterations == cap
+
+
+def test_robustness_bootstrap_seed_defaults_to_zero():
+    """The documented default seed (0, as ``cage-eval analyze --seed``) is robustness()'s too."""
+    frame = judgement_frame({("a->b", "same_source"): (170, 300)}, seed=2)
+    cells = headline(frame)
+    kwargs = {"correction": "bonferroni", "family": "setting", "alpha": 0.05, "n_boot": 300}
+    pd.testing.assert_frame_equal(robustness(frame, cells, **kwargs),
+                                  robustness(frame, cells, random_state=0, **kwargs))
+    assert not robustness(frame, cells, random_state=1, **kwargs).equals(
+        robustness(frame, cells, **kwargs))

@@ -117,3 +117,11 @@ def test_empirical_p_value_compares_float32_nulls_at_float64_precision():
     assert empirical_p_value(null, draw * (1 + 1e-9)) == 1 / 3
     assert empirical_p_value(null, -draw * (1 + 1e-9)) == 1 / 3
     assert empirical_p_value(null, draw * (1 + 1e-13)) == 2 / 3   # within the tolerance: a tie
+
+
+def test_an_observed_zero_is_reached_by_every_draw():
+    """|draw| >= 0 always holds, exact zeros included: an observed statistic of 0 has p = 1."""
+    from cage.engine.effects import empirical_p_value
+
+    assert empirical_p_value(np.zeros(4), 0.0) == 1.0
+    assert empirical_p_value(np.array([0.0, -0.2]), -0.0) == 1.0

@@ -3,6 +3,7 @@ audit trail it leaves (mturk.ledger; the higher-level paths are in test_mturk_le
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime
 
@@ -52,7 +53,17 @@ def test_created_ledger_holds_pending_rows_meta_and_one_event(ledger):
     assert ledger.meta("schema_version") == "1" and ledger.meta("nothing") is None
     assert (ledger.environment, ledger.run_id, ledger.settings) == ("sandbox", "r1", {"reward": "0.05"})
     assert ledger.hit_type_id is None
+    assert datetime.fromisoformat(ledger.meta("created_at")).utcoffset().total_seconds() == 0
     assert _events(ledger) == [("ledger-created", "sandbox")]
+
+
+def test_settings_are_stored_as_canonical_json(tmp_path):
+    """Sorted keys: the same settings always give the same stored text, whatever their order."""
+    settings = {"reward": "0.05", "assignments": 3, "auto_approve_s": 259200}
+    with Ledger.create(tmp_path, environment="sandbox", run_id="r1", settings=settings,
+                       items=_items(1)) as led:
+        assert led.meta("settings") == json.dumps(dict(sorted(settings.items())))
+        assert led.settings == settings
 
 
 def test_add_items_adds_only_new_rows_and_counts_them(ledger):
