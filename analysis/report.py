@@ -157,8 +157,11 @@ def analyze_file(
             f"{path}: no pair judgement is left to analyse ({ex.pair_rows_in} in the file, "
             f"{ex.rejected_pair_rows} rejected, {ex.attention_dropped_rows} from workers who "
             "failed the attention checks); check the file and the exclusion rule")
+    # Cells judged in the file but emptied by the exclusions stay in Table 2 with n = 0.
+    answered = judgements.loc[judgements["kind"] == "pair", ["dag", "setting"]]
+    design = list(answered.drop_duplicates().itertuples(index=False, name=None))
     cells = headline(kept, correction=plan.correction, family=plan.family, alpha=plan.alpha,
-                     null_p=plan.null_p, confidence_level=plan.confidence_level)
+                     null_p=plan.null_p, confidence_level=plan.confidence_level, design=design)
     robust = robustness(kept, cells, correction=plan.correction, family=plan.family,
                         alpha=plan.alpha, null_p=plan.null_p,
                         confidence_level=plan.confidence_level, n_boot=options.n_boot,

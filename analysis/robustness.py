@@ -35,7 +35,8 @@ from analysis.stats import adjust, binomial_test, families
 
 @dataclass(frozen=True)
 class GeeResult:
-    """Intercept-only exchangeable GEE: estimate, 95% interval, p-value, correlation."""
+    """Intercept-only exchangeable GEE: estimate, Wald interval (``level``, 95% by default)
+    mapped through the inverse logit, p-value, correlation."""
 
     rate: float
     ci_low: float
@@ -58,8 +59,8 @@ def cluster_counts(keys: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     return n, s
 
 
-def gee_exchangeable(n: np.ndarray, s: np.ndarray, *, null_p: float = 0.5, max_iter: int = 200,
-                     tol: float = 1e-12) -> GeeResult:
+def gee_exchangeable(n: np.ndarray, s: np.ndarray, *, null_p: float = 0.5, level: float = 0.95,
+                     max_iter: int = 200, tol: float = 1e-12) -> GeeResult:
     """Intercept-only logistic GEE with exchangeable correlation, from cluster counts.
 
     With ``mu = expit(b)``, ``v = mu (1 - mu)`` and working correlation ``R_i = (1 - r) I + r J``,
@@ -67,7 +68,9 @@ def gee_exchangeable(n: np.ndarray, s: np.ndarray, *, null_p: float = 0.5, max_i
     ``sum_i D_i' V_i^{-1} (y_i - mu) = 0`` gives ``mu = sum w_i s_i / sum w_i n_i`` with
     ``w_i = 1 / (1 + (n_i - 1) r)``. ``r`` is statsmodels' moment estimator
     (``Exchangeable.update``, ``ddof_scale = 1``). Robust variance of ``b``:
-    ``sum w_i^2 (s_i - n_i mu)^2 / (v sum w_i n_i)^2``; Wald test of ``b = logit(null_p)``.
+    ``sum w_i^2 (s_i - n_i mu)^2 / (v sum w_i n_i)^2``; Wald test of ``b = logit(null_p)``; the
+    interval is ``expit(b -+ z se)`` with ``z`` the ``(1 + level) / 2`` normal quantile (what
+    statsmodels' ``conf_int(alpha=1 - level)`` gives on the logit scale).
 
     Parameters
     ----------
@@ -106,7 +109,7 @@ def gee_exchangeable(n: np.ndarray, s: np.ndarray, *, null_p: float = 0.5, max_i
     se = math.sqrt(var_b)
     z = (b - math.log(null_p / (1 - null_p))) / se if se > 0 else float("inf")
     p = float(2 * stats.norm.sf(abs(z)))
-    zc = stats.norm.isf(0.025)
+    zc = stats.norm.isf((1 - level) / 2)
     lo, hi = (1 / (1 + math.exp(-(b - zc * se))), 1 / (1 + math.exp(-(b + zc * se))))
     return GeeResult(mu, lo, hi, p, r, it)
 
@@ -179,7 +182,8 @@ def robustness(pairs: pd.DataFrame, cells: pd.DataFrame, *, correction: str, fam
         ties = len(n_p) - maj_cause - maj_effect
         maj_p, maj_lo, maj_hi = binomial_test(maj_cause, maj_cause + maj_effect, null_p,
                                               confidence_level)
-        g = gee_exchangeable(n_p, s_p, null_p=null_p) if gee else _nan_gee()
+        g = (gee_exchangeable(n_p, s_p, null_p=null_p, level=confidence_level) if gee
+             else _nan_gee())
         pb = bootstrap_ci(n_p, s_p, n_boot=n_boot, random_state=random_state,
                           level=confidence_level)
         n_w, s_w = cluster_counts(workers[sel], yc)

@@ -6,6 +6,11 @@ the exact two-sided binomial test of ``k/n`` against ``null_p`` (``scipy.stats.b
 p-value adjusted within its family by ``statsmodels.stats.multitest.multipletests`` with the
 method passed explicitly (its default is Holm-Sidak, which the paper did not use). A cell is
 starred when its adjusted p-value is at most ``alpha`` (for ``correction="none"``, the raw one).
+
+Designs need not be complete: a DAG may be judged in one setting only, and exclusions may leave a
+cell without judgements. Only the cells that exist get a row (a cell of ``design`` left empty by
+the exclusions gets ``n = 0`` and no test), and a family's size ``m`` counts the cells of that
+family that were tested, so Bonferroni gives ``min(1, m p)`` with that ``m``.
 """
 
 from __future__ import annotations
@@ -22,17 +27,19 @@ from cage_eval import runs
 CELL_KEYS = ("dag", "setting")
 
 
-def cell_order(dags: Sequence[str], settings: Sequence[str]) -> list[tuple[str, str]]:
-    """Cells in table order: settings as in ``runs.SETTINGS``, DAGs sorted by name."""
-    known = [s for s in runs.SETTINGS if s in set(settings)]
-    other = sorted(set(settings) - set(runs.SETTINGS))
-    return [(d, s) for s in known + other for d in sorted(set(dags))]
+def table_order(cells: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The distinct ``(dag, setting)`` cells given, in table order (settings as in
+    ``runs.SETTINGS``, others after them by name; DAGs by name within a setting)."""
+    rank = {s: i for i, s in enumerate(runs.SETTINGS)}
+    return sorted(set(cells), key=lambda c: (rank.get(c[1], len(rank)), c[1], c[0]))
 
 
-def count_cells(pairs: pd.DataFrame) -> pd.DataFrame:
+def count_cells(pairs: pd.DataFrame, design: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
     """Per cell: ``k`` (preferred cause), ``n`` (judgements), ``pairs``, ``workers``.
 
-    ``pairs`` is the kept pair-judgement table (``analysis.join.JUDGEMENT_COLUMNS``).
+    ``pairs`` is the kept pair-judgement table (``analysis.join.JUDGEMENT_COLUMNS``). One row per
+    cell with judgements, plus one with ``k = n = 0`` for each ``design`` cell without any (e.g.
+    emptied by the exclusions); cells in neither get no row.
     """
     cause = (pairs["preferred"] == "cause").to_numpy()
     g = pd.DataFrame({"dag": pairs["dag"].to_numpy(), "setting": pairs["setting"].to_numpy(),
@@ -41,10 +48,11 @@ def count_cells(pairs: pd.DataFrame) -> pd.DataFrame:
     grouped = g.groupby(list(CELL_KEYS), sort=False)
     out = grouped.agg(k=("k", "sum"), n=("k", "size"), pairs=("pair_id", "nunique"),
                       workers=("worker_id", "nunique")).reset_index()
-    order = cell_order(out["dag"].tolist(), out["setting"].tolist())
-    # fill_value: a cell of the grid without any answer yet (partial coverage) counts 0 of 0.
-    out = out.set_index(list(CELL_KEYS)).reindex(order, fill_value=0).reset_index()
-    return out.astype({"k": np.int64, "n": np.int64, "pairs": np.int64, "workers": np.int64})
+    seen = list(zip(out["dag"].tolist(), out["setting"].tolist(), strict=True))
+    order = table_order(seen + [tuple(c) for c in design])
+    out = out.set_index(list(CELL_KEYS)).reindex(pd.MultiIndex.from_tuples(order, names=CELL_KEYS))
+    return out.fillna(0).reset_index().astype(
+        {"k": np.int64, "n": np.int64, "pairs": np.int64, "workers": np.int64})
 
 
 def binomial_test(k: int, n: int, null_p: float = 0.5, confidence_level: float = 0.95
@@ -87,14 +95,15 @@ def adjust(pvalues: np.ndarray, groups: list[np.ndarray], correction: str, alpha
 
 
 def headline(pairs: pd.DataFrame, *, correction: str = "bonferroni", family: str = "setting",
-             alpha: float = 0.05, null_p: float = 0.5, confidence_level: float = 0.95
-             ) -> pd.DataFrame:
-    """Table 2's headline columns, one row per cell.
+             alpha: float = 0.05, null_p: float = 0.5, confidence_level: float = 0.95,
+             design: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+    """Table 2's headline columns, one row per cell (see :func:`count_cells` for ``design``).
 
     Columns: ``dag, setting, k, n, pairs, workers, rate, p_value, p_adjusted, significant,
-    ci_low, ci_high, family_size``.
+    ci_low, ci_high, family_size``. ``family_size`` is the number of tests in the cell's
+    correction family (0 for a cell with ``n = 0``, which has no test).
     """
-    cells = count_cells(pairs)
+    cells = count_cells(pairs, design)
     res = [binomial_test(k, n, null_p, confidence_level)
            for k, n in zip(cells["k"].tolist(), cells["n"].tolist(), strict=True)]
     cells["rate"] = cells["k"] / cells["n"].where(cells["n"] > 0)
@@ -105,8 +114,9 @@ def headline(pairs: pd.DataFrame, *, correction: str = "bonferroni", family: str
     adjusted, significant = adjust(cells["p_value"].to_numpy(), groups, correction, alpha)
     cells["p_adjusted"] = adjusted
     cells["significant"] = significant
+    tested = cells["n"].to_numpy() > 0
     size = np.zeros(len(cells), dtype=np.int64)
     for rows in groups:
-        size[rows] = len(rows)
-    cells["family_size"] = size
+        size[rows] = np.count_nonzero(tested[rows])
+    cells["family_size"] = np.where(tested, size, 0)
     return cells

@@ -50,6 +50,40 @@ def test_gee_closed_form_equals_statsmodels(sizes, p, seed):
     assert ours.p_value == pytest.approx(ref.pvalues["Intercept"], rel=1e-5)
 
 
+def _expit(x):
+    return 1 / (1 + math.exp(-x))
+
+
+@pytest.mark.parametrize("sizes,p,seed", [((3,), 0.62, 0), ((1, 2, 3, 4), 0.45, 1)])
+def test_gee_interval_is_statsmodels_conf_int_through_the_inverse_link(sizes, p, seed):
+    """The interval is statsmodels' Wald ``conf_int()`` on the logit scale mapped through expit:
+    95% by default, and the level asked for otherwise (90% is strictly narrower)."""
+    ids, y = _clustered(60, p, sizes, seed)
+    df = pd.DataFrame({"y": y, "pair_id": ids})
+    ref = smf.gee("y ~ 1", groups="pair_id", data=df, family=sm.families.Binomial(),
+                  cov_struct=sm.cov_struct.Exchangeable()).fit(maxiter=200, ctol=1e-12)
+    n, s = cluster_counts(ids, y)
+    for level, ours in ((0.95, gee_exchangeable(n, s)),
+                        (0.90, gee_exchangeable(n, s, level=0.90))):
+        lo, hi = ref.conf_int(alpha=1 - level).loc["Intercept"]
+        assert ours.ci_low == pytest.approx(_expit(lo), abs=1e-6)
+        assert ours.ci_high == pytest.approx(_expit(hi), abs=1e-6)
+        assert ours.ci_low < ours.rate < ours.ci_high
+    wide, narrow = gee_exchangeable(n, s), gee_exchangeable(n, s, level=0.90)
+    assert narrow.ci_high - narrow.ci_low < wide.ci_high - wide.ci_low - 1e-3
+    # robustness() uses the plan's confidence level for the GEE interval too.
+    frame = pd.DataFrame({"pair_id": ids.astype(str), "worker_id": "w", "dag": "a->b",
+                          "setting": "same_source", "choice": "", "cause_position": "",
+                          "preferred": np.where(y == 1, "cause", "effect")})
+    for level in (0.95, 0.90):
+        cells = headline(frame, confidence_level=level)
+        rob = robustness(frame, cells, correction="bonferroni", family="setting", alpha=0.05,
+                         confidence_level=level, n_boot=0).iloc[0]
+        lo, hi = ref.conf_int(alpha=1 - level).loc["Intercept"]
+        assert (rob.gee_ci_low, rob.gee_ci_high) == pytest.approx((_expit(lo), _expit(hi)),
+                                                                  abs=1e-6)
+
+
 def test_gee_degenerate_cells_are_not_estimable():
     n = np.array([3.0, 3.0])
     assert math.isnan(gee_exchangeable(n, n).rate)          # everyone prefers cause
@@ -162,3 +196,113 @@ def test_gee_and_majority_type_one_error_under_no_preference():
     pooled = np.array([st.binomtest(k, 3 * pairs).pvalue for k in range(3 * pairs + 1)])
     naive_rej = np.mean(pooled[votes.sum(1)] <= 0.05)
     assert naive_rej > 0.08, naive_rej
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "holm"])
+def test_majority_vote_corrected_per_setting_in_an_incomplete_design(method):
+    """3 DAGs in same_source, 1 in same_destination, plus a cell emptied by the exclusions: the
+    majority-vote p-values are adjusted by ``multipletests`` within each setting's tested cells;
+    the emptied cell has no test and empty robustness columns."""
+    from scipy import stats as st
+    from statsmodels.stats.multitest import multipletests
+
+    counts = {("a->b", "same_source"): (190, 300), ("c->d", "same_source"): (160, 300),
+              ("e->f", "same_source"): (200, 300), ("a->b", "same_destination"): (185, 300)}
+    frame = judgement_frame(counts, seed=4)
+    design = [*counts, ("c->d", "same_destination")]
+    cells = headline(frame, correction=method, design=design)
+    rob = robustness(frame, cells, correction=method, family="setting", alpha=0.05, n_boot=50)
+    table = pd.concat([cells, rob], axis=1)
+    empty = table[table["n"] == 0].iloc[0]
+    assert (empty.dag, empty.setting, empty.majority_pairs, empty.position_n) == (
+        "c->d", "same_destination", 0, 0)
+    for col in ("majority_p_value", "majority_p_adjusted", "gee_rate", "pair_boot_ci_low",
+                "fleiss_kappa", "position_p_value"):
+        assert math.isnan(empty[col]), col
+    assert not empty.majority_significant
+    for _, rows in table[table["n"] > 0].groupby("setting"):
+        p = [st.binomtest(int(c), int(m)).pvalue for c, m in zip(rows["majority_cause"],
+                                                                  rows["majority_pairs"],
+                                                                  strict=True)]
+        reject, corrected, _, _ = multipletests(p, alpha=0.05, method=method)
+        np.testing.assert_allclose(rows["majority_p_adjusted"], corrected, rtol=1e-9)
+        assert rows["majority_significant"].tolist() == reject.tolist()
+        assert set(rows["family_size"]) == {len(rows)}
+
+
+def test_degenerate_gee_is_all_nan_after_no_iteration():
+    n, empty = np.array([3.0, 2.0]), np.array([])
+    for counts, cause in ((n, n), (n, 0 * n), (empty, empty)):   # all cause, none, no pair
+        g = gee_exchangeable(counts, cause)
+        assert all(math.isnan(v) for v in (g.rate, g.ci_low, g.ci_high, g.p_value,
+                                           g.correlation)), g
+        assert g.iterations == 0
+
+
+def test_overall_agreement_and_position_from_tidy_rows():
+    """Tidy rows carry no ``choice``: the top image was chosen when the cause was on top and
+    preferred, or on the bottom and not preferred. Checked against counts made by hand and
+    statsmodels' Fleiss kappa on the rating table."""
+    from scipy import stats as st
+
+    frame = judgement_frame({("a->b", "same_source"): (70, 90),
+                             ("c->d", "same_destination"): (40, 90)}, seed=9)
+    frame["choice"] = ""
+    o = overall(frame)
+    cause = frame["preferred"].eq("cause")
+    top = (frame["cause_position"].eq("top") == cause)
+    assert (o["judgements"], o["pairs"], o["workers"]) == (180, 60, frame["worker_id"].nunique())
+    assert (o["top_chosen"], o["position_n"]) == (int(top.sum()), 180)
+    assert o["position_p_value"] == pytest.approx(st.binomtest(int(top.sum()), 180).pvalue,
+                                                  rel=1e-12)
+    votes = cause.groupby(frame["pair_id"]).sum().to_numpy()
+    table = np.column_stack([votes, 3 - votes]).astype(float)
+    assert o["fleiss_kappa"] == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=1e-12)
+    assert o["randolph_kappa"] == pytest.approx(fleiss_kappa(table, method="randolph"), abs=1e-12)
+    assert (o["kappa_pairs"], o["kappa_raters"]) == (60, 3)
+    # Per cell, robustness() counts the same way.
+    rob = robustness(frame, headline(frame), correction="none", family="setting", alpha=0.05,
+                     n_boot=0)
+    assert rob["top_chosen"].sum() == o["top_chosen"] and rob["position_n"].sum() == 180
+
+
+def test_bootstrap_interval_level_is_the_percentile_pair_asked_for():
+    """At level 0.5 the interval is the 25th and 75th percentile of resampled shares: checked
+    against a naive pair bootstrap (20,000 draws each; tolerance 0.1 bootstrap SD, while the 1/6
+    and 5/6 percentiles lie 0.29 SD further out)."""
+    ids, y = _clustered(150, 0.6, (2, 3), 5)
+    n, s = cluster_counts(ids, y)
+    draws = np.random.default_rng(3).integers(0, len(n), size=(20_000, len(n)))
+    naive = s[draws].sum(1) / n[draws].sum(1)
+    sd = naive.std()
+    for level in (0.5, 0.9):
+        lo, hi = bootstrap_ci(n, s, n_boot=20_000, random_state=4, level=level)
+        qlo, qhi = np.quantile(naive, [(1 - level) / 2, (1 + level) / 2])
+        assert abs(lo - qlo) < 0.1 * sd and abs(hi - qhi) < 0.1 * sd, (level, lo, qlo, hi, qhi)
+
+
+def test_gee_with_zero_robust_variance_rejects_any_other_null():
+    """Every pair split 1-1: the estimate is 0.5 with zero robust variance, so the interval is the
+    point and a null of 0.3 is rejected outright (p = 0), not a division by zero."""
+    g = gee_exchangeable(np.full(4, 2.0), np.ones(4), null_p=0.3)
+    assert (g.rate, g.ci_low, g.ci_high, g.p_value) == (0.5, 0.5, 0.5, 0.0)
+
+
+def test_gee_iterations_are_bounded_by_max_iter():
+    ids, y = _clustered(60, 0.6, (1, 2, 3, 4), 6)  # unequal pairs: the weights move mu
+    n, s = cluster_counts(ids, y)
+    full = gee_exchangeable(n, s)
+    assert 1 < full.iterations < 200
+    for cap in (1, 2):
+        assert gee_exchangeable(n, s, max_iter=cap).iterations == cap
+
+
+def test_robustness_bootstrap_seed_defaults_to_zero():
+    """The documented default seed (0, as ``cage-eval analyze --seed``) is robustness()'s too."""
+    frame = judgement_frame({("a->b", "same_source"): (170, 300)}, seed=2)
+    cells = headline(frame)
+    kwargs = {"correction": "bonferroni", "family": "setting", "alpha": 0.05, "n_boot": 300}
+    pd.testing.assert_frame_equal(robustness(frame, cells, **kwargs),
+                                  robustness(frame, cells, random_state=0, **kwargs))
+    assert not robustness(frame, cells, random_state=1, **kwargs).equals(
+        robustness(frame, cells, **kwargs))

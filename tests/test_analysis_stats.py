@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
@@ -153,3 +155,104 @@ def test_type_one_error_near_nominal_under_no_preference():
     fam = np.random.default_rng(6).binomial(n, 0.5, size=(sims // 4, 4))
     any_star = np.mean((table[fam] <= alpha / 4).any(axis=1))
     assert any_star < alpha + 4 * math.sqrt(alpha * (1 - alpha) / (sims // 4))
+
+
+# Unbalanced designs: a DAG judged in one setting only, a cell emptied by the exclusions. The
+# correction family is the setting, and its size m counts the cells of that setting that exist.
+UNBALANCED = {("a->b", "same_source"): (171, 300), ("c->d", "same_source"): (150, 300),
+              ("e->f", "same_source"): (178, 300), ("a->b", "same_destination"): (169, 300)}
+
+
+def _per_setting_reference(table: pd.DataFrame, method: str, alpha: float = 0.05) -> dict:
+    """``multipletests`` run separately on each setting's tested cells, from hand p-values."""
+    expected = {}
+    tested = table[table["n"] > 0]
+    for setting, rows in tested.groupby("setting", sort=False):
+        p = np.array([minlike_pvalue(int(k), int(n)) for k, n in zip(rows["k"], rows["n"],
+                                                                     strict=True)])
+        reject, corrected, _, _ = multipletests(p, alpha=alpha, method=method)
+        for dag, pa, rej in zip(rows["dag"], corrected, reject, strict=True):
+            expected[(dag, setting)] = (pa, bool(rej), len(rows))
+    return expected
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "holm"])
+def test_unequal_families_are_corrected_per_setting(method):
+    table = headline(judgement_frame(UNBALANCED), correction=method)
+    # Only the cells that exist, in table order; no row for c->d or e->f in same_destination.
+    assert list(zip(table["setting"], table["dag"], strict=True)) == [
+        ("same_source", "a->b"), ("same_source", "c->d"), ("same_source", "e->f"),
+        ("same_destination", "a->b")]
+    assert table["k"].dtype == np.int64 and table["n"].dtype == np.int64
+    expected = _per_setting_reference(table, method)
+    for r in table.itertuples():
+        pa, rej, m = expected[(r.dag, r.setting)]
+        assert r.p_adjusted == pytest.approx(pa, rel=1e-9)
+        assert bool(r.significant) == rej and r.family_size == m
+        if method == "bonferroni":
+            assert r.p_adjusted == pytest.approx(min(1.0, m * r.p_value), rel=1e-12)
+    fam = dict(zip(zip(table["dag"], table["setting"], strict=True), table["family_size"],
+                   strict=True))
+    assert fam == {("a->b", "same_source"): 3, ("c->d", "same_source"): 3,
+                   ("e->f", "same_source"): 3, ("a->b", "same_destination"): 1}
+    # Bonferroni: a->b at p = 0.018 is not significant among same_source's 3 tests (0.053), and
+    # a->b at p = 0.032 is significant alone in same_destination; grouping by DAG (2 tests for
+    # a->b) would invert both stars. Holm: a->b is second of 3 in same_source (2 p = 0.036).
+    star = dict(zip(zip(table["dag"], table["setting"], strict=True), table["significant"],
+                    strict=True))
+    assert star[("a->b", "same_source")] == (method == "holm")
+    assert star[("a->b", "same_destination")] and star[("e->f", "same_source")]
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "holm"])
+def test_cell_emptied_by_exclusions_is_shown_with_n_zero_outside_its_family(method):
+    cells = {("a->b", "same_source"): (175, 300), ("c->d", "same_source"): (171, 300),
+             ("c->d", "same_destination"): (169, 300)}
+    design = [*cells, ("a->b", "same_destination")]  # judged, then every judgement excluded
+    table = headline(judgement_frame(cells), correction=method, design=design)
+    assert len(table) == 4
+    empty = table.set_index(["dag", "setting"]).loc[("a->b", "same_destination")]
+    assert (empty.k, empty.n, empty.pairs, empty.workers, empty.family_size) == (0, 0, 0, 0, 0)
+    assert math.isnan(empty.p_value) and math.isnan(empty.p_adjusted) and not empty.significant
+    assert math.isnan(empty.rate) and math.isnan(empty.ci_low)
+    expected = _per_setting_reference(table, method)
+    assert len(expected) == 3
+    for r in table[table["n"] > 0].itertuples():
+        pa, rej, m = expected[(r.dag, r.setting)]
+        assert r.p_adjusted == pytest.approx(pa, rel=1e-9)
+        assert bool(r.significant) == rej and r.family_size == m
+    alone = table.set_index(["dag", "setting"]).loc[("c->d", "same_destination")]
+    assert alone.family_size == 1 and alone.p_adjusted == alone.p_value and alone.significant
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), method=st.sampled_from(["bonferroni", "holm"]))
+def test_any_incomplete_design_is_corrected_per_setting_like_multipletests(data, method):
+    """Property: for any subset of a 4 DAG x 2 setting grid (some cells emptied), each setting's
+    adjusted p-values equal ``multipletests`` on that setting's tested cells alone."""
+    grid = [(d, s) for d in ("a->b", "c->d", "e->f", "g->h") for s in ("same_source",
+                                                                        "same_destination")]
+    present = data.draw(st.lists(st.sampled_from(grid), min_size=1, max_size=8, unique=True))
+    emptied = data.draw(st.lists(st.sampled_from(present), max_size=len(present) - 1,
+                                 unique=True))
+    counts = {c: (data.draw(st.integers(0, 30)), 30) for c in present if c not in emptied}
+    table = headline(judgement_frame(counts), correction=method, design=present)
+    assert sorted(zip(table["dag"], table["setting"], strict=True)) == sorted(present)
+    assert table.loc[table["n"] == 0, "family_size"].eq(0).all()
+    expected = _per_setting_reference(table, method)
+    for r in table[table["n"] > 0].itertuples():
+        pa, rej, m = expected[(r.dag, r.setting)]
+        assert r.p_adjusted == pytest.approx(pa, rel=1e-9, abs=1e-300)
+        assert bool(r.significant) == rej and r.family_size == m
+
+
+def test_a_cell_with_one_judgement_has_its_rate_and_an_exact_test():
+    """n = 1: the rate is k, the two-sided p-value is 1 (both outcomes have probability 1/2),
+    and the Clopper-Pearson interval is [0.025, 1] or [0, 0.975]."""
+    table = headline(judgement_frame({("a->b", "same_source"): (1, 1),
+                                      ("c->d", "same_source"): (0, 1)}))
+    rows = table.set_index("dag")
+    assert rows.loc["a->b", "rate"] == 1.0 and rows.loc["c->d", "rate"] == 0.0
+    assert rows["p_value"].tolist() == [1.0, 1.0] and rows["p_adjusted"].tolist() == [1.0, 1.0]
+    assert (rows.loc["a->b", "ci_low"], rows.loc["a->b", "ci_high"]) == pytest.approx((0.025, 1.0))
+    assert (rows.loc["c->d", "ci_low"], rows.loc["c->d", "ci_high"]) == pytest.approx((0.0, 0.975))

@@ -8,7 +8,7 @@ import time
 import urllib.parse
 
 import pytest
-from browser_fixtures import BROWSER_MARKS
+from browser_fixtures import browser_marks
 from crowd_fixtures import make_run_dir
 
 from hitgen.hosting import DataUriHost
@@ -16,7 +16,7 @@ from hitgen.items import plan_hit_items
 from hitgen.render import render_mturk_page, render_turkle_template
 from hitgen.texts import HitTexts
 
-pytestmark = BROWSER_MARKS
+pytestmark = browser_marks()
 
 
 class _Capture(http.server.ThreadingHTTPServer):

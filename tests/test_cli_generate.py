@@ -29,7 +29,7 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     out = tmp_path / "run"
     res = _generate("--experiment", "mog", "--out", str(out), "--cache-dir", str(cache), *SMALL)
     assert res.exit_code == 0, res.output
-    lines = res.output.splitlines()
+    lines = res.stdout.splitlines()  # the result; progress lines go to stderr
     assert lines[0].startswith("mog: run ") and f"written to {out}" in lines[0]
     table = [line for line in lines if line.startswith("m_c / m_e")
              and "p(centred)" not in line and "LiNGAM" not in line]

@@ -111,7 +111,7 @@ def test_a_tiny_generator_and_a_labelled_folder_end_to_end(workspace, tmp_path):
     out = tmp_path / "run"
     res = generate("-e", str(exp), "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
     assert res.exit_code == 0, res.output
-    lines = res.output.splitlines()
+    lines = res.stdout.splitlines()
     assert lines[0].startswith("tiny: run ") and f"written to {out}" in lines[0]
     assert any(line.startswith("bright / red           latent ") for line in lines)
     assert any(line.startswith("bright / red           observation ") for line in lines)

@@ -42,11 +42,15 @@ def stubbed(aws_env, tmp_path):  # noqa: F811
         stub.assert_no_pending_responses()
 
 
-def _publish_with_stubs(run, client, stub):
+def _plan(run):
     settings = HitSettings(reward="0.05", assignments=3, lifetime_s=259200, duration_s=600,
                            auto_approve_s=259200, qualifications=Qualifications(masters=True))
     plan = prepare(run, PublishRequest(settings=settings, attention_rate=0.25, concurrency=1), SANDBOX)
     assert len(plan.items) == 5 and plan.n_attention == 1
+    return plan
+
+
+def _stub_balance_and_hit_type(stub, plan):
     stub.add_response("get_account_balance", {"AvailableBalance": "10000.00"}, {})
     stub.add_response("create_hit_type", {"HITTypeId": HIT_TYPE}, {
         "AutoApprovalDelayInSeconds": 259200, "AssignmentDurationInSeconds": 600, "Reward": "0.05",
@@ -55,15 +59,27 @@ def _publish_with_stubs(run, client, stub):
                                        "Comparator": "Exists",
                                        "ActionsGuarded": "DiscoverPreviewAndAccept"}],
     })
+
+
+def _create_params(run, plan, item):
+    """The exact CreateHITWithHITType parameters of one item, its deterministic token included."""
     host = DataUriHost(run)
+    question = html_question(render_mturk_page(item, host.url(item.image_top),
+                                               host.url(item.image_bottom), plan.texts))
+    return {"HITTypeId": HIT_TYPE, "MaxAssignments": 3, "LifetimeInSeconds": 259200,
+            "Question": question, "RequesterAnnotation": f"cage-eval:{plan.run_id}",
+            "UniqueRequestToken": unique_request_token(plan.run_id, item.item_id, "sandbox")}
+
+
+def _created(i):
+    return {"HIT": {"HITId": hit_id(i), "HITTypeId": HIT_TYPE, "CreationTime": T0}}
+
+
+def _publish_with_stubs(run, client, stub):
+    plan = _plan(run)
+    _stub_balance_and_hit_type(stub, plan)
     for i, item in enumerate(plan.items):
-        question = html_question(render_mturk_page(item, host.url(item.image_top),
-                                                   host.url(item.image_bottom), plan.texts))
-        stub.add_response("create_hit_with_hit_type",
-                          {"HIT": {"HITId": hit_id(i), "HITTypeId": HIT_TYPE, "CreationTime": T0}},
-                          {"HITTypeId": HIT_TYPE, "MaxAssignments": 3, "LifetimeInSeconds": 259200,
-                           "Question": question, "RequesterAnnotation": f"cage-eval:{plan.run_id}",
-                           "UniqueRequestToken": unique_request_token(plan.run_id, item.item_id, "sandbox")})
+        stub.add_response("create_hit_with_hit_type", _created(i), _create_params(run, plan, item))
     report = publish(plan, client)
     assert report.created_now == 5
     return plan
@@ -178,3 +194,126 @@ def test_reconcile_lists_hits_instead_of_creating(stubbed):
     assert report.reconciled == 1 and report.created_now == 0
     with Ledger.open(run) as ledger:
         assert ledger.rows()[2].hit_id == hit_id(2)
+
+
+def _events(run, item_id):
+    import sqlite3
+
+    conn = sqlite3.connect(run / "ledger.sqlite")
+    try:
+        return [e for (e,) in conn.execute("SELECT event FROM events WHERE item_id = ? ORDER BY seq",
+                                           (item_id,))]
+    finally:
+        conn.close()
+
+
+def test_duplicate_token_is_resolved_with_get_hit(stubbed):
+    """MTurk answers a create whose UniqueRequestToken it has seen with RequestError /
+    AWS.MechanicalTurk.HitAlreadyExists naming the HIT: publish looks it up with GetHIT, checks it
+    carries the item, records it, and creates nothing twice."""
+    run, client, stub = stubbed
+    plan = _plan(run)
+    _stub_balance_and_hit_type(stub, plan)
+    first = plan.items[0]
+    message = f"There is already a HIT which exists with the same UniqueRequestToken. HITId: {hit_id(0)}"
+    stub.add_client_error("create_hit_with_hit_type", service_error_code="RequestError",
+                          service_message=message, http_status_code=400,
+                          modeled_fields={"Message": message,
+                                          "TurkErrorCode": "AWS.MechanicalTurk.HitAlreadyExists"},
+                          expected_params=_create_params(run, plan, first))
+    stub.add_response("get_hit", {"HIT": {"HITId": hit_id(0), "HITTypeId": HIT_TYPE, "CreationTime": T0,
+                                          "Question": f'<input value="{first.item_id}">'}},
+                      {"HITId": hit_id(0)})
+    for i, item in enumerate(plan.items[1:], start=1):
+        stub.add_response("create_hit_with_hit_type", _created(i), _create_params(run, plan, item))
+    slept = []
+    report = publish(plan, client, sleep=slept.append)
+    assert (report.already_existed, report.created_now, report.created_total) == (1, 4, 5)
+    assert slept == []                                 # a duplicate is an answer, not a fault
+    with Ledger.open(run) as ledger:
+        rows = ledger.rows()
+    assert [r.hit_id for r in rows] == [hit_id(i) for i in range(5)]
+    assert rows[0].attempts == 1 and rows[0].last_error is None
+    assert _events(run, first.item_id) == ["create-call", "already-existed"]
+
+
+def test_duplicate_token_without_hit_id_is_resolved_by_listing(stubbed):
+    """The "already been processed" form names no HIT: publish lists this run's HITs (ListHITs,
+    paginated) and takes the one whose question carries the item."""
+    run, client, stub = stubbed
+    plan = _plan(run)
+    _stub_balance_and_hit_type(stub, plan)
+    first = plan.items[0]
+    token = unique_request_token(plan.run_id, first.item_id, "sandbox")
+    stub.add_client_error("create_hit_with_hit_type", service_error_code="RequestError",
+                          service_message=f'The idempotency token "{token}" has already been processed.',
+                          expected_params=_create_params(run, plan, first))
+    theirs = {"HITId": hit_id(91), "HITTypeId": HIT_TYPE, "RequesterAnnotation": "cage-eval:other",
+              "Question": f'value="{first.item_id}"'}
+    mine = {"HITId": hit_id(0), "HITTypeId": HIT_TYPE, "CreationTime": T0,
+            "RequesterAnnotation": f"cage-eval:{plan.run_id}", "Question": f'value="{first.item_id}"'}
+    stub.add_response("list_hits", {"HITs": [theirs], "NextToken": "n2", "NumResults": 1},
+                      {"MaxResults": 100})
+    stub.add_response("list_hits", {"HITs": [mine], "NumResults": 1},
+                      {"MaxResults": 100, "NextToken": "n2"})
+    for i, item in enumerate(plan.items[1:], start=1):
+        stub.add_response("create_hit_with_hit_type", _created(i), _create_params(run, plan, item))
+    report = publish(plan, client)
+    assert (report.already_existed, report.created_now) == (1, 4)
+    with Ledger.open(run) as ledger:
+        assert ledger.rows()[0].hit_id == hit_id(0)
+
+
+def test_throttled_create_is_retried_with_the_same_token(stubbed):
+    """A ThrottlingException that reaches publish (botocore's own retries spent) is retried after
+    a pause with byte-identical parameters, the same UniqueRequestToken included (checked by the
+    Stubber's expected_params), so MTurk can never create the HIT twice."""
+    run, client, stub = stubbed
+    plan = _plan(run)
+    _stub_balance_and_hit_type(stub, plan)
+    second = plan.items[1]
+    params = _create_params(run, plan, second)
+    stub.add_response("create_hit_with_hit_type", _created(0), _create_params(run, plan, plan.items[0]))
+    for _ in range(2):
+        stub.add_client_error("create_hit_with_hit_type", service_error_code="ThrottlingException",
+                              service_message="Rate exceeded", http_status_code=400,
+                              expected_params=params)
+    stub.add_response("create_hit_with_hit_type", _created(1), params)
+    for i, item in enumerate(plan.items[2:], start=2):
+        stub.add_response("create_hit_with_hit_type", _created(i), _create_params(run, plan, item))
+    slept = []
+    report = publish(plan, client, sleep=slept.append)
+    assert report.created_now == 5 and report.already_existed == 0 and not report.failed
+    assert slept == [2.0, 4.0]                           # exponential pauses between the tries
+    with Ledger.open(run) as ledger:
+        row = ledger.rows()[1]
+    assert (row.item_id, row.state, row.hit_id, row.attempts) == (second.item_id, "created",
+                                                                 hit_id(1), 3)
+    assert row.token == params["UniqueRequestToken"]
+    assert _events(run, second.item_id) == ["create-call", "create-failed", "create-call",
+                                            "create-failed", "create-call", "created"]
+
+
+def test_throttling_that_never_ends_stops_with_the_ledger_intact(stubbed):
+    """After the outer attempts are spent, publish stops with one error naming what exists; the
+    item stays 'creating' (it may exist), so a rerun looks it up before creating anything."""
+    from cage_eval.errors import BackendError
+    from mturk.ledger import CREATING
+    from mturk.publish import OUTER_ATTEMPTS
+
+    run, client, stub = stubbed
+    plan = _plan(run)
+    _stub_balance_and_hit_type(stub, plan)
+    params = _create_params(run, plan, plan.items[0])
+    for _ in range(OUTER_ATTEMPTS):
+        stub.add_client_error("create_hit_with_hit_type", service_error_code="ThrottlingException",
+                              service_message="Rate exceeded", http_status_code=400,
+                              expected_params=params)
+    slept = []
+    with pytest.raises(BackendError, match=r"0 of 5 HITs exist .* rerun the same publish command"):
+        publish(plan, client, sleep=slept.append)
+    assert len(slept) == OUTER_ATTEMPTS - 1
+    with Ledger.open(run) as ledger:
+        row = ledger.rows()[0]
+    assert (row.state, row.attempts, row.hit_id) == (CREATING, OUTER_ATTEMPTS, None)
+    assert row.last_error.startswith("ThrottlingException: Rate exceeded")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
+from browser_fixtures import browser_marks, chromium  # noqa: E402
 from crowd_fixtures import make_run_dir  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -23,33 +22,13 @@ from mturk import turkle_server  # noqa: E402
 from mturk.turkle_api import TurkleAPI  # noqa: E402
 from mturk.turkle_backend import TurklePublishOptions, collect, publish  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                       reason="needs chromium and chromedriver"),
-]
+pytestmark = [*browser_marks(), pytest.mark.slow]
 
 
 @pytest.fixture()
-def browser(tmp_path):
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1000,1100"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
+def browser():
+    with chromium(window_size="1000,1100") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_worker_answers_in_chromium(tmp_path, browser):
