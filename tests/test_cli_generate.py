@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -89,9 +90,14 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(tmp_path, cache, args, m
     # The mog experiment, shrunk; a later "-e" in args overrides it (click keeps the last value).
     res = _generate("-e", "mog", "-o", str(out), "--cache-dir", str(cache), *SMALL, *args)
     assert res.exit_code == 1
-    assert res.output.startswith(message), res.output
-    assert len(res.output.strip().splitlines()) == 1
+    # One Error line, last; before it only the progress lines of the stages that ran.
+    *progress_lines, last = res.output.strip().splitlines()
+    assert last.startswith(message), res.output
+    assert all(re.match(r"^\[ *\d+\.\d s\] ", line) for line in progress_lines), res.output
     assert list(tmp_path.iterdir()) == []
+    quiet = CliRunner().invoke(cli, ["--quiet", "generate", "-e", "mog", "-o", str(out),
+                                     "--cache-dir", str(cache), *SMALL, *args])
+    assert quiet.exit_code == 1 and quiet.output.strip() == last
 
 
 def test_malformed_toml_file(tmp_path):

@@ -59,7 +59,8 @@ def write_experiment(path: Path, sections: dict) -> Path:
 
 
 def generate(*args):
-    return CliRunner().invoke(cli, ["generate", *args], catch_exceptions=False)
+    """``cage-eval --quiet generate ...``: results and errors only (progress has its own tests)."""
+    return CliRunner().invoke(cli, ["--quiet", "generate", *args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
