@@ -21,6 +21,7 @@ from cage_eval.errors import ConfigError
 BUILTIN_KINDS: dict[str, str] = {
     "digits": "cage.experiments.digits",
     "mog": "cage.experiments.mog",
+    "morphomnist": "cage.experiments.morphomnist",
 }
 
 #: Entry-point group through which other packages register experiment kinds.
