@@ -105,3 +105,15 @@ def test_shipped_weights_match_the_builtin_configs_and_their_checksums(experimen
     obs_blob = (shipped_dir() / f"{configs.file_stem('obs')}.pt").read_bytes()
     assert hashlib.sha256(obs_blob).hexdigest() == obs["sha256"]
     assert min(obs["report"]["accuracy"][a] for a in ("thick", "bright")) > 0.8
+
+
+def test_non_finite_decodes_become_background_and_are_counted(trained, monkeypatch):
+    gen = GlowGenerator(trained[0].flow)
+    z = gen.sample(4, 2)
+    y, ld = gen.decode_with_log_det(z)
+    y[1, 0, 3:9, 3:9] = float("nan")
+    monkeypatch.setattr(gen, "decode_with_log_det", lambda _z: (y.clone(), ld))
+    x = gen.decode(z)
+    assert torch.isfinite(x).all() and gen.nonfinite_rows == 1
+    assert float(x[1, 0, 3:9, 3:9].abs().max()) == 0.0
+    assert torch.equal(x[0], from_flow_space(y[0]))

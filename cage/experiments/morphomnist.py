@@ -230,5 +230,8 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> MorphoSetup:
 
 
 def finish(setup: MorphoSetup, result: Any, run_dir: Path, config: ExperimentConfig) -> dict:
-    """Counterfactual pairs of every called or declared DAG (as the digits kind)."""
-    return digits_kind.finish(setup, result, run_dir, config)  # type: ignore[arg-type]
+    """Counterfactual pairs of every called or declared DAG (as the digits kind), and how many
+    decoded images had non-finite pixels (:meth:`GlowGenerator.decode`)."""
+    extra = digits_kind.finish(setup, result, run_dir, config)  # type: ignore[arg-type]
+    extra["flow_decode"] = {"nonfinite_rows": getattr(setup.generator, "nonfinite_rows", 0)}
+    return extra

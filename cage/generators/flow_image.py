@@ -155,6 +155,7 @@ class GlowGenerator:
         self.temperature = float(temperature)
         self.threads = threads
         self.batch_size = batch_size
+        self.nonfinite_rows = 0
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """``n`` seeded draws from ``N(0, temperature^2 I)``, shape (n, 784), float32."""
@@ -172,8 +173,17 @@ class GlowGenerator:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images ``G(z)``, shape (n, 1, 28, 28), float32 in [0, 1]."""
+        """Images ``G(z)``, shape (n, 1, 28, 28), float32 in [0, 1].
+
+        Glow's generative direction divides by each coupling's sigmoid scale; for about 0.2 % of
+        prior latents a scale underflows and the image comes out NaN (in float64 too). Such
+        pixels are set to 0 (background) and the rows counted in ``nonfinite_rows``.
+        """
         y, _ = self.decode_with_log_det(z)
+        bad = ~torch.isfinite(y)
+        if bad.any():
+            self.nonfinite_rows += int(bad.reshape(y.shape[0], -1).any(dim=1).sum())
+            y = torch.where(bad, torch.zeros((), dtype=y.dtype), y)
         return from_flow_space(y)
 
     @torch.no_grad()
