@@ -43,7 +43,7 @@ def test_train_into_a_file_is_an_error(tmp_path):
 
 def test_train_rejects_other_kinds_and_bad_fields(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--experiment", "mog", "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "trains the 'digits' kind" in result.output
+    assert result.exit_code == 1 and "trains the 'digits' and 'morphomnist' kinds" in result.output
     result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--set", "vae.epochz=3"])
     assert result.exit_code == 1
     assert "[vae] epochz: unknown field" in result.output

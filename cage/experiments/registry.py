@@ -22,6 +22,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "digits": "cage.experiments.digits",
     "generator": "cage.experiments.generator",
     "mog": "cage.experiments.mog",
+    "morphomnist": "cage.experiments.morphomnist",
     "synthetic": "cage.experiments.synthetic",
 }
 
