@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.stats import cell_order
+from analysis.stats import table_order
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,8 @@ def measure_coverage(judgements: pd.DataFrame, pairs_in_run: dict[tuple[str, str
     pairs = judgements[judgements["kind"] == "pair"]
     answered = pairs.groupby(["dag", "setting"]).agg(
         rows=("pair_id", "size"), pairs=("pair_id", "nunique"))
-    dags = [d for d, _ in pairs_in_run]
-    settings = [s for _, s in pairs_in_run]
     cells = []
-    for dag, setting in cell_order(dags, settings):
-        if (dag, setting) not in pairs_in_run:
-            continue
+    for dag, setting in table_order(list(pairs_in_run)):
         n_pairs = pairs_in_run[(dag, setting)]
         rows, got = (answered.loc[(dag, setting)].tolist() if (dag, setting) in answered.index
                      else (0, 0))
