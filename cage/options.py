@@ -10,6 +10,7 @@ that nobody read, so a typo is an error, not a silently ignored setting.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cage.config import ExperimentConfig
 from cage_eval.errors import ConfigError, InputFileError
 
 _MISSING: Any = object()
@@ -309,3 +311,47 @@ def build_object(obj: Any, options: Mapping[str, Any], where: str,
     if inspect.isclass(obj) or options:
         return call_with_options(obj, options, where, extra)
     return obj
+
+
+def dataclass_from_section(cls: type, config: ExperimentConfig, section: str, *,
+                           exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None,
+                           overrides: dict[str, Any] | None = None) -> Any:
+    """A dataclass ``cls`` from section ``[section]`` of ``config``: each field present in the
+    section (within ``only``, outside ``exclude``) is type-checked against the field's default
+    (int, bool, float, tuple of ints, str) and replaces it; ``overrides`` are set as given.
+    Unknown keys are the caller's to refuse.
+
+    Raises
+    ------
+    ConfigError
+        A value of the wrong type, naming the file, section and key.
+    """
+    raw = dict(config.kind_options.get(section, {}))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    allowed = set(only) if only is not None else set(fields) - set(exclude)
+    values: dict[str, Any] = dict(overrides or {})
+    for key, value in raw.items():
+        if key not in allowed:
+            continue
+        default = getattr(cls(), key)
+        if key in ("n_digits", "max_steps") or (isinstance(default, int)
+                                                 and not isinstance(default, bool)):
+            expected = "an integer"
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, bool):
+            expected, ok = "true or false", isinstance(value, bool)
+        elif isinstance(default, float):
+            expected = "a number"
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, tuple):
+            expected = "a list of integers"
+            ok = isinstance(value, list) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value)
+            value = tuple(value) if ok else value
+        else:
+            expected, ok = "a string", isinstance(value, str)
+        if not ok:
+            raise ConfigError(f"{config.where(section, key)} = {value!r}: expected {expected}")
+        values[key] = value
+    return cls(**values)

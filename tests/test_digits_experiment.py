@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cage.config import config_from_dict, load_experiment
-from cage.experiments.digits import _dags, parse_options
+from cage.experiments.digits import parse_options
+from cage.pair_output import select_dags
 from cage.pipeline import CageResult, PairDirection, run_experiment
 from cage_eval import runs
 from cage_eval.cli.generate import summary
@@ -144,7 +145,7 @@ def test_pairs_come_from_called_or_declared_dags_never_from_undetermined_calls()
     result = CageResult(config=config, classifiers={}, directions=dirs, prior_latents=np.zeros((1, 2)),
                         interventions={}, null_directions={}, sweep_rows=[], null_rows=[],
                         classifier_rows=[], seeds={})
-    dags, skipped, records = _dags(result, config, parse_options(config).output)
+    dags, skipped, records = select_dags(result, config, parse_options(config).output)
     assert dags == [("thick", "wide"), ("thick", "bright")]
     assert [(r["dag"], r["source"], r["direction"]) for r in records] == [
         ("thick->wide", "inferred", "->"), ("thick->bright", "declared", "?")]
@@ -154,13 +155,13 @@ def test_pairs_come_from_called_or_declared_dags_never_from_undetermined_calls()
     assert [(s["m1"], s["m2"], s["direction"]) for s in skipped] == [("round", "wide", "⊥")]
     # Declaring a DAG CAGE also called keeps one DAG, inferred, marked declared.
     config = _config(["thick->wide"])
-    dags, _, records = _dags(result, config, parse_options(config).output)
+    dags, _, records = select_dags(result, config, parse_options(config).output)
     assert dags == [("thick", "wide")]
     assert (records[0]["source"], records[0]["declared"]) == ("inferred", True)
     # Nothing declared, nothing called: no DAG at all.
     config = _config([])
     result.directions[1] = _direction("thick", "wide", "observation", "?", 0.21, 0.17)
-    assert _dags(result, config, parse_options(config).output)[0] == []
+    assert select_dags(result, config, parse_options(config).output)[0] == []
 
 
 @pytest.mark.parametrize("dags, message", [

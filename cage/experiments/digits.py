@@ -40,21 +40,20 @@ from cage.digits.models import DigitsModels, ModelConfigs, load_or_train
 from cage.digits.obs_classifier import ObsClassifierConfig
 from cage.experiments.base import ExperimentSetup
 from cage.generators.vae import VAEConfig
-from cage.images import ImageStore, contact_sheet
-from cage.pairs import LinearAttribute, PairConfig, PairMaker, PairSet, number_pairs
+from cage.options import dataclass_from_section
+from cage.pair_output import (
+    OUTPUT_KEYS,
+    OutputOptions,
+    check_separable,
+    make_pairs,
+    open_store,
+    parse_dags,
+    select_dags,
+    write_pairs,
+)
+from cage.pairs import PairConfig, PairMaker
 from cage.runtime import deterministic_torch
-from cage_eval import files, runs
-from cage_eval.errors import ConfigError, RunDirError
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """Section ``[pairs]`` keys that are not about making a pair."""
-
-    outcome: str = "observation"
-    dags: tuple[tuple[str, str], ...] = ()
-    png_scale: int = 1
-    sheet_pairs: int = 20
+from cage_eval.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -75,45 +74,11 @@ class DigitsSetup(ExperimentSetup):
     options: DigitsOptions | None = None
 
 
-def _section_to(cls: type, config: ExperimentConfig, section: str, *, exclude: tuple[str, ...] = (),
-                only: tuple[str, ...] | None = None, overrides: dict[str, Any] | None = None) -> Any:
-    raw = dict(config.kind_options.get(section, {}))
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    allowed = set(only) if only is not None else set(fields) - set(exclude)
-    values: dict[str, Any] = dict(overrides or {})
-    for key, value in raw.items():
-        if key not in allowed:
-            continue
-        default = getattr(cls(), key)
-        if key in ("n_digits", "max_steps") or (isinstance(default, int)
-                                                 and not isinstance(default, bool)):
-            expected = "an integer"
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, bool):
-            expected, ok = "true or false", isinstance(value, bool)
-        elif isinstance(default, float):
-            expected = "a number"
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, tuple):
-            expected = "a list of integers"
-            ok = isinstance(value, list) and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value)
-            value = tuple(value) if ok else value
-        else:
-            expected, ok = "a string", isinstance(value, str)
-        if not ok:
-            raise ConfigError(f"{config.where(section, key)} = {value!r}: expected {expected}")
-        values[key] = value
-    return cls(**values)
-
-
-_PAIR_OUTPUT_KEYS = tuple(f.name for f in dataclasses.fields(OutputOptions))
 _KNOWN = {
     "data": {f.name for f in dataclasses.fields(digits_data.DigitsConfig)},
     "vae": {f.name for f in dataclasses.fields(VAEConfig)},
     "obs_classifier": {f.name for f in dataclasses.fields(ObsClassifierConfig)},
-    "pairs": {f.name for f in dataclasses.fields(PairConfig)} - {"seed"} | set(_PAIR_OUTPUT_KEYS),
+    "pairs": {f.name for f in dataclasses.fields(PairConfig)} - {"seed"} | set(OUTPUT_KEYS),
 }
 
 
@@ -133,14 +98,14 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
             if key not in _KNOWN[section]:
                 raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
                                   f"{', '.join(sorted(_KNOWN[section]))}")
-    data = _section_to(digits_data.DigitsConfig, config, "data")
-    vae = _section_to(VAEConfig, config, "vae")
-    obs = _section_to(ObsClassifierConfig, config, "obs_classifier")
-    pairs = _section_to(PairConfig, config, "pairs", exclude=("seed",) + _PAIR_OUTPUT_KEYS,
+    data = dataclass_from_section(digits_data.DigitsConfig, config, "data")
+    vae = dataclass_from_section(VAEConfig, config, "vae")
+    obs = dataclass_from_section(ObsClassifierConfig, config, "obs_classifier")
+    pairs = dataclass_from_section(PairConfig, config, "pairs", exclude=("seed",) + OUTPUT_KEYS,
                         overrides={"seed": config.seed})
-    output = _section_to(OutputOptions, config, "pairs",
-                         only=tuple(k for k in _PAIR_OUTPUT_KEYS if k != "dags"),
-                         overrides={"dags": _parse_dags(config)})
+    output = dataclass_from_section(OutputOptions, config, "pairs",
+                                    only=tuple(k for k in OUTPUT_KEYS if k != "dags"),
+                                    overrides={"dags": parse_dags(config)})
     checks = [
         (data.draws >= 1, "data", "draws", data.draws, "at least 1"),
         (data.n_digits is None or data.n_digits >= 10, "data", "n_digits", data.n_digits,
@@ -171,29 +136,6 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
             raise ConfigError(f"{config.where(section, key)} = {value!r}: must be {need}")
     return DigitsOptions(models=ModelConfigs(data=data, vae=vae, obs=obs), pairs=pairs,
                          output=output)
-
-
-def _parse_dags(config: ExperimentConfig) -> tuple[tuple[str, str], ...]:
-    """``[pairs] dags``: ``"cause->effect"`` strings, each an ordering of a ``[cage] pairs`` pair."""
-    raw = config.kind_options.get("pairs", {}).get("dags", [])
-    where = config.where("pairs", "dags")
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ConfigError(f"{where} = {raw!r}: expected a list of strings like [\"thick->bright\"]")
-    dags: list[tuple[str, str]] = []
-    for value in raw:
-        parts = [p.strip() for p in value.split("->")]
-        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-            raise ConfigError(f"{where}: {value!r} is not a DAG; write \"cause->effect\", e.g. "
-                              "\"thick->bright\"")
-        if not any(set(p) == set(parts) for p in config.cage.pairs):
-            raise ConfigError(f"{where}: {value!r}: {parts[0]} and {parts[1]} are not a pair of "
-                              "[cage] pairs; add the pair there (CAGE's call and the intervention "
-                              "directions come from it) or drop the DAG (--set 'pairs.dags=[]')")
-        if (parts[1], parts[0]) in dags:
-            raise ConfigError(f"{where}: {value!r} and its reverse are both declared; declare one")
-        if (parts[0], parts[1]) not in dags:
-            dags.append((parts[0], parts[1]))
-    return tuple(dags)
 
 
 def setup(config: ExperimentConfig, *, cache_dir: Path) -> DigitsSetup:
@@ -243,163 +185,19 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> DigitsSetup:
     )
 
 
-def _dags(result: Any, config: ExperimentConfig, output: OutputOptions) -> tuple[
-        list[tuple[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The DAGs to make pairs for, each with where it comes from.
-
-    A DAG is ``inferred`` when CAGE called that arrow (``->``/``<-``) in the ``[pairs] outcome``
-    variant, ``declared`` when it is listed in ``[pairs] dags`` (the known mechanism of the data,
-    not something CAGE found) and CAGE did not call it. A ``?`` (undetermined) or ``⊥`` call never
-    makes pairs by itself. Returns ``(dags, skipped, records)``; ``records`` holds one dict per DAG
-    (source, CAGE's call and p(delta tau) in every outcome variant) for the manifest; its
-    ``direction`` and ``delta_tau`` are in the orientation of ``pair`` (``[cage] pairs``' order).
-    """
-    dags: list[tuple[str, str]] = []
-    skipped: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
-
-    def record(cause: str, effect: str, source: str, d: Any) -> dict[str, Any]:
-        rows = [r for r in result.directions if {r.m1, r.m2} == {cause, effect}]
-        return {
-            "dag": runs.dag_name(cause, effect), "source": source, "outcome": d.outcome,
-            "cage_call": _call_text(d), "pair": [d.m1, d.m2], "direction": d.direction,
-            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
-            "p_gate_cause_to_effect": d.p_gate_12 if d.m1 == cause else d.p_gate_21,
-            "p_gate_effect_to_cause": d.p_gate_21 if d.m1 == cause else d.p_gate_12,
-            "sign_stable": d.sign_stable, "cos_normals": d.cos_normals,
-            "calls_by_outcome": {r.outcome: {"call": _call_text(r), "delta_tau": r.delta_tau,
-                                             "p_delta_tau": r.p_delta_tau} for r in rows},
-        }
-
-    for m1, m2 in config.cage.pairs:
-        d = _direction(result, m1, m2, output.outcome)
-        if d.direction in ("->", "<-"):
-            dags.append((d.cause, d.effect))
-            records.append(record(d.cause, d.effect, "inferred", d))
-        else:
-            skipped.append({"m1": m1, "m2": m2, "outcome": d.outcome, "direction": d.direction,
-                            "cage_call": _call_text(d), "delta_tau": d.delta_tau,
-                            "p_delta_tau": d.p_delta_tau,
-                            "reason": "CAGE called no direction and none is declared; no pairs"})
-    for cause, effect in output.dags:
-        if (cause, effect) in dags:
-            records[dags.index((cause, effect))]["declared"] = True
-            continue
-        pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
-        dags.append((cause, effect))
-        records.append(record(cause, effect, "declared", _direction(result, *pair, output.outcome)))
-    for r in records:
-        r.setdefault("declared", r["source"] == "declared")
-    covered = [set(dag) for dag in dags]
-    skipped = [s for s in skipped if {s["m1"], s["m2"]} not in covered]
-    return dags, skipped, records
-
-
-def _direction(result: Any, m1: str, m2: str, outcome: str) -> Any:
-    try:
-        return result.direction_for(m1, m2, outcome)
-    except KeyError:
-        return result.direction_for(m1, m2)
-
-
-def _call_text(d: Any) -> str:
-    """CAGE's call in words: ``thick -> bright``, ``undetermined (?)``, ``independent (⊥)``."""
-    if d.direction in ("->", "<-"):
-        return f"{d.cause} -> {d.effect}"
-    return "undetermined (?)" if d.direction == "?" else "independent (⊥)"
-
-
-def _linear(result: Any, pair: tuple[str, str], attr: str) -> LinearAttribute:
-    clf = result.classifiers[attr]
-    key = pair if pair in result.interventions else (pair[1], pair[0])
-    direction = result.interventions.get(key, {}).get(attr, clf.normal_)
-    return LinearAttribute(name=attr, coef=np.asarray(clf.coef_, dtype=np.float64),
-                           intercept=float(clf.intercept_),
-                           direction=np.asarray(direction, dtype=np.float64))
-
-
-def sheet_name(cause: str, effect: str, setting: str) -> str:
-    """File name of a contact sheet inside ``sheets/``."""
-    return f"{cause}_to_{effect}__{setting}.png"
-
-
 def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentConfig) -> dict:
     """Make the counterfactual pairs of every DAG and write pairs.csv, images/ and sheets/."""
     assert setup.dataset is not None and setup.options is not None
     options = setup.options
-    min_acc = config.cage.min_accuracy
-    dags, skipped, records = _dags(result, config, options.output)
-    for cause, effect in dags:
-        for a in (cause, effect):
-            acc = float(result.classifiers[a].accuracy_)
-            if acc < min_acc:
-                raise ConfigError(
-                    f"DAG {runs.dag_name(cause, effect)}: attribute {a!r} is not separable enough "
-                    f"to manipulate: its latent classifier's held-out accuracy is {acc:.3f} < "
-                    f"[cage] min_accuracy = {min_acc}; remove the pair from [cage] pairs")
+    dags, skipped, records = select_dags(result, config, options.output)
+    check_separable(dags, result, config.cage.min_accuracy)
     data = setup.dataset
     seed = int.from_bytes(hashlib.sha256(f"{config.seed}:pairs".encode()).digest()[:4], "little")
     pool = np.random.default_rng(seed).permutation(len(data))
-    try:
-        store = ImageStore(Path(run_dir) / runs.IMAGES_DIR, scale=options.output.png_scale)
-    except OSError as exc:
-        raise RunDirError(f"{run_dir}: cannot write images ({exc.strerror}); choose a writable "
-                          "--out") from None
-    sets: list[PairSet] = []
-    try:
-        maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
-                          np.arange(len(data)), setup.observation_classifier, store, options.pairs)
-        with store, deterministic_torch():
-            for cause, effect in dags:
-                pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
-                c, e = _linear(result, pair, cause), _linear(result, pair, effect)
-                if options.pairs.n_same_source:
-                    sets.append(maker.same_source(c, e, options.pairs.n_same_source, pool))
-                if options.pairs.n_same_destination:
-                    sets.append(maker.same_destination(c, e, options.pairs.n_same_destination,
-                                                       pool))
-    except OSError as exc:
-        raise RunDirError(f"{run_dir}: writing the pair images failed ({exc}); free space or "
-                          "choose another --out") from None
-    rows = number_pairs(sets)
-    files.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
-    sheets = write_sheets(sets, Path(run_dir) / runs.SHEETS_DIR, options.output.sheet_pairs)
-    for rec in records:
-        mine = [s for s in sets if s.dag == rec["dag"]]
-        rec["rows"] = sum(len(s.rows) for s in mine)
-        rec["settings"] = {s.setting: len(s.rows) for s in mine}
-        rec["sheets"] = [f"{runs.SHEETS_DIR}/" + sheet_name(*rec["dag"].split("->"), s.setting) for s in mine]
-    return {"pairs": {
-        "dags": [runs.dag_name(c, e) for c, e in dags],
-        "dag_sources": records,
-        "skipped": skipped,
-        "rows": len(rows),
-        "images": len(store.written),
-        "png_scale": options.output.png_scale,
-        "decoded": maker.decoded,
-        "outcome": options.output.outcome,
-        "sheets": sheets,
-        "config": dataclasses.asdict(options.pairs),
-        "stats": {f"{s.dag} {s.setting}": s.stats for s in sets},
-    }}
-
-
-def write_sheets(sets: list[PairSet], directory: Path, limit: int) -> list[str]:
-    """One contact sheet per DAG and setting; returns the paths relative to the run directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = []
-    for s in sets:
-        cause, effect = s.dag.split("->")
-        if s.setting == "same_source":
-            titles = ["source", f"{cause} changed", f"{effect} changed"]
-        else:
-            titles = ["source A", f"A: {cause} changed", "source B", f"B: {effect} changed"]
-        labels = [f"{row['pair_id']} {lab}" for row, lab in zip(s.rows, s.sheet_labels, strict=True)]
-        png = contact_sheet(s.sheet_rows[:limit], column_titles=titles, row_labels=labels[:limit],
-                            title=f"{s.dag}  {s.setting.replace('_', '-')}  "
-                                  f"({len(s.rows)} pairs, first {min(limit, len(s.rows))} shown)")
-        name = sheet_name(cause, effect, s.setting)
-        files.atomic_write_bytes(directory / name, png)
-        names.append(f"{runs.SHEETS_DIR}/{name}")
-    return names
-
+    store = open_store(run_dir, options.output.png_scale)
+    maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
+                      np.arange(len(data)), setup.observation_classifier, store, options.pairs)
+    sets = make_pairs(maker, store, result, config, dags, options.pairs, pool, run_dir,
+                      context=deterministic_torch())
+    return {"pairs": write_pairs(run_dir, sets, dags, records, skipped, store, options.output,
+                                 options.pairs, maker.decoded)}

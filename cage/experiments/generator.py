@@ -18,8 +18,6 @@ latents when labels come from decoded samples or precomputed latents. Images of 
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +28,23 @@ import torch
 
 from cage.config import OUTCOME_CHOICES, ExperimentConfig
 from cage.experiments.base import ExperimentSetup
-from cage.experiments.digits import OutputOptions, _dags, _linear, _parse_dags, sheet_name
 from cage.generators.registry import LoadedGenerator, load_generator
-from cage.images import ImageStore, contact_sheet
 from cage.labels import cnn, observation
 from cage.labels.observation import ObservationClassifier
 from cage.labels.sources import LabelSet, load_labels
 from cage.options import Section
-from cage.pairs import PairConfig, PairMaker, PairSet, number_pairs
+from cage.pair_output import (
+    OutputOptions,
+    check_separable,
+    make_pairs,
+    open_store,
+    parse_dags,
+    select_dags,
+    write_pairs,
+)
+from cage.pairs import PairConfig, PairMaker
 from cage.runtime import deterministic_torch
-from cage_eval import files, runs
-from cage_eval.errors import ConfigError, RunDirError
-
-#: Contact sheets enlarge small images to at least this many pixels (labels need the room).
-SHEET_CELL_PX = 96
+from cage_eval.errors import ConfigError
 
 SECTIONS = ("generator", "observation_classifier", "labels", "pairs", "hits")
 
@@ -111,7 +112,7 @@ def parse_options(config: ExperimentConfig) -> GeneratorOptions:
     out_defaults = OutputOptions()
     output = OutputOptions(
         outcome=p.text("outcome", out_defaults.outcome, choices=OUTCOME_CHOICES),
-        dags=_parse_dags(config),
+        dags=parse_dags(config),
         png_scale=p.integer("png_scale", out_defaults.png_scale, minimum=1),
         sheet_pairs=p.integer("sheet_pairs", out_defaults.sheet_pairs, minimum=1))
     p.accept(["dags"])
@@ -194,44 +195,6 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
 # --------------------------------------------------------------------------- pairs
 
 
-def _thumbnail(image: np.ndarray, px: int) -> np.ndarray:
-    """``image`` shrunk (Lanczos) so that its larger side is at most ``px``."""
-    h, w = image.shape[:2]
-    if max(h, w) <= px:
-        return image
-    from PIL import Image
-
-    k = px / max(h, w)
-    small = Image.fromarray(image).resize((max(1, round(w * k)), max(1, round(h * k))),
-                                          Image.Resampling.LANCZOS)
-    return np.asarray(small, dtype=np.uint8)
-
-
-def write_sheets(sets: list[PairSet], directory: Path, limit: int, px: int) -> list[str]:
-    """One contact sheet per DAG and setting, images at most ``px`` pixels wide; returns the
-    paths relative to the run directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = []
-    for s in sets:
-        cause, effect = s.dag.split("->")
-        if s.setting == "same_source":
-            titles = ["source", f"{cause} changed", f"{effect} changed"]
-        else:
-            titles = ["source A", f"A: {cause} changed", "source B", f"B: {effect} changed"]
-        labels = [f"{row['pair_id']} {lab}" for row, lab in zip(s.rows, s.sheet_labels,
-                                                                 strict=True)]
-        rows = [[_thumbnail(img, px) for img in row] for row in s.sheet_rows[:limit]]
-        side = max(rows[0][0].shape[:2]) if rows else px
-        png = contact_sheet(rows, column_titles=titles, row_labels=labels[:limit],
-                            title=f"{s.dag}  {s.setting.replace('_', '-')}  "
-                                  f"({len(s.rows)} pairs, first {min(limit, len(s.rows))} shown)",
-                            scale=min(8, max(1, -(-SHEET_CELL_PX // max(side, 1)))))
-        name = sheet_name(cause, effect, s.setting)
-        files.atomic_write_bytes(directory / name, png)
-        names.append(f"{runs.SHEETS_DIR}/{name}")
-    return names
-
-
 def _on_cpu(setup: GeneratorSetup) -> bool:
     psi = setup.observation_classifier
     devices = [setup.loaded.compute.device if setup.loaded else torch.device("cpu")]
@@ -244,65 +207,21 @@ def finish(setup: GeneratorSetup, result: Any, run_dir: Path, config: Experiment
     """Make the pairs of every DAG and write pairs.csv, images/ and sheets/."""
     assert setup.labels is not None and setup.options is not None
     options, labels = setup.options, setup.labels
-    dags, skipped, records = _dags(result, config, options.output)
-    for cause, effect in dags:
-        for a in (cause, effect):
-            acc = float(result.classifiers[a].accuracy_)
-            if acc < config.cage.min_accuracy:
-                raise ConfigError(
-                    f"DAG {runs.dag_name(cause, effect)}: attribute {a!r} is not separable enough "
-                    f"to manipulate: its latent classifier's held-out accuracy is {acc:.3f} < "
-                    f"[cage] min_accuracy = {config.cage.min_accuracy}; remove the pair from "
-                    "[cage] pairs")
+    dags, skipped, records = select_dags(result, config, options.output)
+    check_separable(dags, result, config.cage.min_accuracy)
     n = labels.latents.shape[0]
     order = np.random.default_rng(stage_seed(config.seed, "pairs")).permutation(n)
-    try:
-        store = ImageStore(Path(run_dir) / runs.IMAGES_DIR, scale=options.output.png_scale)
-    except OSError as exc:
-        raise RunDirError(f"{run_dir}: cannot write images ({exc.strerror}); choose a writable "
-                          "--out") from None
-    sets: list[PairSet] = []
+    store = open_store(run_dir, options.output.png_scale)
     pool_images = labels.images.take(order)
     maker = PairMaker(setup.generator, labels.latents[order], pool_images,
                       {a: v[order] for a, v in labels.attributes.items()}, labels.ids[order],
                       setup.observation_classifier, store, options.pairs)  # type: ignore[arg-type]
-    pool = np.arange(n)
-    try:
-        with store, deterministic_torch() if _on_cpu(setup) else contextlib.nullcontext():
-            for cause, effect in dags:
-                pair = next(p for p in config.cage.pairs if set(p) == {cause, effect})
-                c, e = _linear(result, pair, cause), _linear(result, pair, effect)
-                if options.pairs.n_same_source:
-                    sets.append(maker.same_source(c, e, options.pairs.n_same_source, pool))
-                if options.pairs.n_same_destination:
-                    sets.append(maker.same_destination(c, e, options.pairs.n_same_destination,
-                                                       pool))
-    except OSError as exc:
-        raise RunDirError(f"{run_dir}: writing the pair images failed ({exc}); free space or "
-                          "choose another --out") from None
-    rows = number_pairs(sets)
-    files.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
-    sheets = write_sheets(sets, Path(run_dir) / runs.SHEETS_DIR, options.output.sheet_pairs,
-                          options.sheet_px)
-    for rec in records:
-        mine = [s for s in sets if s.dag == rec["dag"]]
-        rec["rows"] = sum(len(s.rows) for s in mine)
-        rec["settings"] = {s.setting: len(s.rows) for s in mine}
-        rec["sheets"] = [f"{runs.SHEETS_DIR}/" + sheet_name(*rec["dag"].split("->"), s.setting)
-                         for s in mine]
-    return {"pairs": {
-        "dags": [runs.dag_name(c, e) for c, e in dags],
-        "dag_sources": records,
-        "skipped": skipped,
-        "rows": len(rows),
-        "images": len(store.written),
-        "png_scale": options.output.png_scale,
-        "decoded": maker.decoded + getattr(pool_images, "decoded", 0),
-        "outcome": options.output.outcome,
-        "sheets": sheets,
-        "source_images": "real (labelled folder)" if labels.source == "folder"
-                         else "decoded latents",
-        "hit_domain": options.hit_domain,
-        "config": dataclasses.asdict(options.pairs),
-        "stats": {f"{s.dag} {s.setting}": s.stats for s in sets},
-    }}
+    sets = make_pairs(maker, store, result, config, dags, options.pairs, np.arange(n), run_dir,
+                      context=deterministic_torch() if _on_cpu(setup) else None)
+    entry = write_pairs(run_dir, sets, dags, records, skipped, store, options.output,
+                        options.pairs, maker.decoded + getattr(pool_images, "decoded", 0),
+                        sheet_px=options.sheet_px)
+    entry["source_images"] = ("real (labelled folder)" if labels.source == "folder"
+                              else "decoded latents")
+    entry["hit_domain"] = options.hit_domain
+    return {"pairs": entry}

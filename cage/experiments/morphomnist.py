@@ -36,8 +36,9 @@ from cage.digits.morpho_judge import MorphometricJudge, fit_link
 from cage.digits.obs_classifier import ObsClassifierConfig
 from cage.experiments import digits as digits_kind
 from cage.experiments.base import ExperimentSetup
-from cage.experiments.digits import OutputOptions, _parse_dags, _section_to
 from cage.generators.flow_image import GlowConfig
+from cage.options import dataclass_from_section
+from cage.pair_output import OUTPUT_KEYS, OutputOptions, parse_dags
 from cage.pairs import PairConfig
 from cage.runtime import deterministic_torch
 from cage_eval.errors import ConfigError
@@ -66,13 +67,12 @@ class MorphoSetup(ExperimentSetup):
     judges: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-_PAIR_OUTPUT_KEYS = tuple(f.name for f in dataclasses.fields(OutputOptions))
 _KNOWN = {
     "data": {f.name for f in dataclasses.fields(mnist.MorphoMNISTConfig)},
     "flow": {f.name for f in dataclasses.fields(GlowConfig)} | {"temperature"},
     "obs_classifier": {f.name for f in dataclasses.fields(ObsClassifierConfig)},
     "observation": {"judge"},
-    "pairs": {f.name for f in dataclasses.fields(PairConfig)} - {"seed"} | set(_PAIR_OUTPUT_KEYS),
+    "pairs": {f.name for f in dataclasses.fields(PairConfig)} - {"seed"} | set(OUTPUT_KEYS),
 }
 
 
@@ -99,14 +99,14 @@ def parse_options(config: ExperimentConfig) -> MorphoOptions:
             if key not in _KNOWN[section]:
                 raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
                                   f"{', '.join(sorted(_KNOWN[section]))}")
-    data = _section_to(mnist.MorphoMNISTConfig, config, "data")
-    flow = _section_to(GlowConfig, config, "flow")
-    obs = _section_to(ObsClassifierConfig, config, "obs_classifier")
-    pairs = _section_to(PairConfig, config, "pairs", exclude=("seed",) + _PAIR_OUTPUT_KEYS,
+    data = dataclass_from_section(mnist.MorphoMNISTConfig, config, "data")
+    flow = dataclass_from_section(GlowConfig, config, "flow")
+    obs = dataclass_from_section(ObsClassifierConfig, config, "obs_classifier")
+    pairs = dataclass_from_section(PairConfig, config, "pairs", exclude=("seed",) + OUTPUT_KEYS,
                         overrides={"seed": config.seed})
-    output = _section_to(OutputOptions, config, "pairs",
-                         only=tuple(k for k in _PAIR_OUTPUT_KEYS if k != "dags"),
-                         overrides={"dags": _parse_dags(config)})
+    output = dataclass_from_section(OutputOptions, config, "pairs",
+                         only=tuple(k for k in OUTPUT_KEYS if k != "dags"),
+                         overrides={"dags": parse_dags(config)})
     judge = config.kind_options.get("observation", {}).get("judge", "cnn")
     temperature = _number(config, "flow", "temperature", 1.0)
     checks = [

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch.nn import functional as F
 
 from cage.generators.device import resolve_device
@@ -120,7 +121,7 @@ class ObservationClassifier:
                                   "output column, in order")
             named = {c: arr[:, j] for j, c in enumerate(self.columns)}
         if self.outputs == "logit":
-            return {k: 1.0 / (1.0 + np.exp(-v)) for k, v in named.items()}
+            return {k: expit(v) for k, v in named.items()}  # no overflow for large logits
         for k, v in named.items():
             if v.size and (v.min() < -1e-6 or v.max() > 1 + 1e-6):
                 raise ConfigError(f"{self.where}: output {k!r} has values in [{v.min():.3g}, "
