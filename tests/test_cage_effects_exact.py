@@ -81,12 +81,17 @@ def test_extreme_logits_or_shifts_stay_finite():
     assert gate_from_logits(near, 1.0, 800.0) == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="cosh(L) = inf times 1/cosh(t) = 0 gives NaN when a logit "
-                   "and the shift both pass ~710 at once (reported to the engine's owner)")
-def test_extreme_logits_and_shifts_together_stay_finite():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_logits_and_shifts_together_stay_finite(dtype):
     far = np.array([-1000.0, 1000.0, 0.0])
     # sigmoid(L + 800) - sigmoid(L - 800): ~0, ~0 and 1 for the three latents.
-    assert gate_from_logits(far, 1.0, 800.0) == pytest.approx(1 / 3, abs=1e-6)
+    assert gate_from_logits(far, 1.0, 800.0, dtype=dtype) == pytest.approx(1 / 3, abs=1e-6)
+    # Past float32's cosh range (|L| > 89, |t| > 103) but inside float64's: every term exact.
+    logits = np.array([-150.0, -95.0, 0.0, 20.0, 95.0, 150.0])
+    for t in (110.0, -120.0, 5.0):
+        ref = np.mean(sigmoid(logits + t) - sigmoid(logits - t))
+        got = gate_from_logits(logits, t, 1.0, dtype=dtype)
+        assert np.isfinite(got) and got == pytest.approx(ref, abs=1e-6)
 
 
 def test_float64_closed_form_equals_the_materialised_sum():

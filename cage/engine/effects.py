@@ -93,10 +93,22 @@ def gate_from_logits(
         tanh_t = np.tanh(t_all)
         block = max(1, BLOCK_ELEMENTS // max(k, 1))
         out = np.empty(t_all.size, dtype=np.float64)
+        log_cosh_l = None
         for start in range(0, t_all.size, block):
             q = torch.as_tensor(q_all[start:start + block]).to(dtype)[None, :]
             denom = torch.addcmul(torch.ones((), dtype=dtype), c, q)
-            total = denom.reciprocal_().sum(0, dtype=torch.float64).numpy()
+            terms = denom.reciprocal_()
+            bad = torch.isnan(terms).any(0)
+            if bool(bad.any()):
+                # cosh(L) overflowed to inf where 1/cosh(t) underflowed to 0 (large |L| and |t|
+                # together: past ~89 and ~103 in float32): those offsets exactly, in log space,
+                # 1 / (1 + cosh(L) / cosh(t)) = sigmoid(log cosh(t) - log cosh(L)).
+                if log_cosh_l is None:
+                    log_cosh_l = torch.as_tensor(_log_cosh(lg64))[:, None]
+                cols = torch.nonzero(bad).flatten()
+                lt = torch.as_tensor(_log_cosh(t_all[start:start + block][cols.numpy()]))[None, :]
+                terms[:, cols] = torch.sigmoid(lt - log_cosh_l).to(dtype)
+            total = terms.sum(0, dtype=torch.float64).numpy()
             out[start:start + block] = tanh_t[start:start + block] * total / k
     else:
         raise ValueError(f"unknown outcome scale {scale!r}")
@@ -108,6 +120,12 @@ def gate_from_logits(
     if scalar_a:
         return out[0]
     return out
+
+
+def _log_cosh(x: np.ndarray) -> np.ndarray:
+    """``log cosh(x)`` without overflow: ``|x| + log1p(exp(-2|x|)) - log 2``, float64."""
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    return a + np.log1p(np.exp(-2.0 * a)) - np.log(2.0)
 
 
 def mean_outcomes(
