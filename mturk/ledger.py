@@ -192,6 +192,11 @@ class Ledger:
         path = Path(run_dir) / LEDGER
         if path.exists():
             raise RunDirError(f"{path}: already exists; open it instead of creating it")
+        # What a creator killed mid-way left behind (its temporary file and SQLite's -wal/-shm
+        # companions). Publishing holds the run's lock (cage_eval.files.run_lock), so no other
+        # creator is at work on this run.
+        for stale in Path(run_dir).glob(f".{LEDGER}.*partial*"):
+            stale.unlink(missing_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{LEDGER}.", suffix=".partial", dir=run_dir)
         os.fchmod(fd, FILE_MODE)  # an ordinary file, as sqlite3 would create it
         os.close(fd)

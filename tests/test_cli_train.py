@@ -17,7 +17,7 @@ def test_train_writes_a_reproducible_bundle(tmp_path):
         result = runner.invoke(cli, ["train", "--out", str(tmp_path / f"w{k}"), "--cache-dir",
                                      str(tmp_path / "cache"), "--seed", "5", *TINY])
         assert result.exit_code == 0, result.output
-        lines = result.output.splitlines()
+        lines = result.stdout.splitlines()  # progress lines go to stderr
         assert lines[0].startswith("dataset: 20 images")
         assert lines[1].startswith("vae: 3 steps, final loss")
         assert "observation classifier (held-out accuracy on reconstructions): thick " in lines[2]

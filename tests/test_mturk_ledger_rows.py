@@ -177,7 +177,8 @@ def test_schema_version_mismatch_is_refused(tmp_path):
 
 def test_leftovers_of_a_crashed_create_are_cleared(tmp_path):
     for name in (".ledger.sqlite.partial", ".ledger.sqlite.partial-wal",
-                 ".ledger.sqlite.partial-shm"):
+                 ".ledger.sqlite.partial-shm", ".ledger.sqlite.k3j9x.partial",
+                 ".ledger.sqlite.k3j9x.partial-journal"):
         (tmp_path / name).write_bytes(b"half a ledger")
     Ledger.create(tmp_path, environment="production", run_id="r2", settings={},
                   items=_items(2)).close()
