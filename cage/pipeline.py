@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage import checkpoints, distributed
 from cage.config import ExperimentConfig, default_cache_dir
+from cage.distributed import Workers
 from cage.engine.classifiers import LatentClassifier, fit_attribute_classifier, sigmoid
 from cage.engine.effects import delta_tau, empirical_p_value
 from cage.engine.interventions import make_intervention
@@ -90,6 +93,29 @@ def prior_latents(generator: LatentGenerator, k: int, seed: int) -> torch.Tensor
     return torch.cat([prior_block(generator, b, seed) for b in range(blocks)])[:k]
 
 
+class PriorBlocks:
+    """Prior block ``b`` as ``blocks(b)``, drawn on first use and kept.
+
+    Rank 0 hands over the first ``k`` latents it drew (``drawn``); another rank draws only the
+    blocks that the units it computes decode (the same values: a block's seed is its own).
+    """
+
+    def __init__(self, generator: LatentGenerator, seed: int,
+                 drawn: torch.Tensor | None = None) -> None:
+        self.generator = generator
+        self.seed = seed
+        self.drawn = drawn
+        self._blocks: dict[int, torch.Tensor] = {}
+
+    def __call__(self, block: int) -> torch.Tensor:
+        start = block * PRIOR_BLOCK
+        if self.drawn is not None and start < self.drawn.shape[0]:
+            return self.drawn[start:start + PRIOR_BLOCK]
+        if block not in self._blocks:
+            self._blocks[block] = prior_block(self.generator, block, self.seed)
+        return self._blocks[block]
+
+
 # --------------------------------------------------------------------------- computation
 
 
@@ -117,10 +143,13 @@ def _check_setup(setup: ExperimentSetup, config: ExperimentConfig) -> list[str]:
     return names
 
 
-def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
+def run_cage(setup: ExperimentSetup, config: ExperimentConfig, *,
+             workers: Workers | None = None) -> CageResult:
     """Algorithm 1 plus significance, sweeps, controls and diagnostics for every configured pair.
 
     Pure computation (no files). See docs/engine.md for the definitions of every output.
+    ``workers``: the ranks that share eq. 9's decoding (docs/distributed.md); default: this
+    process alone.
     """
     cc = config.cage
     names = _check_setup(setup, config)
@@ -137,7 +166,10 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
     logits = {a: classifiers[a].decision_function(z_prior) for a in names}
     scorer = None
     if any(o.startswith("observation") for o in cc.outcomes):
-        scorer = ObservationScorer(setup.generator, _scaled_outcome(setup), batch_size_of(setup.generator))
+        scorer = ObservationScorer(setup.generator, _scaled_outcome(setup),
+                                   batch_size_of(setup.generator),
+                                   PriorBlocks(setup.generator, config.seed, drawn=z_prior),
+                                   PRIOR_BLOCK, workers)
 
     out = _Collector()
     mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
@@ -152,8 +184,6 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
         mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
                                 mmd_cache) for a in (m1, m2)}
         for outcome in cc.outcomes:
-            baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
-                                   baseline_cache)
             if outcome == "latent":
                 v = latent_variant(geo, classifiers, logits, z_prior, cc, cc.null)
             elif outcome == "observation":
@@ -161,6 +191,8 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
             else:  # observation_conditional: hold the other attribute of the pair fixed
                 v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
                                         classifiers, z_prior, scorer, cc)
+            baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
+                                   baseline_cache)
             out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc, baselines)
 
     return CageResult(config=config, classifiers=classifiers, directions=out.directions,
@@ -169,7 +201,15 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                       null_rows=out.null_rows,
                       classifier_rows=_classifier_rows(setup, classifiers, names, cc),
                       seeds=seeds, test_masks=masks,
-                      decoded=scorer.decoded if scorer is not None else 0)
+                      decoded=_decoded(scorer))
+
+
+def _decoded(scorer: ObservationScorer | None) -> int:
+    """Latents decoded for eq. 9 by every rank (units read back from checkpoints not counted)."""
+    if scorer is None:
+        return 0
+    stats = scorer.workers.stats.get("score")
+    return stats.decoded if stats is not None else 0
 
 
 def _fit_classifiers(setup: ExperimentSetup, config: ExperimentConfig, names: list[str],
@@ -319,7 +359,7 @@ def _baselines(m1: str, m2: str, outcome: str, logits: dict[str, np.ndarray],
         if space == "latent":
             p1, p2 = sigmoid(logits[m1][:n]), sigmoid(logits[m2][:n])
         else:
-            fact = scorer.factual(z_prior)  # type: ignore[union-attr]
+            fact = scorer.factual(int(z_prior.shape[0]))  # type: ignore[union-attr]
             p1, p2 = fact[m1][:n], fact[m2][:n]
         try:
             cache[key] = tuple(run_baselines(p1, p2, (m1, m2), seed=stage_seed(seed, "baselines")))
@@ -416,43 +456,125 @@ def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: Laten
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = False,
-                   cache_dir: str | Path | None = None) -> CageResult:
+                   cache_dir: str | Path | None = None) -> CageResult | None:
     """Set up the experiment, run CAGE and write the run directory ``out`` (see module docstring).
 
-    Nothing is left at ``out`` unless the whole run succeeds (the directory is staged).
+    Nothing is left at ``out`` unless the whole run succeeds (the directory is staged). Eq. 9's
+    decoded outcomes are checkpointed next to ``out`` (:func:`cage.checkpoints.checkpoint_dir`)
+    until the run is published, so rerunning a run that failed or was killed resumes. Under
+    torchrun every process calls this: rank 0 runs the study, writes ``out`` and returns the
+    result; the others decode for it and return None (docs/distributed.md).
     """
     module = load_kind(config.kind)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    with files.staged_run_dir(out, force=force) as stage:
-        setup = module.setup(config, cache_dir=cache)
-        result = run_cage(setup, config)
-        written = write_engine_files(result, setup, stage)
-        extra: dict[str, Any] = {}
-        finish = getattr(module, "finish", None)
-        if finish is not None:
-            extra = dict(finish(setup, result, stage, config) or {})
-        manifest = {
-            "schema_version": runs.SCHEMA_VERSION,
-            "run_id": uuid.uuid4().hex[:12],
-            "complete": True,
-            "created_by": "cage-eval generate",
-            "experiment": config.name,
-            "config": config.to_dict(),
-            "seeds": result.seeds,
-            "versions": versions(),
-            "setup": jsonable(setup.info),
-            "files": written,
-            "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
-                            "rule": d.rule, "reason": d.reason,
-                            "direction_paper": d.direction_paper,
-                            "direction_controlled": d.direction_controlled,
-                            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
-                            "baselines": jsonable([dataclasses.asdict(b) for b in d.baselines])}
-                           for d in result.directions],
-        }
-        for key, value in extra.items():
-            if key in manifest:
-                raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
-            manifest[key] = jsonable(value)
-        files.atomic_write_json(stage / runs.MANIFEST, manifest)
+    with distributed.session(str(config.option("generator", "device", "cpu"))) as group:
+        workers = Workers(group)
+        if not group.leader:
+            _serve(module, config, cache, workers)
+            return None
+        with workers.leading(checkpoints.checkpoint_dir(out)), \
+                files.staged_run_dir(out, force=force) as stage, distributed.active(workers):
+            setup = module.setup(config, cache_dir=cache)
+            _start(setup, config, workers)
+            result = run_cage(setup, config, workers=workers)
+            written = write_engine_files(result, setup, stage)
+            extra: dict[str, Any] = {}
+            finish = getattr(module, "finish", None)
+            if finish is not None:
+                extra = dict(finish(setup, result, stage, config) or {})
+            manifest = {
+                "schema_version": runs.SCHEMA_VERSION,
+                "run_id": uuid.uuid4().hex[:12],
+                "complete": True,
+                "created_by": "cage-eval generate",
+                "experiment": config.name,
+                "config": config.to_dict(),
+                "seeds": result.seeds,
+                "versions": versions(),
+                "setup": jsonable(setup.info),
+                "files": written,
+                "distributed": _work_record(workers),
+                "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
+                                "rule": d.rule, "reason": d.reason,
+                                "direction_paper": d.direction_paper,
+                                "direction_controlled": d.direction_controlled,
+                                "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
+                                "baselines": jsonable([dataclasses.asdict(b) for b in d.baselines])}
+                               for d in result.directions],
+            }
+            for key, value in extra.items():
+                if key in manifest:
+                    raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
+                manifest[key] = jsonable(value)
+            files.atomic_write_json(stage / runs.MANIFEST, manifest)
     return result
+
+
+# --------------------------------------------------------------------------- ranks (torchrun)
+
+#: Config sections that change neither decoding nor labelling (left out of the checkpoint key).
+CHECKPOINT_NEUTRAL = ("experiment", "cage", "pairs", "hits")
+
+
+def _start(setup: ExperimentSetup, config: ExperimentConfig, workers: Workers) -> None:
+    """Rank 0, set up: the other ranks set up (from the cache rank 0 filled) and show that they
+    decode and classify as rank 0 does; then every rank gets the run's checkpoint key."""
+    workers.announce_setup(True)
+    facts = workers.handshake(_fingerprint(setup))
+    _register_pairs(workers, setup)
+    workers.start(_run_key(config, facts))
+
+
+def _serve(module: Any, config: ExperimentConfig, cache: Path, workers: Workers) -> None:
+    """Ranks > 0: set up once rank 0 has (with the kind's ``setup_worker`` when it has one: the
+    generator and the classifier, nothing else), then decode for rank 0 until it stops."""
+
+    def prepare() -> dict[str, np.ndarray]:
+        setup = getattr(module, "setup_worker", module.setup)(config, cache_dir=cache)
+        gen = setup.generator
+        if setup.observation_classifier is not None:  # registers "score"
+            ObservationScorer(gen, _scaled_outcome(setup), batch_size_of(gen),
+                              PriorBlocks(gen, config.seed), PRIOR_BLOCK, workers)
+        _register_pairs(workers, setup)
+        return _fingerprint(setup)
+
+    workers.follow(prepare)
+
+
+def _register_pairs(workers: Workers, setup: ExperimentSetup) -> None:
+    """Counterfactual pairs are decoded and checked through the setup's generator and classifier
+    (:class:`cage.pairs.PairMaker` shards them when it uses these two)."""
+    if setup.observation_classifier is not None:
+        from cage.pairs import Manipulator
+
+        workers.register("manipulate", Manipulator(setup.generator, setup.observation_classifier))
+
+
+def _fingerprint(setup: ExperimentSetup) -> dict[str, np.ndarray]:
+    """What the generator and the observation classifier make of two seeded prior draws."""
+    gen = setup.generator
+    with torch.no_grad():
+        z = torch.as_tensor(gen.sample(2, 0)).to("cpu", torch.float32)
+        x = gen.decode(z).detach().to("cpu", torch.float32)
+        facts = {"z": z.numpy(), "x": x.numpy()}
+        if setup.observation_classifier is not None:
+            facts.update({f"psi:{a}": p for a, p in _scaled_outcome(setup)(x).items()})
+    return facts
+
+
+def _run_key(config: ExperimentConfig, facts: dict[str, np.ndarray]) -> str:
+    """The checkpoint key of a run: everything that determines a decoded outcome besides the unit
+    itself (the config's sections, seed, package versions, the fingerprint's exact bytes)."""
+    sections = {k: v for k, v in config.to_dict().items() if k not in CHECKPOINT_NEUTRAL}
+    h = hashlib.sha256(json.dumps({"kind": config.kind, "seed": config.seed, "block": PRIOR_BLOCK,
+                                   "sections": sections, "versions": versions()},
+                                  sort_keys=True, default=str).encode())
+    for name in sorted(facts):
+        h.update(name.encode() + np.ascontiguousarray(facts[name]).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _work_record(workers: Workers) -> dict[str, Any]:
+    """manifest.json's ``distributed``: processes, backend and the units of each kind of work."""
+    return {"world_size": workers.world_size, "backend": workers.group.backend,
+            "work": {name: dataclasses.asdict(s) for name, s in sorted(workers.stats.items())}}

@@ -122,7 +122,8 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Itera
     try:
         yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        with signals_deferred():  # a second SIGTERM (torchrun stopping a job) must not cut it short
+            shutil.rmtree(stage, ignore_errors=True)
         raise
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
@@ -157,3 +158,24 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT off while the block runs (main thread, POSIX), then deliver them.
+
+    For cleanup that must not be cut short: removing a staging directory, saving checkpoints.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -191,6 +191,17 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
         observation_sizes=sizes, loaded=loaded, labels=labels, options=options)
 
 
+def setup_worker(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
+    """What a rank other than 0 of a torchrun job needs (docs/distributed.md): the generator and
+    the observation classifier (loaded from the cache rank 0 filled), no labels."""
+    options = parse_options(config)
+    loaded = load_generator(_section(config, "generator"), images=True)
+    psi, _ = _classifier(config, loaded, cache_dir)
+    latents = np.zeros((0, loaded.generator.latent_dim), dtype=np.float32)
+    return GeneratorSetup(generator=loaded.generator, data_latents=latents, attributes={},
+                          observation_classifier=psi, loaded=loaded, options=options)
+
+
 # --------------------------------------------------------------------------- pairs
 
 
