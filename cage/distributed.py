@@ -243,6 +243,7 @@ class Workers:
         self.handlers: dict[str, Handler] = {}
         self.stats: dict[str, WorkStats] = {}
         self.run_key = ""
+        self.on_ready: Callable[[Any, Any], None] | None = None
         self._phase = "setup"
 
     @property
@@ -508,3 +509,15 @@ def active(workers: Workers) -> Iterator[Workers]:
 def current() -> Workers | None:
     """The workers of the run in progress in this process, or None."""
     return _ACTIVE[-1] if _ACTIVE else None
+
+
+def ready(generator: Any, observation_classifier: Any) -> None:
+    """Say that the generator and the observation classifier are loaded (an experiment kind's
+    setup calls it before it labels samples with them): the other ranks set up and serve from
+    here on, so that the labelling is dealt over them too. Outside a run, or called again, it does
+    nothing; the pipeline calls it itself after ``setup`` when the kind did not."""
+    workers = current()
+    if workers is None or workers.on_ready is None:
+        return
+    hook, workers.on_ready = workers.on_ready, None
+    hook(generator, observation_classifier)

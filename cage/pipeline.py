@@ -474,8 +474,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             return None
         with workers.leading(checkpoints.checkpoint_dir(out)), \
                 files.staged_run_dir(out, force=force) as stage, distributed.active(workers):
-            setup = module.setup(config, cache_dir=cache)
-            _start(setup, config, workers)
+            workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers)
+            setup = module.setup(config, cache_dir=cache)  # may call distributed.ready itself
+            distributed.ready(setup.generator, setup.observation_classifier)
             result = run_cage(setup, config, workers=workers)
             written = write_engine_files(result, setup, stage)
             extra: dict[str, Any] = {}
@@ -516,12 +517,16 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
 CHECKPOINT_NEUTRAL = ("experiment", "cage", "pairs", "hits")
 
 
-def _start(setup: ExperimentSetup, config: ExperimentConfig, workers: Workers) -> None:
-    """Rank 0, set up: the other ranks set up (from the cache rank 0 filled) and show that they
-    decode and classify as rank 0 does; then every rank gets the run's checkpoint key."""
+def _start(generator: LatentGenerator, psi: Any, config: ExperimentConfig,
+           workers: Workers) -> None:
+    """Rank 0, its generator and classifier loaded (:func:`cage.distributed.ready`): the other
+    ranks set up (from the cache rank 0 filled) and show that they decode and classify as rank 0
+    does; then every rank gets the run's checkpoint key."""
+    setup = ExperimentSetup(generator=generator, data_latents=np.zeros((0, 0)), attributes={},
+                            observation_classifier=psi)
     workers.announce_setup(True)
     facts = workers.handshake(_fingerprint(setup))
-    _register_pairs(workers, setup)
+    _register_handlers(workers, setup)
     workers.start(_run_key(config, facts))
 
 
@@ -535,19 +540,23 @@ def _serve(module: Any, config: ExperimentConfig, cache: Path, workers: Workers)
         if setup.observation_classifier is not None:  # registers "score"
             ObservationScorer(gen, _scaled_outcome(setup), batch_size_of(gen),
                               PriorBlocks(gen, config.seed), PRIOR_BLOCK, workers)
-        _register_pairs(workers, setup)
+        _register_handlers(workers, setup)
         return _fingerprint(setup)
 
     workers.follow(prepare)
 
 
-def _register_pairs(workers: Workers, setup: ExperimentSetup) -> None:
-    """Counterfactual pairs are decoded and checked through the setup's generator and classifier
-    (:class:`cage.pairs.PairMaker` shards them when it uses these two)."""
+def _register_handlers(workers: Workers, setup: ExperimentSetup) -> None:
+    """Labelling decoded samples and making counterfactual pairs through the setup's generator
+    and classifier (:func:`cage.labels.sampled.label_prior_samples` and
+    :class:`cage.pairs.PairMaker` deal their work over the ranks when they use these two)."""
     if setup.observation_classifier is not None:
+        from cage.labels.sampled import BlockLabeller
         from cage.pairs import Manipulator
 
-        workers.register("manipulate", Manipulator(setup.generator, setup.observation_classifier))
+        gen, psi = setup.generator, setup.observation_classifier
+        workers.register("label", BlockLabeller(gen, psi))
+        workers.register("manipulate", Manipulator(gen, psi))
 
 
 def _fingerprint(setup: ExperimentSetup) -> dict[str, np.ndarray]:

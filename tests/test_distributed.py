@@ -54,8 +54,9 @@ def toml_value(v):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A researcher's folder (their tiny generator and classifier in src/) and an experiment
-    whose eq. 9 work spans two prior blocks (k = 4,500) decoded 100 rows a call (which does not
-    divide a block), with same-source and same-destination pairs made two slots a batch."""
+    whose labelled samples and eq. 9 work span two prior blocks (4,500 latents) decoded 100 rows
+    a call (which does not divide a block), with same-source and same-destination pairs made two
+    slots a batch."""
     root = tmp_path_factory.mktemp("dist")
     (root / "src").mkdir()
     shutil.copy(HERE / "tiny_models.py", root / "src" / "my_models.py")
@@ -74,7 +75,7 @@ def study(tmp_path_factory):
                                    "callable_options": {"bright_at": medians["bright"],
                                                         "red_at": medians["red"],
                                                         "sharpness": 40.0}},
-        "labels": {"source": "classifier", "n_samples": 400},
+        "labels": {"source": "classifier", "n_samples": 4500},
         "pairs": {"n_same_source": 4, "n_same_destination": 4, "dags": ["bright->red"],
                   "alpha_steps": 4, "alpha_growth": 2.0, "sheet_pairs": 4, "batch": 2},
     }
@@ -151,7 +152,8 @@ def test_two_processes_write_the_bytes_one_process_writes(study, one_process, tm
     assert reference["world_size"] == 1 and reference["work"]["score"]["resumed"] == 0
     # The same work, all of it computed, none resumed; the pairs were dealt too.
     assert work["work"]["score"] == reference["work"]["score"]
-    assert work["work"]["manipulate"]["units"] > 0
+    assert work["work"]["label"] == reference["work"]["label"]
+    assert work["work"]["label"]["units"] == 2 and work["work"]["manipulate"]["units"] > 0
     assert not checkpoints.checkpoint_dir(out).exists()
     assert (manifest["pairs"]["rows"], manifest["pairs"]["decoded"]) == \
         (runs.read_manifest(one_process)["pairs"]["rows"],
@@ -175,6 +177,8 @@ def test_a_killed_rank_leaves_no_run_and_the_rerun_resumes(study, one_process, t
     total = runs.read_manifest(one_process)["distributed"]["work"]["score"]
     assert score["units"] == total["units"] and total["decoded"] > 40_000
     assert (score["resumed"], score["computed"], score["decoded"]) == (total["units"], 0, 0)
+    label = runs.read_manifest(out)["distributed"]["work"]["label"]
+    assert (label["resumed"], label["computed"]) == (2, 0)  # the labelled samples too
     assert not checkpoints.checkpoint_dir(out).exists()
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage import distributed
 from cage.config import OUTCOME_CHOICES, ExperimentConfig
 from cage.experiments.base import ExperimentSetup
 from cage.experiments.digits import OutputOptions, _dags, _linear, _parse_dags, sheet_name
@@ -172,6 +173,7 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
         with torch.no_grad():
             probe = loaded.generator.decode(loaded.generator.sample(2, 0))
         psi_info["attributes"] = psi.check(probe, needed)
+    distributed.ready(loaded.generator, psi)  # under torchrun the labelling below is shared
     labels = load_labels(_section(config, "labels"), loaded, psi, seed=stage_seed(config.seed,
                          "labels"), needed=needed)
     accuracy: dict[str, float] = {}
