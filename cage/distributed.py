@@ -159,12 +159,12 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- collectives
 
 
-def _lost(group: Group, exc: BaseException) -> DistributedError:
+def _lost(group: Group, exc: BaseException, waited: float | None = None) -> DistributedError:
     """The error of a collective that failed: a peer died, hung, or the network broke."""
     error = DistributedError(
         f"rank {group.rank} of {group.world_size}: another process of this job stopped or did "
-        f"not answer within {group.timeout_s:g} s ({_first_line(exc)}); nothing was published, "
-        "and a rerun of the same command resumes from the checkpoints")
+        f"not answer within {waited or group.timeout_s:g} s ({_first_line(exc)}); nothing was "
+        "published, and a rerun of the same command resumes from the checkpoints")
     error.lost = True  # type: ignore[attr-defined]  # no use telling the others anything
     return error
 
@@ -177,7 +177,8 @@ def _broadcast(group: Group, obj: Any = None, *, control: bool = False) -> Any:
     try:
         dist.broadcast_object_list(box, src=0, group=group.control if control else None)
     except RuntimeError as exc:
-        raise _lost(group, exc) from None
+        raise _lost(group, exc, max(group.timeout_s, SETUP_TIMEOUT_S) if control else None) \
+            from None
     return box[0]
 
 
@@ -313,8 +314,8 @@ class Workers:
                     raise DistributedError(
                         f"rank {rank} decodes or classifies differently from rank 0 ({name}); "
                         "every rank must load the same generator and observation classifier: "
-                        "put --cache-dir on storage every node shares, or fill the cache with a "
-                        "run on one process first")
+                        "put the cache directory on storage every node shares, or fill the cache "
+                        "with a run on one process first")
         return facts
 
     def start(self, run_key: str) -> None:

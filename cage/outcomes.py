@@ -285,8 +285,8 @@ class ObservationScorer:
         run = self.workers.run_key
         if not run:
             return ""
-        h = hashlib.sha256(f"{run}:score:{block}:{rows}:{self.batch_size}:{probe.alpha!r}:"
-                           f"{probe.attrs!r}:".encode())
+        h = hashlib.sha256(f"{run}:score:{block}:{rows}:{self.batch_size}:"
+                           f"{float(probe.alpha)!r}:{probe.attrs!r}:".encode())
         h.update(b"factual" if probe.u is None else np.asarray(probe.u, np.float64).tobytes())
         return h.hexdigest()[:32]
 
@@ -314,7 +314,7 @@ class ObservationScorer:
             spans.append((first, len(units)))
         results = self.workers.map("score", units, owners)
         out = [{name: np.concatenate([r[name] for r in results[a:b]]) for name in results[a]}
-               for a, b in spans]
+               if b > a else {} for a, b in spans]
         if extra:
             self._factual[factual] = out.pop()  # type: ignore[index]
         return out

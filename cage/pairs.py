@@ -20,6 +20,10 @@ reached the target (``P(a = y) < check_threshold``, default 0.5), alpha is multi
 ``alpha_growth`` up to ``alpha_steps - 1`` times, and if it still fails the source image is
 replaced by the next unused one. Every pair records the alpha used, the check probability and how
 many candidate rounds it took; the statistics of the failures are returned.
+
+Under torchrun the manipulations of a round (:class:`ManipulationJob`, one batch each) are dealt
+over the ranks (:class:`Manipulator` runs them anywhere) and booked on rank 0 in the order one
+process books them, so the pairs and files are the same (docs/distributed.md).
 """
 
 from __future__ import annotations
