@@ -472,42 +472,48 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
         if not group.leader:
             _serve(module, config, cache, workers)
             return None
-        with workers.leading(checkpoints.checkpoint_dir(out)), \
-                files.staged_run_dir(out, force=force) as stage, distributed.active(workers):
-            workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers)
-            setup = module.setup(config, cache_dir=cache)  # may call distributed.ready itself
-            distributed.ready(setup.generator, setup.observation_classifier)
-            result = run_cage(setup, config, workers=workers)
-            written = write_engine_files(result, setup, stage)
-            extra: dict[str, Any] = {}
-            finish = getattr(module, "finish", None)
-            if finish is not None:
-                extra = dict(finish(setup, result, stage, config) or {})
-            manifest = {
-                "schema_version": runs.SCHEMA_VERSION,
-                "run_id": uuid.uuid4().hex[:12],
-                "complete": True,
-                "created_by": "cage-eval generate",
-                "experiment": config.name,
-                "config": config.to_dict(),
-                "seeds": result.seeds,
-                "versions": versions(),
-                "setup": jsonable(setup.info),
-                "files": written,
-                "distributed": _work_record(workers),
-                "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
-                                "rule": d.rule, "reason": d.reason,
-                                "direction_paper": d.direction_paper,
-                                "direction_controlled": d.direction_controlled,
-                                "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
-                                "baselines": jsonable([dataclasses.asdict(b) for b in d.baselines])}
-                               for d in result.directions],
-            }
-            for key, value in extra.items():
-                if key in manifest:
-                    raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
-                manifest[key] = jsonable(value)
-            files.atomic_write_json(stage / runs.MANIFEST, manifest)
+        with workers.leading(checkpoints.checkpoint_dir(out)), distributed.active(workers):
+            return _write_run(module, config, out, force, cache, workers)
+
+
+def _write_run(module: Any, config: ExperimentConfig, out: str | Path, force: bool, cache: Path,
+               workers: Workers) -> CageResult:
+    """Rank 0's run: set up, compute (with ``workers``), write the staged run directory."""
+    with files.staged_run_dir(out, force=force) as stage:
+        workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers)
+        setup = module.setup(config, cache_dir=cache)  # may call distributed.ready itself
+        distributed.ready(setup.generator, setup.observation_classifier)
+        result = run_cage(setup, config, workers=workers)
+        written = write_engine_files(result, setup, stage)
+        extra: dict[str, Any] = {}
+        finish = getattr(module, "finish", None)
+        if finish is not None:
+            extra = dict(finish(setup, result, stage, config) or {})
+        manifest = {
+            "schema_version": runs.SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex[:12],
+            "complete": True,
+            "created_by": "cage-eval generate",
+            "experiment": config.name,
+            "config": config.to_dict(),
+            "seeds": result.seeds,
+            "versions": versions(),
+            "setup": jsonable(setup.info),
+            "files": written,
+            "distributed": _work_record(workers),
+            "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
+                            "rule": d.rule, "reason": d.reason,
+                            "direction_paper": d.direction_paper,
+                            "direction_controlled": d.direction_controlled,
+                            "delta_tau": d.delta_tau, "p_delta_tau": d.p_delta_tau,
+                            "baselines": jsonable([dataclasses.asdict(b) for b in d.baselines])}
+                           for d in result.directions],
+        }
+        for key, value in extra.items():
+            if key in manifest:
+                raise ValueError(f"finish() returned manifest key {key!r}, which the engine owns")
+            manifest[key] = jsonable(value)
+        files.atomic_write_json(stage / runs.MANIFEST, manifest)
     return result
 
 
