@@ -122,8 +122,14 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Itera
     try:
         yield stage
     except BaseException:
-        with signals_deferred():  # a second SIGTERM (torchrun stopping a job) must not cut it short
-            shutil.rmtree(stage, ignore_errors=True)
+        # SIGTERM (torchrun stopping a job after another process died) must not cut this short:
+        # one arriving before the handlers are swapped is caught here and the removal retried.
+        while True:
+            try:
+                _discard(stage)
+                break
+            except KeyboardInterrupt:
+                continue
         raise
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
@@ -132,6 +138,11 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False) -> Itera
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(stage, out)
+
+
+def _discard(stage: Path) -> None:
+    with signals_deferred():
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -162,20 +173,28 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT off while the block runs (main thread, POSIX), then deliver them.
+    """Hold SIGTERM and SIGINT off while the block runs (main thread), then deliver them.
 
     For cleanup that must not be cut short: removing a staging directory, saving checkpoints.
+    A signal that arrives meanwhile is noted and raised again when the block ends, unless the
+    block runs while an exception is being handled (the process is failing anyway, and that
+    exception says why). Handlers are swapped rather than the signals masked: a masked
+    process-directed signal would go to another thread, and Python runs its handler anyway.
     """
     import signal
+    import sys
     import threading
 
-    if threading.current_thread() is not threading.main_thread() \
-            or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGTERM, signal.SIGINT}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held and sys.exc_info()[0] is None:
+            signal.raise_signal(held[0])
