@@ -144,11 +144,14 @@ def session(device: str = "cpu") -> Iterator[Group]:
         seconds=max(limit, SETUP_TIMEOUT_S)))
     group = Group(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
                   backend=dist.get_backend(), timeout_s=limit, control=control)
-    yield group
-    # Reached only on success: tearing down after a failure could wait on a dead peer (NCCL),
-    # and the process is about to exit anyway.
-    if owned:
-        dist.destroy_process_group()
+    try:
+        yield group
+    finally:
+        # Also after a failure: a process group left to the interpreter's exit aborts the
+        # process (SIGABRT from its threads). Shutting down aborts NCCL communicators too.
+        if owned:
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
 
 
 def _first_line(exc: BaseException) -> str:
