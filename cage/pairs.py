@@ -314,7 +314,9 @@ class PairMaker(Manipulator):
         if workers is None:
             return [self._finish(self._begin(job)) for job in jobs]
         done = [Manipulation(**r) for r in workers.map("manipulate", jobs, checkpoint=False)]
-        self.decoded += sum(int(m.tries.sum()) for m in done)  # the decodes a manipulation made
+        decoded = sum(int(m.tries.sum()) for m in done)  # the decodes the manipulations made
+        self.decoded += decoded
+        workers.stats["manipulate"].decoded += decoded
         return done
 
     # ------------------------------------------------------------------ the two settings
