@@ -16,6 +16,7 @@ latent classifiers' geometry alone predicts (:func:`cage.engine.geometry.predict
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage.distributed import Workers
 from cage.engine.classifiers import LatentClassifier, logits_of, sigmoid
 from cage.engine.effects import delta_tau, gate_from_logits
 from cage.engine.geometry import (
@@ -184,10 +186,55 @@ def latent_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
 # --------------------------------------------------------------------------- eq. 9
 
 
-class ObservationScorer:
-    """Decode (counterfactual) latents and read them with the observation classifier ``psi``.
+@dataclass(frozen=True)
+class Probe:
+    """``psi(G(z_i + alpha u))`` for the first ``n`` prior latents (``u=None``: ``psi(G(z_i))``).
 
-    Latents are decoded ``batch_size`` rows at a time, so no ``k x image`` tensor is ever held.
+    Attributes
+    ----------
+    n : int
+        Prior latents ``0 .. n - 1``.
+    u : np.ndarray, shape (d,), or None
+        Unit direction (float64).
+    alpha : float
+        Signed step along ``u``.
+    attrs : tuple of str, or None
+        The outcome attributes kept (None: every attribute ``psi`` gives).
+    """
+
+    n: int
+    u: np.ndarray | None = None
+    alpha: float = 0.0
+    attrs: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ScoreUnit:
+    """A probe on the first ``rows`` latents of prior block ``block``: the unit of eq. 9 work that
+    is dealt to a rank and checkpointed under ``key`` (empty: never checkpointed)."""
+
+    key: str
+    block: int
+    rows: int
+    u: np.ndarray | None
+    alpha: float
+    attrs: tuple[str, ...] | None
+
+    @property
+    def decodes(self) -> int:
+        """Latents this unit decodes."""
+        return self.rows
+
+
+class ObservationScorer:
+    """Decode (counterfactual) prior latents and read them with the observation classifier ``psi``.
+
+    Work is planned as :class:`ScoreUnit` s, one probe on one prior block, decoded ``batch_size``
+    rows at a time from the block's first row, so a latent's outcome is computed the same way
+    whichever rank runs its unit, and no ``k x image`` tensor is ever held. Units are dealt in
+    order, each to the rank with the fewest rows so far (ties: rank ``block mod W``, then the
+    lowest), so the ranks' shares are even whatever the block sizes; a rank other than 0 draws
+    only the prior blocks its units decode.
 
     Parameters
     ----------
@@ -195,20 +242,32 @@ class ObservationScorer:
     outcome : callable
         ``psi``: ``x (n, *obs_shape) -> {attribute: P(attribute = 1), shape (n,)}``.
     batch_size : int
+    latents : callable
+        ``block -> (rows, d)`` float32: the prior latents of a block (at least the rows asked for).
+    block_size : int
+        Latents per prior block.
+    workers : cage.distributed.Workers, optional
+        The ranks that compute units (default: this process alone).
     """
 
     def __init__(self, generator: Any, outcome: Callable[[torch.Tensor], Mapping[str, Any]],
-                 batch_size: int) -> None:
+                 batch_size: int, latents: Callable[[int], torch.Tensor], block_size: int,
+                 workers: Workers | None = None) -> None:
         self.generator = generator
         self.outcome = outcome
         self.batch_size = batch_size
+        self.latents = latents
+        self.block_size = block_size
+        self.workers = workers if workers is not None else Workers()
+        self.workers.register("score", self.unit)
         self.decoded = 0
-        self._factual: dict[str, np.ndarray] | None = None
+        self._factual: dict[int, dict[str, np.ndarray]] = {}
 
-    def probabilities(self, z: torch.Tensor, u: np.ndarray | None = None, alpha: float = 0.0,
-                      attrs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """``psi(G(z + alpha u))`` per attribute, shape ``(n,)`` float64 (``u=None``: factual)."""
-        shift = None if u is None else torch.as_tensor(alpha * np.asarray(u), dtype=z.dtype)
+    def unit(self, unit: ScoreUnit) -> dict[str, np.ndarray]:
+        """Compute one unit here: ``{attribute: (rows,) float64}``."""
+        z = self.latents(unit.block)[:unit.rows]
+        shift = None if unit.u is None else torch.as_tensor(unit.alpha * np.asarray(unit.u),
+                                                            dtype=z.dtype)
         parts: dict[str, list[np.ndarray]] = {}
         for start in range(0, z.shape[0], self.batch_size):
             zb = z[start:start + self.batch_size]
@@ -219,27 +278,60 @@ class ObservationScorer:
                 probs = self.outcome(x.detach().to("cpu"))
             self.decoded += int(zb.shape[0])
             for name, values in probs.items():
-                if attrs is None or name in attrs:
+                if unit.attrs is None or name in unit.attrs:
                     parts.setdefault(name, []).append(np.asarray(values, dtype=np.float64).ravel())
         return {name: np.concatenate(v) for name, v in parts.items()}
 
-    def factual(self, z: torch.Tensor) -> dict[str, np.ndarray]:
-        """``psi(G(z))`` of the prior latents, computed once per run."""
-        if self._factual is None:
-            self._factual = self.probabilities(z)
-        return self._factual
+    def _key(self, probe: Probe, block: int, rows: int) -> str:
+        run = self.workers.run_key
+        if not run:
+            return ""
+        h = hashlib.sha256(f"{run}:score:{block}:{rows}:{self.batch_size}:"
+                           f"{float(probe.alpha)!r}:{probe.attrs!r}:".encode())
+        h.update(b"factual" if probe.u is None else np.asarray(probe.u, np.float64).tobytes())
+        return h.hexdigest()[:32]
 
-    def gate_pair(self, z: torch.Tensor, u: np.ndarray, alpha: float, attr: str,
-                  scale: str) -> tuple[float, np.ndarray, np.ndarray]:
-        """GATE of intervening along ``u`` on ``attr``, with the per-latent outcome probabilities
-        of ``do(+)`` and ``do(-)`` (for the balance control)."""
-        plus = self.probabilities(z, u, alpha, (attr,))[attr]
-        minus = self.probabilities(z, u, -alpha, (attr,))[attr]
-        if scale == "label":
-            gate = float(np.mean((plus > 0.5).astype(np.float64) - (minus > 0.5).astype(np.float64)))
-        else:
-            gate = float(np.mean(plus - minus))
-        return gate, plus, minus
+    def score(self, probes: list[Probe], *, factual: int | None = None
+              ) -> list[dict[str, np.ndarray]]:
+        """Every probe's ``{attribute: (n,) float64}``, computed in one pass over the ranks.
+
+        With ``factual = n`` the factual outcomes of the first ``n`` latents are computed in the
+        same pass (unless known) and kept for :meth:`factual`.
+        """
+        extra = [Probe(factual)] if factual is not None and factual not in self._factual else []
+        units: list[ScoreUnit] = []
+        owners: list[int] = []
+        spans = []
+        world = self.workers.world_size
+        load = [0] * world  # rows dealt to each rank so far
+        for p in [*probes, *extra]:
+            first = len(units)
+            for b in range(-(-p.n // self.block_size)):
+                rows = min(self.block_size, p.n - b * self.block_size)
+                units.append(ScoreUnit(self._key(p, b, rows), b, rows, p.u, p.alpha, p.attrs))
+                owner = min(range(world), key=lambda r, b=b: (load[r], r != b % world, r))
+                owners.append(owner)
+                load[owner] += rows
+            spans.append((first, len(units)))
+        results = self.workers.map("score", units, owners)
+        out = [{name: np.concatenate([r[name] for r in results[a:b]]) for name in results[a]}
+               if b > a else {} for a, b in spans]
+        if extra:
+            self._factual[factual] = out.pop()  # type: ignore[index]
+        return out
+
+    def factual(self, n: int) -> dict[str, np.ndarray]:
+        """``psi(G(z))`` of the first ``n`` prior latents, computed once per run."""
+        if n not in self._factual:
+            self.score([], factual=n)
+        return self._factual[n]
+
+
+def _gate(plus: np.ndarray, minus: np.ndarray, scale: str) -> float:
+    """Eq. 9's GATE from the per-latent outcome probabilities of ``do(+)`` and ``do(-)``."""
+    if scale == "label":
+        return float(np.mean((plus > 0.5).astype(np.float64) - (minus > 0.5).astype(np.float64)))
+    return float(np.mean(plus - minus))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -249,58 +341,51 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
                         z_prior: torch.Tensor, scorer: ObservationScorer, cc: Any) -> Variant:
-    """Eq. 9: decode the counterfactual latents and apply the observation classifier."""
-    alphas = np.asarray(cc.alphas)
-    grid = list(alphas) + ([] if cc.alpha in alphas else [cc.alpha])
-    calls = 2 * len(grid) + 2 + 2 * cc.n_null * len(cc.nulls) + 2 * len(g.frames)
-    with progress.bar(calls, "eq. 9 GATEs (sweep, nulls, rotations)", "GATE") as bar:
-        return _observation_variant(g, classifiers, z_prior, _Counting(scorer, bar), cc, grid)
+    """Eq. 9: decode the counterfactual latents and apply the observation classifier.
 
-
-class _Counting:
-    """A scorer whose ``gate_pair`` also moves a progress bar."""
-
-    def __init__(self, scorer: ObservationScorer, bar: Any) -> None:
-        self.scorer, self.bar = scorer, bar
-
-    def factual(self, z: torch.Tensor) -> dict[str, np.ndarray]:
-        return self.scorer.factual(z)
-
-    def gate_pair(self, *args: Any) -> tuple[float, np.ndarray, np.ndarray]:
-        out = self.scorer.gate_pair(*args)
-        self.bar.update(1)
-        return out
-
-
-def _observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
-                         z_prior: torch.Tensor, scorer: Any, cc: Any, grid: list) -> Variant:
+    Every GATE of the variant (sweep, headline, nulls, rotation null) and the factual outcomes
+    are scored in one pass (:meth:`ObservationScorer.score`), so all ranks work at once.
+    """
     m1, m2 = g.m1, g.m2
     scale = cc.outcome_scale
     alphas = np.asarray(cc.alphas)
-    at12 = {al: scorer.gate_pair(z_prior, g.u[m1], al, m2, scale) for al in grid}
-    at21 = {al: scorer.gate_pair(z_prior, g.u[m2], al, m1, scale) for al in grid}
+    grid = list(alphas) + ([] if cc.alpha in alphas else [cc.alpha])
+    k = int(z_prior.shape[0])
+    # Nulls on the first k_null_observation latents; the observed statistic for the p-values is
+    # recomputed on the same latents so that both sides are comparable.
+    n_sub = min(k, cc.k_null_observation)
+    # (latents, treatment direction, outcome attribute, alpha) of every GATE, in this order:
+    gates = [(k, g.u[m1], m2, al) for al in grid] + [(k, g.u[m2], m1, al) for al in grid]
+    gates += [(n_sub, g.u[m1], m2, cc.alpha), (n_sub, g.u[m2], m1, cc.alpha)]
+    for kind in cc.nulls:
+        gates += [(n_sub, d, m2, cc.alpha) for d in g.nulls[(m1, kind)]]
+        gates += [(n_sub, d, m1, cc.alpha) for d in g.nulls[(m2, kind)]]
+    # Rotation null: the pair's intervention directions rotated jointly; psi and G unchanged.
+    gates += [(n_sub, f[2], m2, cc.alpha) for f in g.frames]
+    gates += [(n_sub, f[3], m1, cc.alpha) for f in g.frames]
+    probes = [Probe(n, u, sign * al, (attr,)) for n, u, attr, al in gates for sign in (1, -1)]
+    res = scorer.score(probes, factual=k)
+    done = iter([(_gate(res[2 * i][a], res[2 * i + 1][a], scale), res[2 * i][a], res[2 * i + 1][a])
+                 for i, (_, _, a, _) in enumerate(gates)])
+
+    def take(count: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        return [next(done) for _ in range(count)]
+
+    at12 = dict(zip(grid, take(len(grid)), strict=True))
+    at21 = dict(zip(grid, take(len(grid)), strict=True))
     sweep12 = np.array([at12[al][0] for al in alphas])
     sweep21 = np.array([at21[al][0] for al in alphas])
     g12, p12, n12m = at12[cc.alpha]
     g21, p21, n21m = at21[cc.alpha]
-    # Nulls on the first k_null_observation latents; the observed statistic for the p-values is
-    # recomputed on the same latents so that both sides are comparable.
-    n_sub = min(int(z_prior.shape[0]), cc.k_null_observation)
-    z_sub = z_prior[:n_sub]
-    obs12 = scorer.gate_pair(z_sub, g.u[m1], cc.alpha, m2, scale)[0]
-    obs21 = scorer.gate_pair(z_sub, g.u[m2], cc.alpha, m1, scale)[0]
+    obs12, obs21 = take(1)[0][0], take(1)[0][0]
     nulls = {}
     for kind in cc.nulls:
-        nulls[kind] = (
-            np.array([scorer.gate_pair(z_sub, d, cc.alpha, m2, scale)[0]
-                      for d in g.nulls[(m1, kind)]]),
-            np.array([scorer.gate_pair(z_sub, d, cc.alpha, m1, scale)[0]
-                      for d in g.nulls[(m2, kind)]]))
-    # Rotation null: the pair's intervention directions rotated jointly; psi and G unchanged.
-    r12 = np.array([scorer.gate_pair(z_sub, f[2], cc.alpha, m2, scale)[0] for f in g.frames])
-    r21 = np.array([scorer.gate_pair(z_sub, f[3], cc.alpha, m1, scale)[0] for f in g.frames])
+        n12 = np.array([v[0] for v in take(len(g.nulls[(m1, kind)]))])
+        nulls[kind] = (n12, np.array([v[0] for v in take(len(g.nulls[(m2, kind)]))]))
+    r12 = np.array([v[0] for v in take(len(g.frames))])
+    r21 = np.array([v[0] for v in take(len(g.frames))])
     # Balance control: move psi's thresholds so that a share q of the prior samples reads 1.
-    fact = scorer.factual(z_prior)
+    fact = scorer.factual(k)
     balance = []
     for q1, q2 in BALANCE_SETTINGS:
         d1, d2 = balance_offsets(_logit(fact[m1]), q1), balance_offsets(_logit(fact[m2]), q2)

@@ -20,11 +20,16 @@ reached the target (``P(a = y) < check_threshold``, default 0.5), alpha is multi
 ``alpha_growth`` up to ``alpha_steps - 1`` times, and if it still fails the source image is
 replaced by the next unused one. Every pair records the alpha used, the check probability and how
 many candidate rounds it took; the statistics of the failures are returned.
+
+Under torchrun the manipulations of a round (:class:`ManipulationJob`, one batch each) are dealt
+over the ranks (:class:`Manipulator` runs them anywhere) and booked on rank 0 in the order one
+process books them, so the pairs and files are the same (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage import distributed
+from cage.distributed import Workers
 from cage.images import ImageStore, to_uint8
 from cage_eval.errors import ConfigError
 from cage_eval.runs import dag_name
@@ -92,6 +99,36 @@ class Manipulation:
     target: np.ndarray  # the 0/1 value aimed at
 
 
+@dataclass(frozen=True)
+class ManipulationJob:
+    """One batch of manipulations with everything but the networks: picklable, so that any rank
+    can run it (:class:`Manipulator`). Arrays of shape (m,) unless stated.
+
+    Attributes
+    ----------
+    attr : LinearAttribute
+    targets : np.ndarray
+        The 0/1 values aimed at.
+    z : np.ndarray, shape (m, d), float64
+        The source latents.
+    base : np.ndarray
+        The first alpha of each.
+    config : PairConfig
+    image_shape : tuple of int
+        ``(H, W)`` or ``(H, W, 3)``: one quantised image.
+    key : str
+        Never checkpointed (empty).
+    """
+
+    attr: LinearAttribute
+    targets: np.ndarray
+    z: np.ndarray
+    base: np.ndarray
+    config: PairConfig
+    image_shape: tuple[int, ...]
+    key: str = ""
+
+
 @dataclass
 class _Pending:
     """A manipulation whose first alpha is decoded but not yet checked."""
@@ -103,6 +140,7 @@ class _Pending:
     base: np.ndarray
     unit: np.ndarray
     out: Manipulation
+    config: PairConfig
     decoded: torch.Tensor | None = None
 
 
@@ -121,7 +159,88 @@ class PairSet:
 ObsClassifier = Callable[[torch.Tensor], dict[str, np.ndarray]]
 
 
-class PairMaker:
+class Manipulator:
+    """Decodes manipulated latents, quantises and checks them, escalating alpha on failure: the
+    part of pair making that runs the networks. Called with a :class:`ManipulationJob` it returns
+    the :class:`Manipulation` as a dict of arrays (a :class:`cage.distributed.Workers` handler).
+
+    Parameters
+    ----------
+    generator : object with ``decode(z) -> (m, C, H, W)`` in [0, 1], ``C`` in {1, 3}
+    psi : callable
+        Observation-space classifier: images ``(m, C, H, W)`` -> ``{attribute: P(attribute = 1)}``.
+    """
+
+    def __init__(self, generator: Any, psi: ObsClassifier) -> None:
+        self.generator = generator
+        self.psi = psi
+        self.decoded = 0
+
+    def __call__(self, job: ManipulationJob) -> dict[str, np.ndarray]:
+        return dataclasses.asdict(self._finish(self._begin(job)))
+
+    def _begin(self, job: ManipulationJob) -> _Pending:
+        """Allocate the outcome and decode the batch at its first alpha (the check comes later)."""
+        m = len(job.targets)
+        pending = _Pending(attr=job.attr, targets=np.asarray(job.targets), z=job.z,
+                           sign=np.where(np.asarray(job.targets) == 1, 1.0, -1.0), base=job.base,
+                           unit=job.attr.unit, config=job.config,
+                           out=Manipulation(images=np.zeros((m,) + tuple(job.image_shape),
+                                                            dtype=np.uint8),
+                                            alpha=np.zeros(m), check=np.zeros(m),
+                                            ok=np.zeros(m, dtype=bool),
+                                            tries=np.zeros(m, dtype=np.int64),
+                                            target=np.asarray(job.targets, dtype=np.int64)))
+        if m:
+            pending.decoded = self._decode(pending, np.arange(m), 0)
+        return pending
+
+    def _decode(self, job: _Pending, pending: np.ndarray, level: int) -> torch.Tensor:
+        alpha = job.base[pending] * job.config.alpha_growth**level
+        moved = job.z[pending] + (job.sign[pending] * alpha)[:, None] * job.unit[None, :]
+        self.decoded += len(pending)
+        return self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
+
+    def _check(self, decoded: torch.Tensor, attr: LinearAttribute,
+               targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quantise decoded images to 8 bits and return them with psi's probability of the
+        target value (what is written is what is checked). Greyscale images are kept as
+        ``(m, H, W)``, colour ones as ``(m, H, W, 3)``."""
+        x = decoded.detach().to("cpu", torch.float32).numpy()
+        quantised = to_uint8(x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1))
+        planes = quantised[:, None] if quantised.ndim == 3 else quantised.transpose(0, 3, 1, 2)
+        prob = self.psi(torch.as_tensor(planes, dtype=torch.float32) / 255.0)
+        return quantised, np.where(targets == 1, prob[attr.name], 1.0 - prob[attr.name])
+
+    def _check_first(self, job: _Pending) -> tuple[np.ndarray, np.ndarray]:
+        assert job.decoded is not None
+        return self._check(job.decoded, job.attr, job.targets)
+
+    def _finish(self, job: _Pending,
+                first: tuple[np.ndarray, np.ndarray] | None = None) -> Manipulation:
+        """Check the first decode (unless ``first``, its check, is given), then escalate alpha
+        for the latents that failed."""
+        cfg, out = job.config, job.out
+        pending = np.arange(len(out.ok))
+        for level in range(cfg.alpha_steps):
+            if pending.size == 0:
+                break
+            if level == 0:
+                quantised, p_target = first if first is not None else self._check_first(job)
+            else:
+                decoded = self._decode(job, pending, level)
+                quantised, p_target = self._check(decoded, job.attr, job.targets[pending])
+            out.images[pending] = quantised
+            out.alpha[pending] = job.base[pending] * cfg.alpha_growth**level
+            out.check[pending] = p_target
+            out.tries[pending] = level + 1
+            passed = p_target >= cfg.check_threshold
+            out.ok[pending] = passed
+            pending = pending[~passed]
+        return out
+
+
+class PairMaker(Manipulator):
     """Makes counterfactual pairs for one generator and one pool of real source images.
 
     Parameters
@@ -146,15 +265,13 @@ class PairMaker:
     def __init__(self, generator: Any, latents: np.ndarray, images: np.ndarray,
                  labels: dict[str, np.ndarray], ids: np.ndarray, psi: ObsClassifier,
                  store: ImageStore, config: PairConfig) -> None:
-        self.generator = generator
+        super().__init__(generator, psi)
         self.latents = np.asarray(latents, dtype=np.float32)
         self.images = images
         self.labels = labels
         self.ids = np.asarray(ids)
-        self.psi = psi
         self.store = store
         self.config = config
-        self.decoded = 0
 
     # ------------------------------------------------------------------ one manipulation
 
@@ -162,8 +279,9 @@ class PairMaker:
         """Move pool latents ``idx`` towards ``targets`` on ``attr``, escalating alpha on failure."""
         return self._finish(self._start(idx, attr, targets))
 
-    def _start(self, idx: np.ndarray, attr: LinearAttribute, targets: np.ndarray) -> _Pending:
-        """Choose each latent's first alpha and decode the batch (the check comes later)."""
+    def _plan(self, idx: np.ndarray, attr: LinearAttribute, targets: np.ndarray
+              ) -> ManipulationJob:
+        """Choose each latent's first alpha: what :meth:`_begin` (here or on another rank) runs."""
         cfg = self.config
         z = self.latents[idx].astype(np.float64)
         sign = np.where(targets == 1, 1.0, -1.0)
@@ -171,62 +289,35 @@ class PairMaker:
         goal = math.log(cfg.target_probability / (1.0 - cfg.target_probability))
         rate = attr.rate
         needed = (goal - sign * logit0) / rate if rate > 1e-9 else np.zeros(len(idx))
-        m = len(idx)
-        job = _Pending(attr=attr, targets=np.asarray(targets), z=z, sign=sign,
-                       base=np.maximum(cfg.alpha_min, needed), unit=attr.unit,
-                       out=Manipulation(images=np.zeros((m,) + self.images.shape[1:],
-                                                        dtype=np.uint8),
-                                        alpha=np.zeros(m), check=np.zeros(m),
-                                        ok=np.zeros(m, dtype=bool),
-                                        tries=np.zeros(m, dtype=np.int64),
-                                        target=np.asarray(targets, dtype=np.int64)))
-        if m:
-            job.decoded = self._decode(job, np.arange(m), 0)
-        return job
+        return ManipulationJob(attr=attr, targets=np.asarray(targets), z=z,
+                               base=np.maximum(cfg.alpha_min, needed), config=cfg,
+                               image_shape=tuple(self.images.shape[1:]))
 
-    def _decode(self, job: _Pending, pending: np.ndarray, level: int) -> torch.Tensor:
-        alpha = job.base[pending] * self.config.alpha_growth**level
-        moved = job.z[pending] + (job.sign[pending] * alpha)[:, None] * job.unit[None, :]
-        self.decoded += len(pending)
-        return self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
+    def _start(self, idx: np.ndarray, attr: LinearAttribute, targets: np.ndarray) -> _Pending:
+        """Choose each latent's first alpha and decode the batch (the check comes later)."""
+        return self._begin(self._plan(idx, attr, targets))
 
-    def _check(self, decoded: torch.Tensor, attr: LinearAttribute,
-               targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quantise decoded images to 8 bits and return them with psi's probability of the
-        target value (what is written is what is checked). Greyscale images are kept as
-        ``(m, H, W)``, colour ones as ``(m, H, W, 3)``."""
-        x = decoded.detach().to("cpu", torch.float32).numpy()
-        quantised = to_uint8(x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1))
-        planes = quantised[:, None] if quantised.ndim == 3 else quantised.transpose(0, 3, 1, 2)
-        prob = self.psi(torch.as_tensor(planes, dtype=torch.float32) / 255.0)
-        return quantised, np.where(targets == 1, prob[attr.name], 1.0 - prob[attr.name])
+    def _sharing(self) -> Workers | None:
+        """The run's workers when several ranks serve manipulations through this maker's own
+        generator and classifier (cage.pipeline registers the setup's), else None."""
+        workers = distributed.current()
+        if workers is None or workers.world_size < 2:
+            return None
+        handler = workers.handlers.get("manipulate")
+        same = isinstance(handler, Manipulator) and handler.generator is self.generator \
+            and handler.psi is self.psi
+        return workers if same else None
 
-    def _check_first(self, job: _Pending) -> tuple[np.ndarray, np.ndarray]:
-        assert job.decoded is not None
-        return self._check(job.decoded, job.attr, job.targets)
-
-    def _finish(self, job: _Pending,
-                first: tuple[np.ndarray, np.ndarray] | None = None) -> Manipulation:
-        """Check the first decode (unless ``first``, its check, is given), then escalate alpha
-        for the latents that failed."""
-        cfg, out = self.config, job.out
-        pending = np.arange(len(out.ok))
-        for level in range(cfg.alpha_steps):
-            if pending.size == 0:
-                break
-            if level == 0:
-                quantised, p_target = first if first is not None else self._check_first(job)
-            else:
-                decoded = self._decode(job, pending, level)
-                quantised, p_target = self._check(decoded, job.attr, job.targets[pending])
-            out.images[pending] = quantised
-            out.alpha[pending] = job.base[pending] * cfg.alpha_growth**level
-            out.check[pending] = p_target
-            out.tries[pending] = level + 1
-            passed = p_target >= cfg.check_threshold
-            out.ok[pending] = passed
-            pending = pending[~passed]
-        return out
+    def _run(self, jobs: list[ManipulationJob]) -> list[Manipulation]:
+        """Run ``jobs``, dealt over the ranks when they share the work, else here in order."""
+        workers = self._sharing()
+        if workers is None:
+            return [self._finish(self._begin(job)) for job in jobs]
+        done = [Manipulation(**r) for r in workers.map("manipulate", jobs, checkpoint=False)]
+        decoded = sum(int(m.tries.sum()) for m in done)  # the decodes the manipulations made
+        self.decoded += decoded
+        workers.stats["manipulate"].decoded += decoded
+        return done
 
     # ------------------------------------------------------------------ the two settings
 
@@ -270,6 +361,9 @@ class PairMaker:
                     f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
                     f"after trying {int(tries.sum())} source images; lower [pairs] n_same_source "
                     "or raise [pairs] alpha_steps")
+            if self._sharing() is not None:
+                self._same_source_dealt(dag, cause, effect, waiting, queue, tries, done, stats)
+                continue
             # Chunks of `batch` slots, software-pipelined over two threads: the helper checks
             # one decoded batch while this thread decodes the next one, and the store's thread
             # writes images meanwhile. The source and cause images of a chunk go to the store as
@@ -312,12 +406,44 @@ class PairMaker:
                 self.store.discard(name_src)
                 self.store.discard(name_c)
                 continue
-            src = int(idx[k])
             names = (name_src, name_src, name_c, self.store.add(me.images[k]))
-            row = self._row(dag, cause, effect, "same_source", src, src, names, mc, k, me, k,
-                            int(tries[j]))
-            label = f"{cause.name} ->{int(mc.target[k])}, {effect.name} ->{int(me.target[k])}"
-            done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
+            self._source_pair(dag, cause, effect, int(idx[k]), names, mc, me, k, int(tries[j]),
+                              j, done)
+
+    def _source_pair(self, dag: str, cause: LinearAttribute, effect: LinearAttribute, src: int,
+                     names: tuple[str, str, str, str], mc: Manipulation, me: Manipulation, k: int,
+                     attempts: int, j: int,
+                     done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]]) -> None:
+        """Slot ``j``'s same-source pair: source ``src``, row ``k`` of both manipulations."""
+        row = self._row(dag, cause, effect, "same_source", src, src, names, mc, k, me, k, attempts)
+        label = f"{cause.name} ->{int(mc.target[k])}, {effect.name} ->{int(me.target[k])}"
+        done[j] = (row, [self.images[src], mc.images[k], me.images[k]], label)
+
+    def _same_source_dealt(self, dag: str, cause: LinearAttribute, effect: LinearAttribute,
+                           waiting: list[int], queue: collections.deque[int], tries: np.ndarray,
+                           done: dict[int, tuple[dict[str, Any], list[np.ndarray], str]],
+                           stats: _Counter) -> None:
+        """One round of :meth:`same_source` with the two manipulations of every chunk dealt over
+        the ranks. Each is the one the pipelined round makes (same batches), and the bookkeeping
+        follows the same order, so the pairs, files and statistics are the same."""
+        chunks, jobs = [], []
+        for start in range(0, len(waiting), self.config.batch):
+            chunk = waiting[start:start + self.config.batch]
+            idx = np.array([queue.popleft() for _ in chunk], dtype=np.int64)
+            tries[chunk] += 1
+            chunks.append((chunk, idx))
+            jobs += [self._plan(idx, cause, 1 - self.labels[cause.name][idx]),
+                     self._plan(idx, effect, 1 - self.labels[effect.name][idx])]
+        made = self._run(jobs)
+        for (chunk, idx), mc, me in zip(chunks, made[0::2], made[1::2], strict=True):
+            stats.add(mc, me)
+            for k, j in enumerate(chunk):
+                if mc.ok[k] and me.ok[k]:
+                    name_src = self.store.add(self.images[idx[k]])
+                    names = (name_src, name_src, self.store.add(mc.images[k]),
+                             self.store.add(me.images[k]))
+                    self._source_pair(dag, cause, effect, int(idx[k]), names, mc, me, k,
+                                      int(tries[j]), j, done)
 
     def same_destination(self, cause: LinearAttribute, effect: LinearAttribute, n: int,
                          pool: np.ndarray) -> PairSet:
@@ -362,18 +488,23 @@ class PairMaker:
                             "images; lower [pairs] n_same_destination or raise [pairs] alpha_steps")
                     side[j] = queue.popleft()
                     tried += 1
+            # Every chunk of both sides at once (dealt over the ranks when they share the work),
+            # then the bookkeeping in chunk order.
+            chunks, jobs = [], []
             for side, waiting, attr, which, accepted in (
                     (side_a, need_a, cause, 0, ok_a), (side_b, need_b, effect, 1, ok_b)):
                 for start in range(0, len(waiting), self.config.batch):
                     chunk = waiting[start:start + self.config.batch]
                     idx = np.array([side[j] for j in chunk], dtype=np.int64)
                     targets = np.array([combos[j][which] for j in chunk], dtype=np.int64)
-                    m = self.manipulate(idx, attr, targets)
-                    stats.add(m)
-                    for k, j in enumerate(chunk):
-                        if m.ok[k]:
-                            accepted[j] = (_take(m, k), self.store.add(self.images[idx[k]]),
-                                           self.store.add(m.images[k]))
+                    chunks.append((chunk, idx, accepted))
+                    jobs.append(self._plan(idx, attr, targets))
+            for (chunk, idx, accepted), m in zip(chunks, self._run(jobs), strict=True):
+                stats.add(m)
+                for k, j in enumerate(chunk):
+                    if m.ok[k]:
+                        accepted[j] = (_take(m, k), self.store.add(self.images[idx[k]]),
+                                       self.store.add(m.images[k]))
         for j in range(n):
             a, b = side_a[j], side_b[j]
             (ma, src_a, img_a), (mb, src_b, img_b) = ok_a[j], ok_b[j]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage import checkpoints, distributed
 from cage.config import ExperimentConfig, default_cache_dir
+from cage.distributed import Workers
 from cage.engine.classifiers import LatentClassifier, fit_attribute_classifier, sigmoid
 from cage.engine.effects import delta_tau, empirical_p_value
 from cage.engine.interventions import make_intervention
@@ -97,6 +100,29 @@ def prior_latents(generator: LatentGenerator, k: int, seed: int) -> torch.Tensor
     return torch.cat([prior_block(generator, b, seed) for b in range(blocks)])[:k]
 
 
+class PriorBlocks:
+    """Prior block ``b`` as ``blocks(b)``, drawn on first use and kept.
+
+    Rank 0 hands over the first ``k`` latents it drew (``drawn``); another rank draws only the
+    blocks that the units it computes decode (the same values: a block's seed is its own).
+    """
+
+    def __init__(self, generator: LatentGenerator, seed: int,
+                 drawn: torch.Tensor | None = None) -> None:
+        self.generator = generator
+        self.seed = seed
+        self.drawn = drawn
+        self._blocks: dict[int, torch.Tensor] = {}
+
+    def __call__(self, block: int) -> torch.Tensor:
+        start = block * PRIOR_BLOCK
+        if self.drawn is not None and start < self.drawn.shape[0]:
+            return self.drawn[start:start + PRIOR_BLOCK]
+        if block not in self._blocks:
+            self._blocks[block] = prior_block(self.generator, block, self.seed)
+        return self._blocks[block]
+
+
 # --------------------------------------------------------------------------- computation
 
 
@@ -124,10 +150,13 @@ def _check_setup(setup: ExperimentSetup, config: ExperimentConfig) -> list[str]:
     return names
 
 
-def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
+def run_cage(setup: ExperimentSetup, config: ExperimentConfig, *,
+             workers: Workers | None = None) -> CageResult:
     """Algorithm 1 plus significance, sweeps, controls and diagnostics for every configured pair.
 
     Pure computation (no files). See docs/engine.md for the definitions of every output.
+    ``workers``: the ranks that share eq. 9's decoding (docs/distributed.md); default: this
+    process alone.
     """
     cc = config.cage
     names = _check_setup(setup, config)
@@ -147,7 +176,10 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
     logits = {a: classifiers[a].decision_function(z_prior) for a in names}
     scorer = None
     if any(o.startswith("observation") for o in cc.outcomes):
-        scorer = ObservationScorer(setup.generator, _scaled_outcome(setup), batch_size_of(setup.generator))
+        scorer = ObservationScorer(setup.generator, _scaled_outcome(setup),
+                                   batch_size_of(setup.generator),
+                                   PriorBlocks(setup.generator, config.seed, drawn=z_prior),
+                                   PRIOR_BLOCK, workers)
 
     out = _Collector()
     mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
@@ -162,7 +194,15 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig) -> CageResult:
                       null_rows=out.null_rows,
                       classifier_rows=_classifier_rows(setup, classifiers, names, cc),
                       seeds=seeds, test_masks=masks,
-                      decoded=scorer.decoded if scorer is not None else 0)
+                      decoded=_decoded(scorer))
+
+
+def _decoded(scorer: ObservationScorer | None) -> int:
+    """Latents decoded for eq. 9 by every rank (units read back from checkpoints not counted)."""
+    if scorer is None:
+        return 0
+    stats = scorer.workers.stats.get("score")
+    return stats.decoded if stats is not None else 0
 
 
 def _one_pair(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentClassifier],
@@ -184,8 +224,6 @@ def _one_pair(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentC
         mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
                                 mmd_cache) for a in (m1, m2)}
     for outcome in cc.outcomes:
-        baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
-                               baseline_cache)
         with progress.stage(f"{outcome} outcome ({_VARIANT_STAGE[outcome]})"):
             if outcome == "latent":
                 v = latent_variant(geo, classifiers, logits, z_prior, cc, cc.null)
@@ -194,6 +232,8 @@ def _one_pair(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentC
             else:  # observation_conditional: hold the other attribute of the pair fixed
                 v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
                                         classifiers, z_prior, scorer, cc)
+        baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
+                               baseline_cache)
         out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc, baselines)
 
 
@@ -346,7 +386,7 @@ def _baselines(m1: str, m2: str, outcome: str, logits: dict[str, np.ndarray],
         if space == "latent":
             p1, p2 = sigmoid(logits[m1][:n]), sigmoid(logits[m2][:n])
         else:
-            fact = scorer.factual(z_prior)  # type: ignore[union-attr]
+            fact = scorer.factual(int(z_prior.shape[0]))  # type: ignore[union-attr]
             p1, p2 = fact[m1][:n], fact[m2][:n]
         try:
             cache[key] = tuple(run_baselines(p1, p2, (m1, m2), seed=stage_seed(seed, "baselines")))
@@ -449,19 +489,37 @@ def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: Laten
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = False,
-                   cache_dir: str | Path | None = None) -> CageResult:
+                   cache_dir: str | Path | None = None) -> CageResult | None:
     """Set up the experiment, run CAGE and write the run directory ``out`` (see module docstring).
 
-    Nothing is left at ``out`` unless the whole run succeeds (the directory is staged).
+    Nothing is left at ``out`` unless the whole run succeeds (the directory is staged). Eq. 9's
+    decoded outcomes are checkpointed next to ``out`` (:func:`cage.checkpoints.checkpoint_dir`)
+    until the run is published, so rerunning a run that failed or was killed resumes. Under
+    torchrun every process calls this: rank 0 runs the study, writes ``out`` and returns the
+    result; the others decode for it and return None (docs/distributed.md).
     """
     module = load_kind(config.kind)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    with distributed.session(str(config.option("generator", "device", "cpu"))) as group:
+        workers = Workers(group)
+        if not group.leader:
+            _serve(module, config, cache, workers)
+            return None
+        with workers.leading(checkpoints.checkpoint_dir(out)), distributed.active(workers):
+            return _write_run(module, config, out, force, cache, workers)
+
+
+def _write_run(module: Any, config: ExperimentConfig, out: str | Path, force: bool, cache: Path,
+               workers: Workers) -> CageResult:
+    """Rank 0's run: set up, compute (with ``workers``), write the staged run directory."""
     with files.staged_run_dir(out, force=force) as stage:
+        workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers)
         with progress.stage(f"setting up {config.name!r} (kind {config.kind}: data, generator, "
                             "encoding)"):
-            setup = module.setup(config, cache_dir=cache)
+            setup = module.setup(config, cache_dir=cache)  # may call distributed.ready itself
+            distributed.ready(setup.generator, setup.observation_classifier)
         with progress.stage("CAGE"):
-            result = run_cage(setup, config)
+            result = run_cage(setup, config, workers=workers)
         with progress.stage("writing tables and plots"):
             written = write_engine_files(result, setup, stage)
         extra: dict[str, Any] = {}
@@ -480,6 +538,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             "versions": versions(),
             "setup": jsonable(setup.info),
             "files": written,
+            "distributed": _work_record(workers),
             "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
                             "rule": d.rule, "reason": d.reason,
                             "direction_paper": d.direction_paper,
@@ -494,3 +553,81 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
             manifest[key] = jsonable(value)
         files.atomic_write_json(stage / runs.MANIFEST, manifest)
     return result
+
+
+# --------------------------------------------------------------------------- ranks (torchrun)
+
+#: Config sections that change neither decoding nor labelling (left out of the checkpoint key).
+CHECKPOINT_NEUTRAL = ("experiment", "cage", "pairs", "hits")
+
+
+def _start(generator: LatentGenerator, psi: Any, config: ExperimentConfig,
+           workers: Workers) -> None:
+    """Rank 0, its generator and classifier loaded (:func:`cage.distributed.ready`): the other
+    ranks set up (from the cache rank 0 filled) and show that they decode and classify as rank 0
+    does; then every rank gets the run's checkpoint key."""
+    setup = ExperimentSetup(generator=generator, data_latents=np.zeros((0, 0)), attributes={},
+                            observation_classifier=psi)
+    workers.announce_setup(True)
+    facts = workers.handshake(_fingerprint(setup))
+    _register_handlers(workers, setup)
+    workers.start(_run_key(config, facts))
+
+
+def _serve(module: Any, config: ExperimentConfig, cache: Path, workers: Workers) -> None:
+    """Ranks > 0: set up once rank 0 has (with the kind's ``setup_worker`` when it has one: the
+    generator and the classifier, nothing else), then decode for rank 0 until it stops."""
+
+    def prepare() -> dict[str, np.ndarray]:
+        setup = getattr(module, "setup_worker", module.setup)(config, cache_dir=cache)
+        gen = setup.generator
+        if setup.observation_classifier is not None:  # registers "score"
+            ObservationScorer(gen, _scaled_outcome(setup), batch_size_of(gen),
+                              PriorBlocks(gen, config.seed), PRIOR_BLOCK, workers)
+        _register_handlers(workers, setup)
+        return _fingerprint(setup)
+
+    workers.follow(prepare)
+
+
+def _register_handlers(workers: Workers, setup: ExperimentSetup) -> None:
+    """Labelling decoded samples and making counterfactual pairs through the setup's generator
+    and classifier (:func:`cage.labels.sampled.label_prior_samples` and
+    :class:`cage.pairs.PairMaker` deal their work over the ranks when they use these two)."""
+    if setup.observation_classifier is not None:
+        from cage.labels.sampled import BlockLabeller
+        from cage.pairs import Manipulator
+
+        gen, psi = setup.generator, setup.observation_classifier
+        workers.register("label", BlockLabeller(gen, psi))
+        workers.register("manipulate", Manipulator(gen, psi))
+
+
+def _fingerprint(setup: ExperimentSetup) -> dict[str, np.ndarray]:
+    """What the generator and the observation classifier make of two seeded prior draws."""
+    gen = setup.generator
+    with torch.no_grad():
+        z = torch.as_tensor(gen.sample(2, 0)).to("cpu", torch.float32)
+        x = gen.decode(z).detach().to("cpu", torch.float32)
+        facts = {"z": z.numpy(), "x": x.numpy()}
+        if setup.observation_classifier is not None:
+            facts.update({f"psi:{a}": p for a, p in _scaled_outcome(setup)(x).items()})
+    return facts
+
+
+def _run_key(config: ExperimentConfig, facts: dict[str, np.ndarray]) -> str:
+    """The checkpoint key of a run: everything that determines a decoded outcome besides the unit
+    itself (the config's sections, seed, package versions, the fingerprint's exact bytes)."""
+    sections = {k: v for k, v in config.to_dict().items() if k not in CHECKPOINT_NEUTRAL}
+    h = hashlib.sha256(json.dumps({"kind": config.kind, "seed": config.seed, "block": PRIOR_BLOCK,
+                                   "sections": sections, "versions": versions()},
+                                  sort_keys=True, default=str).encode())
+    for name in sorted(facts):
+        h.update(name.encode() + np.ascontiguousarray(facts[name]).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _work_record(workers: Workers) -> dict[str, Any]:
+    """manifest.json's ``distributed``: processes, backend and the units of each kind of work."""
+    return {"world_size": workers.world_size, "backend": workers.group.backend,
+            "work": {name: dataclasses.asdict(s) for name, s in sorted(workers.stats.items())}}

@@ -24,6 +24,10 @@ class RunDirError(CageEvalError):
     """A run directory is missing, incomplete, or inconsistent with the request."""
 
 
+class DistributedError(CageEvalError):
+    """Another process of a multi-process run failed, disagreed, or did not answer in time."""
+
+
 class BackendError(CageEvalError):
     """A crowd backend (MTurk, S3, Turkle) refused a request or is unreachable."""
 

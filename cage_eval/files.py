@@ -345,7 +345,14 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False,
     try:
         yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        # SIGTERM (torchrun stopping a job after another process died) must not cut this short:
+        # one arriving before the handlers are swapped is caught here and the removal retried.
+        while True:
+            try:
+                _discard(stage)
+                break
+            except KeyboardInterrupt:
+                continue
         raise
     try:
         _move_into_place(stage, out, parent, keep)
@@ -367,6 +374,11 @@ def _move_into_place(stage: Path, out: Path, parent: Path,
         os.replace(out, old / "run")
         os.replace(stage, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _discard(stage: Path) -> None:
+    with signals_deferred():
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -393,3 +405,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT off while the block runs (main thread), then deliver them.
+
+    For cleanup that must not be cut short: removing a staging directory, saving checkpoints.
+    A signal that arrives meanwhile is noted and raised again when the block ends, unless the
+    block runs while an exception is being handled (the process is failing anyway, and that
+    exception says why). Handlers are swapped rather than the signals masked: a masked
+    process-directed signal would go to another thread, and Python runs its handler anyway.
+    """
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held and sys.exc_info()[0] is None:
+            signal.raise_signal(held[0])

@@ -93,14 +93,21 @@ def test_unknown_option_is_named(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_too_many_pairs_and_unseparable_dags_leave_nothing(tmp_path, cache):
+def test_too_many_pairs_and_unseparable_dags_leave_nothing_but_checkpoints(tmp_path, cache):
     with pytest.raises(ConfigError, match="n_same_source = 6000: only 5391 source images"):
         run(tmp_path / "x", cache, "pairs.n_same_source=6000")
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match=r"not separable enough .* held-out accuracy is 0\.\d+"):
         run(tmp_path / "y", cache, "cage.min_accuracy=0.999")
     assert not (tmp_path / "y").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # Both failed after eq. 9 was scored: its checkpoints are all that is left ...
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [".x.checkpoints", ".y.checkpoints"]
+    # ... and the rerun with fewer pairs decodes none of it again (pairs do not change eq. 9).
+    run(tmp_path / "x", cache)
+    score = runs.read_manifest(tmp_path / "x")["distributed"]["work"]["score"]
+    assert score["units"] == score["resumed"] > 0 and score["decoded"] == 0
+    assert not (tmp_path / ".x.checkpoints").exists()
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, cache):

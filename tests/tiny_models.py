@@ -7,6 +7,9 @@ give the same weights.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import torch
 from torch import nn
@@ -47,6 +50,30 @@ def make_generator(latent_dim: int = 8, size: int = 16, channels: int = 3, seed:
                                 latent_dim=latent_dim,
                                 layout=OutputLayout(value_range=(-1.0, 1.0)),
                                 compute=Compute(device=torch.device(device)))
+
+
+def make_fragile_generator(latent_dim: int = 8, size: int = 16, channels: int = 3,
+                           seed: int = 0, batch_size: int = 64) -> TorchModuleGenerator:
+    """:func:`make_generator` decoding ``batch_size`` rows a call, except on the rank named by ``CAGE_TEST_FAULT_RANK`` of a torchrun
+    job, where ``CAGE_TEST_FAULT = "kill"`` makes it SIGKILL itself at its first decode under
+    deterministic algorithms. Pair making runs under them
+    (``cage.runtime.deterministic_torch``) and eq. 9 scoring does not, so the fault hits the
+    rank's first pair job, after every score unit is checkpointed."""
+    gen = TorchModuleGenerator(make_synthesis(latent_dim, size, channels, seed),
+                               latent_dim=latent_dim, layout=OutputLayout(value_range=(-1.0, 1.0)),
+                               compute=Compute(batch_size=batch_size))
+    fault = os.environ.get("CAGE_TEST_FAULT", "")
+    if not fault or os.environ.get("RANK") != os.environ.get("CAGE_TEST_FAULT_RANK"):
+        return gen
+    decode = gen.decode
+
+    def faulty(z: torch.Tensor) -> torch.Tensor:
+        if fault == "kill" and torch.are_deterministic_algorithms_enabled():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decode(z)
+
+    gen.decode = faulty  # type: ignore[method-assign]
+    return gen
 
 
 class ImageStats:

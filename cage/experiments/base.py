@@ -9,6 +9,12 @@ module provides
     naming ``config.where(section, key)``), train or load the generator (cache it under
     ``cache_dir``), encode the annotated data, return everything CAGE needs;
 
+``setup_worker(config: ExperimentConfig, *, cache_dir: pathlib.Path) -> ExperimentSetup``  (optional)
+    what the ranks other than 0 of a torchrun job call instead of ``setup`` (after rank 0's setup,
+    so that whatever it trained is in the cache): only ``generator`` and
+    ``observation_classifier`` are used, so labels and encodings can be skipped. Without it they
+    call ``setup`` (docs/distributed.md).
+
 ``finish(setup: ExperimentSetup, result: CageResult, run_dir: pathlib.Path, config) -> dict``  (optional)
     called after the engine has written its files into the (staging) run directory; writes extra
     outputs (e.g. counterfactual pairs) and returns entries merged into ``manifest.json`` (keys the

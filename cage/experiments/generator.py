@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage import distributed
 from cage.config import OUTCOME_CHOICES, ExperimentConfig
 from cage.experiments.base import ExperimentSetup
 from cage.generators.registry import LoadedGenerator, load_generator
@@ -173,6 +174,7 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
         with torch.no_grad():
             probe = loaded.generator.decode(loaded.generator.sample(2, 0))
         psi_info["attributes"] = psi.check(probe, needed)
+    distributed.ready(loaded.generator, psi)  # under torchrun the labelling below is shared
     labels = load_labels(_section(config, "labels"), loaded, psi, seed=stage_seed(config.seed,
                          "labels"), needed=needed)
     accuracy: dict[str, float] = {}
@@ -190,6 +192,17 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
         generator=loaded.generator, data_latents=labels.latents, attributes=labels.attributes,
         observation_classifier=psi, info=info, observation_accuracy=accuracy,
         observation_sizes=sizes, loaded=loaded, labels=labels, options=options)
+
+
+def setup_worker(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
+    """What a rank other than 0 of a torchrun job needs (docs/distributed.md): the generator and
+    the observation classifier (loaded from the cache rank 0 filled), no labels."""
+    options = parse_options(config)
+    loaded = load_generator(_section(config, "generator"), images=True)
+    psi, _ = _classifier(config, loaded, cache_dir)
+    latents = np.zeros((0, loaded.generator.latent_dim), dtype=np.float32)
+    return GeneratorSetup(generator=loaded.generator, data_latents=latents, attributes={},
+                          observation_classifier=psi, loaded=loaded, options=options)
 
 
 # --------------------------------------------------------------------------- pairs

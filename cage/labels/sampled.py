@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage import distributed
+from cage.distributed import Workers
 from cage_eval.errors import ConfigError
 
 #: Latents drawn per seed.
@@ -48,10 +50,67 @@ def block_seed(seed: int, block: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+@dataclass(frozen=True)
+class LabelUnit:
+    """Block ``block`` of the labelled samples: its first ``rows`` latents, decoded ``batch`` at a
+    time and classified. The unit of labelling work a rank computes (and checkpoints under
+    ``key``, empty: never) when several share it (:mod:`cage.distributed`)."""
+
+    key: str
+    seed: int
+    block: int
+    rows: int
+    batch: int
+
+    @property
+    def decodes(self) -> int:
+        """Latents this unit decodes."""
+        return self.rows
+
+
+class BlockLabeller:
+    """Computes :class:`LabelUnit` s: ``{"z": latents (rows, d), "p:<attribute>": P (rows,)}``.
+
+    Parameters
+    ----------
+    generator : object
+        ``latent_dim``, ``sample(n, seed)``, ``decode(z)``.
+    psi : callable
+        Images ``(m, C, H, W)`` -> ``{attribute: P(attribute = 1)}``.
+    """
+
+    def __init__(self, generator: Any, psi: Callable[[torch.Tensor], dict[str, Any]]) -> None:
+        self.generator = generator
+        self.psi = psi
+
+    def __call__(self, unit: LabelUnit) -> dict[str, np.ndarray]:
+        probs = []
+        with torch.no_grad():
+            z = torch.as_tensor(self.generator.sample(BLOCK, block_seed(unit.seed, unit.block)))
+            z = z.to("cpu", torch.float32)[:unit.rows]
+            for s in range(0, unit.rows, unit.batch):
+                probs.append(self.psi(self.generator.decode(z[s:s + unit.batch])))
+        return {"z": z.numpy(), **{f"p:{a}": np.concatenate([np.asarray(part[a]) for part in probs])
+                                   for a in probs[0]}}
+
+
+def _serving(generator: Any, psi: Any) -> Workers | None:
+    """The run's workers when they label with this generator and classifier, else None."""
+    workers = distributed.current()
+    handler = workers.handlers.get("label") if workers is not None else None
+    if isinstance(handler, BlockLabeller) and handler.generator is generator \
+            and handler.psi is psi:
+        return workers
+    return None
+
+
 def label_prior_samples(generator: Any, psi: Callable[[torch.Tensor], dict[str, np.ndarray]],
                         n: int, seed: int, *, threshold: float = 0.5,
                         batch: int = 64) -> SampledLabels:
     """Draw ``n`` prior latents, decode them ``batch`` at a time and label them with ``psi``.
+
+    Block by block (:class:`LabelUnit`); the blocks are dealt over the ranks of a torchrun job
+    when they serve this generator and classifier (docs/distributed.md), with the same result.
 
     Parameters
     ----------
@@ -66,17 +125,19 @@ def label_prior_samples(generator: Any, psi: Callable[[torch.Tensor], dict[str, 
     batch : int
         Latents decoded and classified together.
     """
-    latents, probs = [], []
+    workers = _serving(generator, psi)
+    units = []
     for b in range(-(-n // BLOCK)):
-        m = min(BLOCK, n - b * BLOCK)
-        with torch.no_grad():
-            z = torch.as_tensor(generator.sample(BLOCK, block_seed(seed, b))).to("cpu",
-                                                                                 torch.float32)[:m]
-            for s in range(0, m, batch):
-                probs.append(psi(generator.decode(z[s:s + batch])))
-        latents.append(z.numpy())
-    names = list(probs[0])
-    p = {a: np.concatenate([part[a] for part in probs]).astype(np.float64) for a in names}
+        key = "" if workers is None or not workers.run_key else hashlib.sha256(
+            f"{workers.run_key}:label:{seed}:{b}:{n}:{batch}".encode()).hexdigest()[:32]
+        units.append(LabelUnit(key, seed, b, min(BLOCK, n - b * BLOCK), batch))
+    if workers is not None:
+        parts = workers.map("label", units)
+    else:
+        parts = [BlockLabeller(generator, psi)(u) for u in units]
+    names = [k[2:] for k in parts[0] if k.startswith("p:")]
+    p = {a: np.concatenate([part[f"p:{a}"] for part in parts]).astype(np.float64) for a in names}
+    latents = [part["z"] for part in parts]
     for a in names:
         if p[a].shape != (n,):
             raise ConfigError(f"the observation classifier returned {p[a].shape[0]} values of "

@@ -82,6 +82,8 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
 
     with sigterm_as_interrupt():
         result = run_experiment(config, out, force=force, cache_dir=cache_dir)
+    if result is None:  # a rank > 0 of a torchrun job: rank 0 reports (docs/distributed.md)
+        return
     from cage_eval.cli.report import refresh_report
 
     refresh_report(out)
