@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cage import checkpoints
-from cage_eval import errors
+from cage_eval import errors, progress
 from cage_eval.errors import CageEvalError, DistributedError
 
 #: Seconds a collective waits for the other ranks unless ``CAGE_EVAL_DIST_TIMEOUT`` says otherwise.
@@ -432,19 +432,23 @@ class Workers:
         store = self.store if checkpoint else None
         results: dict[int, tuple[dict[str, np.ndarray], bool]] = {}
         error = None
+        mine = sum(1 for owner in owners if owner == self.group.rank)
         try:
             handler = self.handlers[name]
-            for i, unit in enumerate(units):
-                if owners[i] != self.group.rank:
-                    continue
-                saved = store.get(unit.key) if store is not None and unit.key else None
-                if saved is not None:
-                    results[i] = (saved, True)
-                    continue
-                value = handler(unit)
-                results[i] = (value, False)
-                if store is not None and unit.key:
-                    store.put(unit.key, value)
+            with progress.bar(mine, _UNIT_WORDS.get(name, name), "unit") as bar:
+                for i, unit in enumerate(units):
+                    if owners[i] != self.group.rank:
+                        continue
+                    saved = store.get(unit.key) if store is not None and unit.key else None
+                    if saved is not None:
+                        results[i] = (saved, True)
+                        bar.update(1)
+                        continue
+                    value = handler(unit)
+                    results[i] = (value, False)
+                    if store is not None and unit.key:
+                        store.put(unit.key, value)
+                    bar.update(1)
         except Exception as exc:  # noqa: BLE001 - sent to rank 0, which raises it
             error = _portable(exc)
         finally:
@@ -475,6 +479,11 @@ def _applied(settings: tuple[int, bool]) -> Iterator[None]:
     finally:
         torch.set_num_threads(old[0])
         torch.use_deterministic_algorithms(old[1])
+
+
+#: How progress bars name each kind of unit of work.
+_UNIT_WORDS = {"score": "decoding and scoring (eq. 9)", "label": "labelling prior samples",
+               "manipulate": "manipulating and checking pair images"}
 
 
 def _portable(exc: BaseException | None) -> tuple[str, str, bool] | None:

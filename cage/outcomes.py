@@ -33,7 +33,6 @@ from cage.engine.geometry import (
     predicted_delta_tau,
     rotated_frames,
 )
-from cage_eval import progress
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before taking logits (balance control only).
 EPS = 1e-12
