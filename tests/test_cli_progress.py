@@ -74,7 +74,7 @@ def test_bars_on_a_terminal(tmp_path):
         chunks.append(data)
     assert proc.wait(timeout=600) == 0
     text = b"".join(chunks).decode("utf-8", "replace")
-    assert "eq. 9 GATEs (sweep, nulls, rotations)" in text and "GATE" in text
+    assert "decoding and scoring (eq. 9)" in text and "unit" in text
     assert "\r" in text  # tqdm redraws in place
     assert re.search(r"\d+%\|", text)
     assert "CAGE ..." in text  # stage lines too
