@@ -355,3 +355,21 @@ def dataclass_from_section(cls: type, config: ExperimentConfig, section: str, *,
             raise ConfigError(f"{config.where(section, key)} = {value!r}: expected {expected}")
         values[key] = value
     return cls(**values)
+
+
+def check_sections(config: ExperimentConfig, known: Mapping[str, Iterable[str]], kind: str) -> None:
+    """Refuse a section of ``config`` outside ``known`` and a key outside its section's fields.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the section or key, and what is known.
+    """
+    for section, body in config.kind_options.items():
+        if section not in known:
+            raise ConfigError(f"{config.source}: [{section}]: unknown section for kind {kind!r}; "
+                              f"known sections are {', '.join(sorted(known))}")
+        for key in body:
+            if key not in known[section]:
+                raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
+                                  f"{', '.join(sorted(known[section]))}")

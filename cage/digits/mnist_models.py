@@ -41,7 +41,7 @@ from cage.generators.flow_image import (
     train_glow,
 )
 from cage_eval.errors import InputFileError, RunDirError
-from cage_eval.files import atomic_write_bytes
+from cage_eval.files import atomic_write_bytes, writable_directory
 
 #: Bump when the flow or CNN architecture changes, so old files are not loaded.
 ARCHITECTURE_VERSION = 1
@@ -216,17 +216,7 @@ def train_and_write(configs: MorphoModelConfigs, cache_dir: str | os.PathLike[st
 
     Returns ``{component: (path of the weights file, meta)}``.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".cage-eval-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"{out}: cannot write the weights here ({exc.strerror}); choose a "
-                          "writable --out") from None
+    out = writable_directory(out, "the weights")
     data = mnist.load(configs.data, cache_dir)
     written = {}
     for component in ("flow", "obs"):

@@ -34,7 +34,7 @@ from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_v
 from cage.runtime import deterministic_torch
 from cage_eval import progress
 from cage_eval.errors import CacheWarning, RunDirError
-from cage_eval.files import atomic_write_bytes
+from cage_eval.files import atomic_write_bytes, writable_directory
 
 VAE_FILE = "digits_vae.pt"
 OBS_FILE = "digits_obs.pt"
@@ -229,17 +229,7 @@ def read_shipped_meta() -> dict[str, Any] | None:
 def train_and_write(configs: ModelConfigs, cache_dir: str | os.PathLike[str] | None,
                     out: str | os.PathLike[str]) -> tuple[DigitsModels, Path]:
     """Train a bundle from scratch (dataset from the cache when present) and write it to ``out``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".cage-eval-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"{out}: cannot write the weights here ({exc.strerror}); choose a "
-                          "writable --out") from None
+    out = writable_directory(out, "the weights")
     data = digits_data.load(configs.data, cache_dir)
     models, files = train_bundle(configs, data)
     return models, write_bundle(out, files)

@@ -40,7 +40,7 @@ from cage.digits.models import DigitsModels, ModelConfigs, load_or_train
 from cage.digits.obs_classifier import ObsClassifierConfig
 from cage.experiments.base import ExperimentSetup
 from cage.generators.vae import VAEConfig
-from cage.options import dataclass_from_section
+from cage.options import check_sections, dataclass_from_section
 from cage.pair_output import (
     OUTPUT_KEYS,
     OutputOptions,
@@ -90,14 +90,7 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
     ConfigError
         Unknown section or key, wrong type, or a value out of range.
     """
-    for section, body in config.kind_options.items():
-        if section not in _KNOWN:
-            raise ConfigError(f"{config.source}: [{section}]: unknown section for kind 'digits'; "
-                              f"known sections are {', '.join(sorted(_KNOWN))}")
-        for key in body:
-            if key not in _KNOWN[section]:
-                raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
-                                  f"{', '.join(sorted(_KNOWN[section]))}")
+    check_sections(config, _KNOWN, "digits")
     data = dataclass_from_section(digits_data.DigitsConfig, config, "data")
     vae = dataclass_from_section(VAEConfig, config, "vae")
     obs = dataclass_from_section(ObsClassifierConfig, config, "obs_classifier")

@@ -37,7 +37,7 @@ from cage.digits.obs_classifier import ObsClassifierConfig
 from cage.experiments import digits as digits_kind
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow_image import GlowConfig
-from cage.options import dataclass_from_section
+from cage.options import check_sections, dataclass_from_section
 from cage.pair_output import OUTPUT_KEYS, OutputOptions, parse_dags
 from cage.pairs import PairConfig
 from cage.runtime import deterministic_torch
@@ -91,14 +91,7 @@ def parse_options(config: ExperimentConfig) -> MorphoOptions:
     ConfigError
         Unknown section or key, wrong type, or a value out of range.
     """
-    for section, body in config.kind_options.items():
-        if section not in _KNOWN:
-            raise ConfigError(f"{config.source}: [{section}]: unknown section for kind "
-                              f"'morphomnist'; known sections are {', '.join(sorted(_KNOWN))}")
-        for key in body:
-            if key not in _KNOWN[section]:
-                raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
-                                  f"{', '.join(sorted(_KNOWN[section]))}")
+    check_sections(config, _KNOWN, "morphomnist")
     data = dataclass_from_section(mnist.MorphoMNISTConfig, config, "data")
     flow = dataclass_from_section(GlowConfig, config, "flow")
     obs = dataclass_from_section(ObsClassifierConfig, config, "obs_classifier")
