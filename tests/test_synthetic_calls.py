@@ -125,22 +125,14 @@ def _csv(path):
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("pair, arrow", [(["m1", "m2"], "<-"), (["m2", "m1"], "->")])
-def test_every_number_of_a_planted_asymmetry_recomputes_from_the_files(tmp_path, pair, arrow):
-    """The paper's rule on a planted imbalance calls an arrow; reversing the pair reverses it.
-    Every p-value, the call and sign stability are recomputed from null_draws.csv and
-    alpha_sweep.csv."""
-    raw = _raw(**STRESS, pairs=[pair], rule="paper")
-    out = tmp_path / "run"
-    run_experiment(config_from_dict(raw), out)
-    level = 0.05
+def _recompute_from_files(out, n_null: int, level: float = 0.05) -> list[dict[str, str]]:
+    """Recompute every p-value, the paper's call and sign stability of every directions.csv row
+    from null_draws.csv and alpha_sweep.csv; return the rows."""
     nulls = _csv(out / runs.NULL_DRAWS)
     sweep = _csv(out / runs.ALPHA_SWEEP)
     rows = _csv(out / runs.DIRECTIONS)
     assert {r["outcome"] for r in rows} == {"latent", "observation"}
     for row in rows:
-        assert row["direction"] == row["direction_paper"] == arrow
-        assert (row["cause"], row["effect"]) == ((pair[1], pair[0]) if arrow == "<-" else tuple(pair))
         mine = [r for r in nulls if r["outcome"] == row["outcome"]]
         # The statistics the nulls are compared with: the GATEs on the nulls' latents (eq. 9
         # uses the first n_null_k prior latents; eq. 8 all of them).
@@ -150,7 +142,7 @@ def test_every_number_of_a_planted_asymmetry_recomputes_from_the_files(tmp_path,
         dt = abs(obs12) - abs(obs21)
         for kind in ("permutation", "random", "rotation"):
             draws = [r for r in mine if r["null"] == kind]
-            assert len(draws) == STRESS["n_null"]
+            assert len(draws) == n_null
             n12 = np.array([float(r["gate_12"]) for r in draws])
             n21 = np.array([float(r["gate_21"]) for r in draws])
             ndt = np.array([float(r["delta_tau"]) for r in draws])
@@ -166,7 +158,7 @@ def test_every_number_of_a_planted_asymmetry_recomputes_from_the_files(tmp_path,
         p12, p21, pdt = (float(row[c]) for c in ("p_gate_12", "p_gate_21", "p_delta_tau"))
         assert (p12, p21, pdt) == tuple(float(row[f"{c}_permutation"])
                                         for c in ("p_gate_12", "p_gate_21", "p_delta_tau"))
-        assert decide(float(row["delta_tau"]), p12, p21, pdt, level) == row["direction"]
+        assert decide(float(row["delta_tau"]), p12, p21, pdt, level) == row["direction_paper"]
         dts = [float(r["delta_tau"]) for r in sweep if r["outcome"] == row["outcome"]]
         for r in sweep:
             if r["outcome"] == row["outcome"]:
@@ -174,4 +166,31 @@ def test_every_number_of_a_planted_asymmetry_recomputes_from_the_files(tmp_path,
                     abs(float(r["gate_12"])) - abs(float(r["gate_21"])), abs=1e-9)
         stable = all(np.sign(x) == np.sign(float(row["delta_tau"])) for x in dts)
         assert (row["sign_stable"] == "yes") == stable
+    return rows
+
+
+@pytest.mark.parametrize("pair, arrow", [(["m1", "m2"], "<-"), (["m2", "m1"], "->")])
+def test_every_number_of_a_planted_asymmetry_recomputes_from_the_files(tmp_path, pair, arrow):
+    """The paper's rule on a planted imbalance calls an arrow; reversing the pair reverses it.
+    Every p-value, the call and sign stability are recomputed from null_draws.csv and
+    alpha_sweep.csv."""
+    raw = _raw(**STRESS, pairs=[pair], rule="paper")
+    out = tmp_path / "run"
+    run_experiment(config_from_dict(raw), out)
+    for row in _recompute_from_files(out, STRESS["n_null"]):
+        assert row["direction"] == row["direction_paper"] == arrow
+        assert (row["cause"], row["effect"]) == ((pair[1], pair[0]) if arrow == "<-" else tuple(pair))
         assert row["direction_controlled"] == "?"
+
+
+def test_numbers_that_tell_the_two_gates_apart_recompute_from_the_files(tmp_path):
+    """Where the two GATEs' p-values differ and delta tau changes sign over alpha (independent
+    attributes), so that swapping p_gate_12 and p_gate_21, or reporting every sign as stable,
+    cannot pass unnoticed."""
+    raw = _raw(seed=3, dim=16, cos=0.2, rates=(0.5, 0.5), alphas=[0.25, 0.5, 1.0, 1.5, 2.0])
+    out = tmp_path / "run"
+    run_experiment(config_from_dict(raw), out)
+    rows = _recompute_from_files(out, 20)
+    assert any(row["p_gate_12"] != row["p_gate_21"] for row in rows)
+    assert any(row["p_gate_12_rotation"] != row["p_gate_21_rotation"] for row in rows)
+    assert {row["sign_stable"] for row in rows} == {"yes", "no"}
