@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cage.config import ExperimentConfig
+from cage.config import OUTCOME_CHOICES, ExperimentConfig
 from cage.images import ImageStore, contact_sheet
 from cage.pairs import LinearAttribute, PairConfig, PairMaker, PairSet, number_pairs
 from cage_eval import files, runs
@@ -65,6 +65,34 @@ def parse_dags(config: ExperimentConfig) -> tuple[tuple[str, str], ...]:
         if (parts[0], parts[1]) not in dags:
             dags.append((parts[0], parts[1]))
     return tuple(dags)
+
+
+def pair_checks(pairs: PairConfig, output: OutputOptions) -> list[tuple[bool, str, str, Any, str]]:
+    """The range checks of ``[pairs]``: ``(ok, section, key, value, what it must be)`` each."""
+    return [
+        (pairs.n_same_source >= 0, "pairs", "n_same_source", pairs.n_same_source, ">= 0"),
+        (pairs.n_same_destination >= 0, "pairs", "n_same_destination",
+         pairs.n_same_destination, ">= 0"),
+        (0.5 < pairs.target_probability < 1, "pairs", "target_probability",
+         pairs.target_probability, "in (0.5, 1)"),
+        (pairs.alpha_min > 0, "pairs", "alpha_min", pairs.alpha_min, "positive"),
+        (pairs.alpha_growth >= 1, "pairs", "alpha_growth", pairs.alpha_growth, ">= 1"),
+        (pairs.alpha_steps >= 1, "pairs", "alpha_steps", pairs.alpha_steps, "at least 1"),
+        (0 < pairs.check_threshold < 1, "pairs", "check_threshold", pairs.check_threshold,
+         "in (0, 1)"),
+        (output.outcome in OUTCOME_CHOICES, "pairs", "outcome", output.outcome,
+         "one of " + ", ".join(repr(o) for o in OUTCOME_CHOICES)),
+        (1 <= output.png_scale <= 8, "pairs", "png_scale", output.png_scale, "in 1..8"),
+        (output.sheet_pairs >= 1, "pairs", "sheet_pairs", output.sheet_pairs, "at least 1"),
+    ]
+
+
+def check_values(config: ExperimentConfig,
+                 checks: Sequence[tuple[bool, str, str, Any, str]]) -> None:
+    """Raise :class:`ConfigError` for the first failed ``(ok, section, key, value, need)``."""
+    for ok, section, key, value, need in checks:
+        if not ok:
+            raise ConfigError(f"{config.where(section, key)} = {value!r}: must be {need}")
 
 
 def call_text(d: Any) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.config import OUTCOME_CHOICES, ExperimentConfig
+from cage.config import ExperimentConfig
 from cage.digits import mnist
 from cage.digits.mnist_models import MorphoModelConfigs, MorphoModels, load_or_train
 from cage.digits.morpho_judge import MorphometricJudge, fit_link
@@ -38,7 +38,7 @@ from cage.experiments import digits as digits_kind
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow_image import GlowConfig
 from cage.options import check_sections, dataclass_from_section
-from cage.pair_output import OUTPUT_KEYS, OutputOptions, parse_dags
+from cage.pair_output import OUTPUT_KEYS, OutputOptions, check_values, pair_checks, parse_dags
 from cage.pairs import PairConfig
 from cage.runtime import deterministic_torch
 from cage_eval.errors import ConfigError
@@ -127,24 +127,8 @@ def parse_options(config: ExperimentConfig) -> MorphoOptions:
         (obs.epochs >= 1, "obs_classifier", "epochs", obs.epochs, "at least 1"),
         (judge in JUDGES, "observation", "judge", judge,
          "one of " + ", ".join(repr(j) for j in JUDGES)),
-        (pairs.n_same_source >= 0, "pairs", "n_same_source", pairs.n_same_source, ">= 0"),
-        (pairs.n_same_destination >= 0, "pairs", "n_same_destination",
-         pairs.n_same_destination, ">= 0"),
-        (0.5 < pairs.target_probability < 1, "pairs", "target_probability",
-         pairs.target_probability, "in (0.5, 1)"),
-        (pairs.alpha_min > 0, "pairs", "alpha_min", pairs.alpha_min, "positive"),
-        (pairs.alpha_growth >= 1, "pairs", "alpha_growth", pairs.alpha_growth, ">= 1"),
-        (pairs.alpha_steps >= 1, "pairs", "alpha_steps", pairs.alpha_steps, "at least 1"),
-        (0 < pairs.check_threshold < 1, "pairs", "check_threshold", pairs.check_threshold,
-         "in (0, 1)"),
-        (output.outcome in OUTCOME_CHOICES, "pairs", "outcome", output.outcome,
-         "one of " + ", ".join(repr(o) for o in OUTCOME_CHOICES)),
-        (1 <= output.png_scale <= 8, "pairs", "png_scale", output.png_scale, "in 1..8"),
-        (output.sheet_pairs >= 1, "pairs", "sheet_pairs", output.sheet_pairs, "at least 1"),
     ]
-    for ok, section, key, value, need in checks:
-        if not ok:
-            raise ConfigError(f"{config.where(section, key)} = {value!r}: must be {need}")
+    check_values(config, checks + pair_checks(pairs, output))
     return MorphoOptions(models=MorphoModelConfigs(data=data, flow=flow, obs=obs), pairs=pairs,
                          output=output, judge=judge, temperature=temperature)
 
