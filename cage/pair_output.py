@@ -25,6 +25,7 @@ import numpy as np
 
 from cage.config import OUTCOME_CHOICES, ExperimentConfig
 from cage.images import ImageStore, contact_sheet
+from cage.options import dataclass_from_section
 from cage.pairs import LinearAttribute, PairConfig, PairMaker, PairSet, number_pairs
 from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
@@ -65,6 +66,16 @@ def parse_dags(config: ExperimentConfig) -> tuple[tuple[str, str], ...]:
         if (parts[0], parts[1]) not in dags:
             dags.append((parts[0], parts[1]))
     return tuple(dags)
+
+
+def parse_pair_sections(config: ExperimentConfig) -> tuple[PairConfig, OutputOptions]:
+    """``[pairs]`` as the pair maker's settings (seeded by the experiment) and the output options."""
+    pairs = dataclass_from_section(PairConfig, config, "pairs", exclude=("seed",) + OUTPUT_KEYS,
+                                   overrides={"seed": config.seed})
+    output = dataclass_from_section(OutputOptions, config, "pairs",
+                                    only=tuple(k for k in OUTPUT_KEYS if k != "dags"),
+                                    overrides={"dags": parse_dags(config)})
+    return pairs, output
 
 
 def pair_checks(pairs: PairConfig, output: OutputOptions) -> list[tuple[bool, str, str, Any, str]]:

@@ -49,7 +49,7 @@ from cage.pair_output import (
     make_pairs,
     open_store,
     pair_checks,
-    parse_dags,
+    parse_pair_sections,
     select_dags,
     write_pairs,
 )
@@ -96,11 +96,7 @@ def parse_options(config: ExperimentConfig) -> DigitsOptions:
     data = dataclass_from_section(digits_data.DigitsConfig, config, "data")
     vae = dataclass_from_section(VAEConfig, config, "vae")
     obs = dataclass_from_section(ObsClassifierConfig, config, "obs_classifier")
-    pairs = dataclass_from_section(PairConfig, config, "pairs", exclude=("seed",) + OUTPUT_KEYS,
-                        overrides={"seed": config.seed})
-    output = dataclass_from_section(OutputOptions, config, "pairs",
-                                    only=tuple(k for k in OUTPUT_KEYS if k != "dags"),
-                                    overrides={"dags": parse_dags(config)})
+    pairs, output = parse_pair_sections(config)
     checks = [
         (data.draws >= 1, "data", "draws", data.draws, "at least 1"),
         (data.n_digits is None or data.n_digits >= 10, "data", "n_digits", data.n_digits,

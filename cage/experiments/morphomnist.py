@@ -38,7 +38,13 @@ from cage.experiments import digits as digits_kind
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow_image import GlowConfig
 from cage.options import check_sections, dataclass_from_section
-from cage.pair_output import OUTPUT_KEYS, OutputOptions, check_values, pair_checks, parse_dags
+from cage.pair_output import (
+    OUTPUT_KEYS,
+    OutputOptions,
+    check_values,
+    pair_checks,
+    parse_pair_sections,
+)
 from cage.pairs import PairConfig
 from cage.runtime import deterministic_torch
 from cage_eval.errors import ConfigError
@@ -95,11 +101,7 @@ def parse_options(config: ExperimentConfig) -> MorphoOptions:
     data = dataclass_from_section(mnist.MorphoMNISTConfig, config, "data")
     flow = dataclass_from_section(GlowConfig, config, "flow")
     obs = dataclass_from_section(ObsClassifierConfig, config, "obs_classifier")
-    pairs = dataclass_from_section(PairConfig, config, "pairs", exclude=("seed",) + OUTPUT_KEYS,
-                        overrides={"seed": config.seed})
-    output = dataclass_from_section(OutputOptions, config, "pairs",
-                         only=tuple(k for k in OUTPUT_KEYS if k != "dags"),
-                         overrides={"dags": parse_dags(config)})
+    pairs, output = parse_pair_sections(config)
     judge = config.kind_options.get("observation", {}).get("judge", "cnn")
     temperature = _number(config, "flow", "temperature", 1.0)
     checks = [
