@@ -70,3 +70,30 @@ class DecodedImages:
         else:
             self._cache.move_to_end(block)
         return images[offset]
+
+
+class StoredImages:
+    """Uint8 images already decoded (kept while the samples were labelled): the same interface
+    as :class:`DecodedImages`, no decoding.
+
+    Parameters
+    ----------
+    images : np.ndarray, uint8
+        ``(n, H, W)`` or ``(n, H, W, 3)``.
+    """
+
+    decoded = 0
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        self.shape: tuple[int, ...] = tuple(images.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, order: np.ndarray) -> StoredImages:
+        """The images ``order`` names, in that order."""
+        return StoredImages(self.images[np.asarray(order)])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.images[int(index)]

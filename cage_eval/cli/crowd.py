@@ -150,6 +150,8 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
 
     if dry_run:
         _dry_run_details(plan)
+        for text in _difference_warnings(plan.run_dir):
+            click.echo(f"WARNING: pairs people cannot tell apart: {text}")
         click.echo("Dry run: nothing was created and nothing was spent.")
         return
 
@@ -171,6 +173,17 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
                f"recovered from an interrupted run)")
     click.echo(f"HIT type: {report.hit_type_id}")
     click.echo(f"Worker preview: {report.preview_url}")
+
+
+def _difference_warnings(run_dir) -> list[str]:
+    """The run's warnings about pairs whose two images look alike (written by generate)."""
+    from cage_eval import runs
+
+    try:
+        pairs = runs.read_manifest(run_dir).get("pairs") or {}
+    except Exception:  # a run without a readable manifest was refused earlier
+        return []
+    return [str(t) for t in pairs.get("difference_warnings") or []]
 
 
 def _dry_run_details(plan) -> None:

@@ -164,6 +164,12 @@ def _resolution_line(cc, tests: int) -> str:
     resolution = 1.0 / (cc.n_null + 1)
     corrected = cc.level / max(tests, 1)
     line = f"p-values: {cc.n_null} draws per null, so the smallest possible p is {resolution:.3f}"
+    n_obs = getattr(cc, "n_null_observation", 0)
+    if n_obs and n_obs < cc.n_null and any(o.startswith("observation") for o in cc.outcomes):
+        line += (f" (eq. 8); eq. 9 (observation) uses {n_obs} draws per null, smallest p "
+                 f"{1.0 / (n_obs + 1):.3f}"
+                 + (f", which cannot reach level {cc.level:g}: raise [cage] n_null_observation"
+                    if 1.0 / (n_obs + 1) > cc.level else ""))
     if resolution > cc.level:
         return line + f"; that cannot reach level {cc.level:g}: raise [cage] n_null"
     if tests > 1 and resolution > corrected:
@@ -190,9 +196,18 @@ def _pair_lines(pairs, out: Path) -> list[str]:
         lines.append(f"  {rec['dag']:16s} {rec['source']:8s} (CAGE {rec['outcome']}: "
                      f"{rec['cage_call']}, p(dtau)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
                      f"({settings}); sheets: {sheets}")
+        diff = rec.get("difference") or {}
+        if diff.get("pairs"):
+            ssim = diff.get("median_ssim")
+            lines.append(f"  {'':16s} the two images of a pair differ by a median "
+                         f"{diff['median_mean_abs']:.1f}/255 mean absolute pixel difference (max "
+                         f"{diff['max_mean_abs']:.1f}/255)" + (f", median SSIM {ssim:.3f}"
+                                                              if ssim is not None else ""))
     for skip in pairs.get("skipped", []):
         lines.append(f"  {skip['m1'] + ' / ' + skip['m2']:16s} no pairs (CAGE {skip['outcome']}: "
                      f"{skip['cage_call']}, p(dtau)={skip['p_delta_tau']:.3f})")
+    for text in pairs.get("difference_warnings", []):
+        lines.append(f"WARNING: pairs people cannot tell apart: {text}")
     return lines
 
 
