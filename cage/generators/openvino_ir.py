@@ -14,6 +14,8 @@ Section keys::
     output_size = [256, 256]             # downscale decoded images
     channels_last = false
     image_shape = [3, 64, 64]            # for flat outputs
+    precision = "f32"                    # or "bf16" (OpenVINO's own default on CPUs that have
+                                         # it: faster there, results then depend on the CPU)
 
 plus ``batch_size`` (rows per network call; the batch dimension of a static IR is reshaped, and
 a network that cannot be reshaped runs one row at a time) and ``threads`` (OpenVINO's
@@ -33,6 +35,7 @@ from cage.generators.device import Compute
 from cage.options import Section
 from cage_eval.errors import ConfigError, InputFileError
 
+PRECISIONS = ("f32", "bf16")
 INSTALL = "pip install openvino (or pip install 'cage-eval[faces]')"
 
 
@@ -66,7 +69,7 @@ class IRNetwork:
     """One OpenVINO model compiled for the CPU (:class:`cage.generators.exported.Network`)."""
 
     def __init__(self, path: Path, where: str, shown: str, *, batch_size: int,
-                 threads: int | None) -> None:
+                 threads: int | None, precision: str = "f32") -> None:
         ov = _runtime(where)
         core = ov.Core()
         self.where = f"{where} = {shown!r}"
@@ -97,7 +100,10 @@ class IRNetwork:
         out = model.output(0).get_partial_shape()
         self.output_shape = tuple(d.get_length() if d.is_static else None for d in out)[1:] \
             if out.rank.is_static else ()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        # OpenVINO computes in bf16 by default on CPUs that have it: results would depend on the
+        # machine. f32 unless asked.
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                                  "INFERENCE_PRECISION_HINT": precision}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
@@ -116,10 +122,11 @@ def from_section(section: Section, compute: Compute) -> exported.ExportedGenerat
                           "adapter runs on the CPU; use device = \"cpu\" (or export to ONNX and "
                           "use adapter = \"onnx\" on a GPU)")
     section.accept(["package"])
+    precision = section.text("precision", "f32", choices=PRECISIONS)
 
     def open_network(sec: Section, key: str) -> IRNetwork:
         path, shown = package_file(sec, key)
         return IRNetwork(path, sec.where(key), shown, batch_size=compute.batch_size,
-                         threads=compute.threads)
+                         threads=compute.threads, precision=precision)
 
     return exported.from_section(section, compute, open_network)
