@@ -11,9 +11,10 @@ causal structure, and the study measures nothing. For every pair this module mea
     their structural similarity (scikit-image's SSIM, data range 255, colour channels averaged;
     1: identical),
 
-and, per DAG, the median and maximum. A DAG whose median pair differs by less than
-:data:`PERCEPTIBLE_MEAN_ABS` (3/255, about 1 % of the range) is flagged: its pairs look the same
-to a person. What to change: a larger alpha (``[pairs] alpha_min``, ``target_probability``), or an
+and, per DAG and setting, the median and maximum. A DAG and setting whose median pair differs by
+less than :data:`PERCEPTIBLE_MEAN_ABS` (3/255, about 1 % of the range) is flagged: its pairs look
+the same to a person. (Same-source pairs are the ones at risk: both images are edits of one
+source, while a same-destination pair shows two different faces or digits.) What to change: a larger alpha (``[pairs] alpha_min``, ``target_probability``), or an
 attribute pair whose manipulations change more pixels.
 """
 
@@ -81,13 +82,19 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "perceptible": bool(median >= PERCEPTIBLE_MEAN_ABS)}
 
 
-def warning(dag: str, summary: dict[str, Any]) -> str | None:
-    """The sentence that flags a DAG whose pairs look alike, or None."""
+def by_setting(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`summarise` of each setting's rows (same-source first)."""
+    settings = sorted({str(r["setting"]) for r in rows}, key=lambda k: (k != "same_source", k))
+    return {k: summarise([r for r in rows if r["setting"] == k]) for k in settings}
+
+
+def warning(dag: str, setting: str, summary: dict[str, Any]) -> str | None:
+    """The sentence that flags a DAG and setting whose pairs look alike, or None."""
     if not summary.get("pairs") or summary.get("perceptible", True):
         return None
     ssim = summary.get("median_ssim")
     ssim_text = f", median SSIM {ssim:.3f}" if ssim is not None else ""
-    return (f"{dag}: the two images of its pairs differ by a median "
+    return (f"{dag} {setting.replace('_', '-')}: the two images of its pairs differ by a median "
             f"{summary['median_mean_abs']:.1f}/255 mean absolute pixel difference (max "
             f"{summary['max_mean_abs']:.1f}/255{ssim_text}; {summary['below_threshold']} of "
             f"{summary['pairs']} pairs below {PERCEPTIBLE_MEAN_ABS:g}/255): annotators would "
@@ -96,12 +103,13 @@ def warning(dag: str, summary: dict[str, Any]) -> str | None:
 
 
 def warnings_of(pairs_entry: dict[str, Any] | None) -> list[str]:
-    """The warnings of a manifest's ``pairs`` entry (one per flagged DAG)."""
+    """The warnings of a manifest's ``pairs`` entry (one per flagged DAG and setting)."""
     if not pairs_entry:
         return []
     out = []
     for rec in pairs_entry.get("dag_sources", []):
-        text = warning(rec["dag"], rec.get("difference") or {})
-        if text:
-            out.append(text)
+        for setting, summary in (rec.get("difference") or {}).items():
+            text = warning(rec["dag"], setting, summary or {})
+            if text:
+                out.append(text)
     return out

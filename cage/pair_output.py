@@ -296,7 +296,7 @@ def write_pairs(run_dir: Path, sets: list[PairSet], dags: Sequence[tuple[str, st
         rec["settings"] = {s.setting: len(s.rows) for s in mine}
         rec["sheets"] = [f"{runs.SHEETS_DIR}/" + sheet_name(*rec["dag"].split("->"), s.setting)
                          for s in mine]
-        rec["difference"] = pair_difference.summarise([r for r in rows if r["dag"] == rec["dag"]])
+        rec["difference"] = pair_difference.by_setting([r for r in rows if r["dag"] == rec["dag"]])
     return {
         "dags": [runs.dag_name(c, e) for c, e in dags],
         "dag_sources": records,

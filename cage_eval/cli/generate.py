@@ -196,13 +196,14 @@ def _pair_lines(pairs, out: Path) -> list[str]:
         lines.append(f"  {rec['dag']:16s} {rec['source']:8s} (CAGE {rec['outcome']}: "
                      f"{rec['cage_call']}, p(dtau)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
                      f"({settings}); sheets: {sheets}")
-        diff = rec.get("difference") or {}
-        if diff.get("pairs"):
+        for setting, diff in (rec.get("difference") or {}).items():
+            if not (diff or {}).get("pairs"):
+                continue
             ssim = diff.get("median_ssim")
-            lines.append(f"  {'':16s} the two images of a pair differ by a median "
-                         f"{diff['median_mean_abs']:.1f}/255 mean absolute pixel difference (max "
-                         f"{diff['max_mean_abs']:.1f}/255)" + (f", median SSIM {ssim:.3f}"
-                                                              if ssim is not None else ""))
+            lines.append(f"  {'':16s} {setting.replace('_', '-')}: the two images of a pair differ "
+                         f"by a median {diff['median_mean_abs']:.1f}/255 mean absolute pixel "
+                         f"difference (max {diff['max_mean_abs']:.1f}/255)"
+                         + (f", median SSIM {ssim:.3f}" if ssim is not None else ""))
     for skip in pairs.get("skipped", []):
         lines.append(f"  {skip['m1'] + ' / ' + skip['m2']:16s} no pairs (CAGE {skip['outcome']}: "
                      f"{skip['cage_call']}, p(dtau)={skip['p_delta_tau']:.3f})")

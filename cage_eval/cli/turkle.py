@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from cage_eval.runs import hit_domain
+
 TOKEN_ENV = "CAGE_EVAL_TURKLE_TOKEN"
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
 DEFAULT_HOME = "turkle_home"
@@ -171,8 +173,9 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
 @click.option("--images", type=click.Choice(["data-uri", "server"]), default="data-uri",
               show_default=True,
               help="Inline images in the tasks, or copy them into HOME and serve them.")
-@click.option("--domain", default="digits", show_default=True,
-              help="Question and instruction texts (digits, faces).")
+@click.option("--domain", default=None,
+              help="Question and instruction texts (digits, faces; default: the run's [hits] "
+                   "domain, else digits).")
 @click.option("--templates", "templates_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Directory overriding the built-in HIT templates.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -194,7 +197,8 @@ def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours:
 
     require_turkle()
     options = TurklePublishOptions(assignments=assignments, hours=hours, images=images,
-                                   domain=domain, templates_dir=templates_dir, seed=seed,
+                                   domain=hit_domain(run, domain),
+                                   templates_dir=templates_dir, seed=seed,
                                    attention_rate=attention_rate)
     api = _api(home, url)
     result = publish(run, api, options, server_home=home if images == "server" else None,
