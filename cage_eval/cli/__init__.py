@@ -16,6 +16,8 @@ from cage_eval import __version__
 from cage_eval.cli import analyze, crowd, generate, hits, report, simulate, train, turkle
 from cage_eval.errors import CageEvalError, CageEvalWarning
 
+__all__ = ["CageGroup", "cli", "main"]
+
 
 def _warning_printer(previous):
     """A ``warnings.showwarning`` that prints a :class:`CageEvalWarning` (a library telling the
