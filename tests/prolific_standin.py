@@ -30,6 +30,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 TOKEN = "standin-token-7f3a9c"
+#: The stand-in's completion page (``--completion-page URL/submissions/complete``).
+COMPLETION_PATH = "/submissions/complete"
 STR, NUM, INT, NULL, ARR, OBJ, BOOL = "string", "number", "integer", "null", "array", "object", "bool"
 
 _ACTION = {"type": OBJ, "required": ["action"], "properties": {
@@ -128,6 +130,7 @@ class ProlificStandIn:
         self.faults: list[tuple[str, str, str, float]] = []
         self.lock = threading.RLock()
         self.url = ""
+        self.completions: list[str] = []
         self._n = 0
 
     # ------------------------------------------------------------------ test helpers
@@ -156,6 +159,10 @@ class ProlificStandIn:
         sub["status"] = status
         if status == "AWAITING REVIEW":
             sub["completed_at"], sub["study_code"] = "2026-12-07T10:20:00Z", code
+
+    @property
+    def completion_page(self) -> str:
+        return f"{self.url}{COMPLETION_PATH}"
 
     def calls(self, method: str, pattern: str) -> int:
         return sum(1 for m, p, _ in self.requests if m == method and re.search(pattern, p))
@@ -288,6 +295,11 @@ def _handler(state: ProlificStandIn) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
+            if parts.path == COMPLETION_PATH:  # Prolific's page participants finish on
+                code = parse_qs(parts.query).get("cc", [""])[0]
+                with state.lock:
+                    state.completions.append(code)
+                return self._page(f"Prolific (stand-in): study completed with code {code}")
             if self.headers.get("Authorization") != f"Token {TOKEN}":
                 return self._send(401, {"error": {"detail": "Invalid token."}})
             with state.lock:
@@ -310,6 +322,15 @@ def _handler(state: ProlificStandIn) -> type[BaseHTTPRequestHandler]:
             if kind == "timeout-after":
                 time.sleep(fault[3])
             return self._send(status, answer)
+
+        def _page(self, text: str) -> None:
+            payload = (f"<!doctype html><title>Prolific</title><h1 id='done'>{text}</h1>"
+                       ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
             payload = json.dumps(data).encode()
