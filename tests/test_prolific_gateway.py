@@ -55,18 +55,29 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         assert first.arrive() == first.landed  # done: straight back to the completion page
         first.finish()
 
-        for i in range(2, 7):
+        # A made-up SESSION_ID (no submission on Prolific) can take a task, which is freed again.
+        forger = Participant(s, "5f0aa0000000000000000077", session_id="abcdef0123")
+        forger.arrive()
+        assert forger.answer(_choose, n=1) == 1
+        for i in range(2, 6):
             p = Participant(s, f"5f0aa00000000000000000{i:02d}")
             p.arrive()
             assert p.answer(_choose) == 2 and "cc=" in p.landed
             p.finish()
+        # The forger holds 2 of the 12 places in Turkle (one answered, one open): freed.
+        rec = backend.reconcile(s.run, s.api, s.host)
+        assert rec.released_sessions == 1 and rec.released_assignments == 2
+        p = Participant(s, "5f0aa0000000000000000006")
+        p.arrive()
+        assert p.answer(_choose) == 2 and "cc=" in p.landed
+        p.finish()
         late = Participant(s, "5f0aa0000000000000000099")
         late.arrive()
         page = late.session.get(late.landed, timeout=20)
         assert "No tasks are left for you" in page.text and "return the study" in page.text
 
         sessions = {x["pid"]: x for x in s.host.sessions(s.study_id)}
-        assert len(sessions) == 7 and sessions[first.pid]["visits"] == 3
+        assert len(sessions) == 8 and sessions[first.pid]["visits"] == 3
         assert sessions[first.pid]["answered"] == 2 and sessions[late.pid]["answered"] == 0
         assert len({x["ip_hash"] for x in sessions.values()}) == 1  # one machine, one hash
         assert len(sessions[first.pid]["ip_hash"]) == 32
@@ -74,6 +85,7 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         result = backend.collect(s.run, s.api, s.host)
     rows = _results(s.run)
     assert result.rows == len(rows) == 12 and result.participants == 6
+    assert result.dropped_unknown == 0 and "5f0aa0000000000000000077" not in str(rows)
     per_item = Counter(r["Input.item_id"] for r in rows)
     assert set(per_item.values()) == {3} and len(per_item) == 4
     judges = {}

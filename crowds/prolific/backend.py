@@ -314,8 +314,8 @@ def published_study(run_dir: Path) -> tuple[str, int]:
 
 def reconcile(run_dir: Path, api: ProlificAPI, host: TaskHost) -> Reconciliation:
     """Bring the ledger up to date with Prolific's submissions and the gateway's sessions, and
-    free the tasks of RETURNED, TIMED-OUT and SCREENED OUT submissions (once each). The study's
-    places are never changed here."""
+    free the tasks of RETURNED, TIMED-OUT and SCREENED OUT submissions, and of sessions that are
+    no submission of the study (once each). The study's places are never changed here."""
     study_id, places = published_study(run_dir)
     submissions = api.submissions(study_id)
     sessions = host.sessions(study_id)
@@ -330,8 +330,11 @@ def reconcile(run_dir: Path, api: ProlificAPI, host: TaskHost) -> Reconciliation
             ledger.upsert_session(str(ses["session_id"]), str(ses["pid"]),
                                   ip_hash=ses.get("ip_hash"), answered=int(ses.get("answered", 0)))
         status = {str(s["id"]): str(s.get("status", "")) for s in submissions}
+        # Freed: places Prolific gave back, and sessions it never issued (a made-up SESSION_ID
+        # typed into the gateway's URL; Prolific creates a submission before it sends anyone).
         to_free = [str(s["session_id"]) for s in sessions
-                   if status.get(str(s["session_id"])) in FREED and not s.get("released_at")]
+                   if status.get(str(s["session_id"]), "NOT A SUBMISSION") in FREED | {
+                       "NOT A SUBMISSION"} and not s.get("released_at")]
         freed = host.release(study_id, to_free) if to_free else 0
         for sid in to_free:
             ledger.session_released(sid)
@@ -370,8 +373,10 @@ def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
         with ProlificLedger.open(run_dir) as ledger:
             sessions = ledger.sessions()
         by_pid: dict[str, dict[str, Any]] = {}
-        for ses in sessions:  # a PID's live session wins over a freed one
-            if ses.get("status") in FREED and ses["pid"] in by_pid:
+        for ses in sessions:
+            # Only sessions Prolific knows count: anyone can type a made-up SESSION_ID into the
+            # gateway's URL. A PID's live session wins over a freed one.
+            if not ses.get("status") or (ses.get("status") in FREED and ses["pid"] in by_pid):
                 continue
             by_pid[ses["pid"]] = ses
         header, rows = _read(hosted.data)
