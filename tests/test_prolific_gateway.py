@@ -54,6 +54,14 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         assert s.standin.completions == [s.code]
         assert first.arrive() == first.landed  # done: straight back to the completion page
         first.finish()
+        # The gateway's staff API is closed to anonymous visitors and to participants.
+        staff = f"{s.turkle_url}/api/cage-eval/prolific/studies/{s.study_id}/"
+        for client in (requests.Session(), first.session):
+            assert client.get(staff + "sessions/", timeout=20).status_code in (401, 403)
+            assert client.post(staff + "release/", json={"session_ids": [first.session_id]},
+                               timeout=20).status_code in (401, 403)
+            assert client.get(f"{s.turkle_url}/admin/", timeout=20).url.endswith(
+                "/admin/login/?next=/admin/")
 
         # A made-up SESSION_ID (no submission on Prolific) can take a task, which is freed again.
         forger = Participant(s, "5f0aa0000000000000000077", session_id="abcdef0123")
