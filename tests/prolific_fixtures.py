@@ -51,10 +51,12 @@ class Study:
 @contextlib.contextmanager
 def prolific_study(tmp_path: Path, *, tasks_per_participant: int = 2, places: int = 6,
                    pairs_per_cell: int = 1, run_id: str = "9a1c0e5d7b3f2a61",
-                   ) -> Iterator[Study]:
+                   public_host: str | None = None) -> Iterator[Study]:
     run = make_run_dir(tmp_path / "run", run_id=run_id, pairs_per_cell=pairs_per_cell)
     with running(ProlificStandIn()) as standin, \
-            turkle_server.start_server(tmp_path / "home", port=0, timeout=60) as server:
+            turkle_server.start_server(
+                tmp_path / "home", port=0, timeout=60, behind_proxy=public_host is not None,
+                allowed_hosts=(public_host,) if public_host else ()) as server:
         turkle = TurkleAPI(server.url, turkle_server.read_credentials(server.home).token)
         host = TurkleTaskHost(turkle)
         batch = host.publish(run, TurklePublishOptions(assignments=3, hours=1))

@@ -173,3 +173,23 @@ def test_returned_and_timed_out_submissions_free_their_tasks(tmp_path):
     other = pd.read_csv(tmp_path / "mturk" / "table2.csv")
     pd.testing.assert_frame_equal(prolific, other)
     assert prolific["n"].sum() == 12
+
+
+def test_behind_an_https_proxy_cookies_are_secure_and_the_client_address_is_hashed(tmp_path):
+    with prolific_study(tmp_path, public_host="study.example.org") as s:
+        def arrive(pid: str, client: str) -> requests.Response:
+            sid = s.standin.add_submission(s.study_id, pid)
+            return requests.get(s.start_url(pid, sid), allow_redirects=False, timeout=20,
+                                headers={"Host": "study.example.org", "X-Forwarded-Proto": "https",
+                                         "X-Forwarded-For": f"10.0.0.1, {client}"})
+
+        first = arrive("5f0ee0000000000000000001", "203.0.113.7")
+        assert first.status_code == 302 and first.headers["Location"] == "/prolific/next/"
+        cookie = next(c for c in first.cookies if c.name == "sessionid")
+        assert cookie.secure
+        arrive("5f0ee0000000000000000002", "203.0.113.7")
+        arrive("5f0ee0000000000000000003", "198.51.100.9")
+        hashes = {x["pid"]: x["ip_hash"] for x in s.host.sessions(s.study_id)}
+    assert hashes["5f0ee0000000000000000001"] == hashes["5f0ee0000000000000000002"]
+    assert hashes["5f0ee0000000000000000001"] != hashes["5f0ee0000000000000000003"]
+    assert "203.0.113.7" not in str(hashes)
