@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARIES = ("cage", "hitgen", "mturk", "analysis")
+LIBRARIES = ("cage", "hitgen", "mturk", "crowds", "analysis")
 FOUNDATION = ("cage_eval/errors.py", "cage_eval/runs.py", "cage_eval/files.py", "cage_eval/progress.py",
               "cage_eval/__init__.py")
 
@@ -58,4 +58,13 @@ def test_the_engine_knows_nothing_of_experiments_or_files():
     bad = {str(p.relative_to(ROOT)): sorted(n for n in _imports(p)
                                              if any(n == f or n.startswith(f + ".") for f in forbidden))
            for p in _files("cage/engine")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_the_prolific_backend_imports_no_other_crowd_backend():
+    """crowds.prolific talks to its task host through a protocol; the CLI wires in Turkle."""
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in _imports(p)
+                                             if n.split(".")[0] == "mturk"
+                                             or n.startswith("crowds.turkle"))
+           for p in _files("crowds/prolific")}
     assert {k: v for k, v in bad.items() if v} == {}
