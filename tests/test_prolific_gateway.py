@@ -103,6 +103,7 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         assert s.standin.submissions[r["Prolific.SessionId"]]["participant_id"] == r["Prolific.PID"]
         assert r["Prolific.SubmissionStatus"] == "AWAITING REVIEW"
         assert r["AssignmentStatus"] == "Submitted" and r["Prolific.StudyId"] == s.study_id
+        assert r["Prolific.IpHash"] == sessions[r["Prolific.PID"]]["ip_hash"]
         assert float(r["WorkTimeInSeconds"]) >= 0 and r["Answer.elapsed_ms"] == "2100"
     assert all(len(v) == 3 for v in judges.values())
 

@@ -52,7 +52,7 @@ REVIEWABLE = "AWAITING REVIEW"
 #: ``AssignmentStatus`` of the results for each submission status (the analysis drops Rejected).
 ASSIGNMENT_STATUS = {"APPROVED": "Approved", "REJECTED": "Rejected"}
 PROLIFIC_COLUMNS = ("Prolific.PID", "Prolific.StudyId", "Prolific.SessionId",
-                    "Prolific.SubmissionStatus", "AssignmentStatus")
+                    "Prolific.SubmissionStatus", "Prolific.IpHash", "AssignmentStatus")
 USERNAME_PREFIX = "prolific_"
 #: Settings a rerun may not change (they were shown to participants or paid for).
 FROZEN_SETTINGS = ("name", "description", "reward", "currency", "minutes",
@@ -363,7 +363,8 @@ class CollectReport:
 def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
     """Reconcile, then write ``RUN/results.csv``: the host's checked answers (Turkle's layout)
     plus ``Prolific.PID``, ``Prolific.StudyId``, ``Prolific.SessionId``,
-    ``Prolific.SubmissionStatus`` and ``AssignmentStatus`` (Approved/Rejected/Submitted), one row
+    ``Prolific.SubmissionStatus``, ``Prolific.IpHash`` (the gateway's keyed hash of the client
+    address, for duplicate detection) and ``AssignmentStatus`` (Approved/Rejected/Submitted), one row
     per answered task. Answers of freed submissions and of accounts that did not come through the
     gateway are left out."""
     run_dir = Path(run_dir)
@@ -395,6 +396,7 @@ def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
             out.append({**row, "Prolific.PID": ses["pid"], "Prolific.StudyId": rec.study_id,
                         "Prolific.SessionId": ses["session_id"],
                         "Prolific.SubmissionStatus": status,
+                        "Prolific.IpHash": ses.get("ip_hash") or "",
                         "AssignmentStatus": ASSIGNMENT_STATUS.get(status, "Submitted")})
         columns = [c for c in header if c not in PROLIFIC_COLUMNS] + list(PROLIFIC_COLUMNS)
         path = run_dir / runs.RESULTS
