@@ -219,6 +219,8 @@ def test_publish_checks_balance_currency_and_settings(tmp_path, standin):
         do_publish(run, api, RecordingHost(), reward=200)
     with pytest.raises(ConfigError, match="places are only ever raised"):
         do_publish(run, api, RecordingHost(), places=4)
+    with pytest.raises(ConfigError, match="--places 10: 9 places already cover every HIT 3 times"):
+        do_publish(run, api, RecordingHost(), places=10)
     do_publish(run, api, RecordingHost(), places=8)  # an explicit, confirmed rerun raises them
     (study,) = standin.studies.values()
     assert study["total_available_places"] == 8

@@ -137,6 +137,11 @@ def prepare(run_dir: Path, settings: StudySettings, *, n_tasks: int, assignments
                                   "second study would recruit new participants for the same pairs)")
             code = str(old["completion_code"])
     settings = replace(settings, completion_code=code)
+    enough = math.ceil(n_tasks * assignments / settings.tasks_per_participant)
+    if settings.places > enough:
+        raise ConfigError(f"--places {settings.places}: {enough} places already cover every HIT "
+                          f"{assignments} times ({n_tasks} HITs, {settings.tasks_per_participant} "
+                          "per participant); the others would find nothing to do")
     cost = estimate_cost(settings.reward, settings.places, fee_rate, settings.currency)
     if max_cost is not None and cost.total > max_cost:
         raise SpendingRefused(f"estimated cost {cost.describe()} is above --max-cost "
