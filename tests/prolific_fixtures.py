@@ -49,7 +49,8 @@ class Study:
 
 
 @contextlib.contextmanager
-def prolific_study(tmp_path: Path, *, tasks_per_participant: int = 2, places: int = 6,
+def prolific_study(tmp_path: Path, *, tasks_per_participant: int = 2,
+                   places: int | None = None,
                    pairs_per_cell: int = 1, run_id: str = "9a1c0e5d7b3f2a61",
                    public_host: str | None = None) -> Iterator[Study]:
     run = make_run_dir(tmp_path / "run", run_id=run_id, pairs_per_cell=pairs_per_cell)
@@ -63,7 +64,8 @@ def prolific_study(tmp_path: Path, *, tasks_per_participant: int = 2, places: in
         api = ProlificAPI(TOKEN, base_url=standin.url, sleep=lambda s: None)
         settings = StudySettings(
             name="Which image looks more real?", description="Pick the more real image.",
-            reward=100, currency="GBP", minutes=10, places=places,
+            reward=100, currency="GBP", minutes=10,
+            places=places or -(-batch.n_tasks * 3 // tasks_per_participant),
             tasks_per_participant=tasks_per_participant,
             gateway_url="https://study.example.org", completion_page=standin.completion_page)
         plan = backend.prepare(run, settings, n_tasks=batch.n_tasks, assignments=3,
