@@ -330,3 +330,44 @@ def test_a_bonus_priced_in_other_units_is_never_paid(tmp_path, standin, monkeypa
     csv_file.write_text("P1,1.005\n")
     with pytest.raises(ConfigError, match="at most two decimals"):
         payments.read_bonus_csv(csv_file, run)
+
+
+_KILLED_PUBLISHER = """
+import sys
+from decimal import Decimal
+sys.path.insert(0, {tests!r})
+from test_prolific_api import RecordingHost, WS, settings
+from prolific_standin import TOKEN
+from crowds.prolific import backend
+from crowds.prolific.api import ProlificAPI
+plan = backend.prepare({run!r}, settings(), n_tasks=12, assignments=3, fee_rate=Decimal("0.333"),
+                       max_cost=None, allow_low_pay=False)
+backend.publish(plan, ProlificAPI(TOKEN, base_url={url!r}), RecordingHost(), batch_id=1,
+                workspace_id=WS, max_cost=None, confirm=lambda q: True)
+"""
+
+
+def test_a_publisher_killed_while_prolific_creates_the_study_leaves_no_duplicate(tmp_path, standin):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run = make_run_dir(tmp_path / "run", pairs_per_cell=1)
+    standin.fault("POST", r"/studies/$", "timeout-after", 60)  # acts, then never answers
+    code = _KILLED_PUBLISHER.format(tests=str(Path(__file__).parent), run=str(run),
+                                    url=standin.url)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not standin.studies and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(standin.studies) == 1
+    with ProlificLedger.open(run) as ledger:
+        assert ledger.study().state == "creating"
+    report = do_publish(run, api_for(standin), RecordingHost())
+    assert report.adopted and report.published and len(standin.studies) == 1
+    assert standin.calls("POST", r"/studies/$") == 1
