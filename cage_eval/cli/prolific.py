@@ -66,7 +66,7 @@ def prolific() -> None:
       cage-eval prolific publish runs/digits ...        # the same, without --dry-run
       cage-eval prolific status runs/digits --home lab
       cage-eval prolific collect runs/digits --home lab # -> runs/digits/results.csv
-      cage-eval prolific review runs/digits --home lab
+      cage-eval prolific review runs/digits
       cage-eval prolific bonus runs/digits --csv bonuses.csv
     """
 
