@@ -203,6 +203,19 @@ def test_a_crash_between_create_and_ledger_write_is_reconciled(tmp_path, standin
     assert report.adopted and len(standin.studies) == 2
 
 
+def test_a_publish_whose_answer_was_lost_is_not_repeated(tmp_path, standin):
+    run = make_run_dir(tmp_path / "run", pairs_per_cell=1)
+    api = api_for(standin)
+    standin.fault("POST", r"/transition/$", "500-after")
+    assert do_publish(run, api, RecordingHost()).published
+    (study,) = standin.studies.values()
+    assert study["status"] == "ACTIVE" and standin.calls("POST", r"/transition/$") == 1
+    with ProlificLedger.open(run) as ledger:  # as if killed between the call and the record
+        ledger.study_state("publishing")
+    assert do_publish(run, api, RecordingHost()).published  # Prolific refuses; the study is live
+    assert len(standin.studies) == 1
+
+
 def test_publish_checks_balance_currency_and_settings(tmp_path, standin):
     run = make_run_dir(tmp_path / "run", pairs_per_cell=1)
     api = api_for(standin)

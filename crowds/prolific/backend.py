@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError, SpendingRefused
-from crowds.prolific.api import MaybeActed, ProlificAPI
+from crowds.prolific.api import ApiRefused, MaybeActed, ProlificAPI
 from crowds.prolific.ledger import ProlificLedger
 from crowds.prolific.study import (
     Cost,
@@ -277,7 +277,8 @@ def _publish_study(api: ProlificAPI, ledger: ProlificLedger, study_id: str) -> N
     ledger.study_state("publishing")
     try:
         api.transition_study(study_id, "PUBLISH")
-    except MaybeActed as exc:
+    except (MaybeActed, ApiRefused) as exc:
+        # A lost answer, or a repeat after one (Prolific refuses to publish twice): look.
         status = str(api.study(study_id).get("status", ""))
         if status == "UNPUBLISHED":
             raise BackendError(f"{exc}; the study is still a draft: rerun the same command "
