@@ -105,8 +105,10 @@ def _ip_hash(request) -> str:
     if getattr(settings, "CAGE_EVAL_BEHIND_PROXY", False):
         forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         addr = next((a for a in reversed(forwarded) if a), addr)
+    # HMAC-SHA256 keyed with the server's secret, 16 hex digits: the analysis's hash_ip rule
+    # (``Crowd.IpHash``); equal within a server, meaningless anywhere else.
     key = settings.SECRET_KEY.encode("utf-8")
-    return hmac.new(key, f"ip|{addr}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(key, addr.strip().encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- participant pages

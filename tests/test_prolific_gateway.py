@@ -88,7 +88,7 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         assert len(sessions) == 8 and sessions[first.pid]["visits"] == 3
         assert sessions[first.pid]["answered"] == 2 and sessions[late.pid]["answered"] == 0
         assert len({x["ip_hash"] for x in sessions.values()}) == 1  # one machine, one hash
-        assert len(sessions[first.pid]["ip_hash"]) == 32
+        assert len(sessions[first.pid]["ip_hash"]) == 16
 
         result = backend.collect(s.run, s.api, s.host)
     rows = _results(s.run)
@@ -102,8 +102,9 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         assert r["Turkle.Username"] == f"prolific_{r['Prolific.PID']}"
         assert s.standin.submissions[r["Prolific.SessionId"]]["participant_id"] == r["Prolific.PID"]
         assert r["Prolific.SubmissionStatus"] == "AWAITING REVIEW"
-        assert r["AssignmentStatus"] == "Submitted" and r["Prolific.StudyId"] == s.study_id
-        assert r["Prolific.IpHash"] == sessions[r["Prolific.PID"]]["ip_hash"]
+        assert r["AssignmentStatus"] == "Submitted" and r["Crowd.StudyId"] == s.study_id
+        assert r["Crowd.IpHash"] == sessions[r["Prolific.PID"]]["ip_hash"]
+        assert r["WorkerId"] == r["Prolific.PID"]  # block lists and duplicates work on PIDs
         assert float(r["WorkTimeInSeconds"]) >= 0 and r["Answer.elapsed_ms"] == "2100"
     assert all(len(v) == 3 for v in judges.values())
 

@@ -51,8 +51,10 @@ FREED = frozenset({"RETURNED", "TIMED-OUT", "TIME-OUT", "SCREENED OUT"})
 REVIEWABLE = "AWAITING REVIEW"
 #: ``AssignmentStatus`` of the results for each submission status (the analysis drops Rejected).
 ASSIGNMENT_STATUS = {"APPROVED": "Approved", "REJECTED": "Rejected"}
-PROLIFIC_COLUMNS = ("Prolific.PID", "Prolific.StudyId", "Prolific.SessionId",
-                    "Prolific.SubmissionStatus", "Prolific.IpHash", "AssignmentStatus")
+#: Columns added to Turkle's layout. ``Crowd.StudyId`` and ``Crowd.IpHash`` are the shared
+#: columns the analysis's duplicate-participant rule reads; ``WorkerId`` becomes the PID.
+PROLIFIC_COLUMNS = ("Prolific.PID", "Prolific.SessionId", "Prolific.SubmissionStatus",
+                    "Crowd.StudyId", "Crowd.IpHash", "AssignmentStatus")
 USERNAME_PREFIX = "prolific_"
 #: Settings a rerun may not change (they were shown to participants or paid for).
 FROZEN_SETTINGS = ("name", "description", "reward", "currency", "minutes",
@@ -368,9 +370,10 @@ class CollectReport:
 
 def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
     """Reconcile, then write ``RUN/results.csv``: the host's checked answers (Turkle's layout)
-    plus ``Prolific.PID``, ``Prolific.StudyId``, ``Prolific.SessionId``,
-    ``Prolific.SubmissionStatus``, ``Prolific.IpHash`` (the gateway's keyed hash of the client
-    address, for duplicate detection) and ``AssignmentStatus`` (Approved/Rejected/Submitted), one row
+    with ``WorkerId`` set to the PID, plus ``Prolific.PID``, ``Prolific.SessionId``,
+    ``Prolific.SubmissionStatus``, ``Crowd.StudyId``, ``Crowd.IpHash`` (the gateway's keyed hash
+    of the client address, for the duplicate-participant rule) and ``AssignmentStatus``
+    (Approved/Rejected/Submitted), one row
     per answered task. Answers of freed submissions and of accounts that did not come through the
     gateway are left out."""
     run_dir = Path(run_dir)
@@ -399,10 +402,10 @@ def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
                 freed += 1
                 continue
             status = str(ses.get("status") or "")
-            out.append({**row, "Prolific.PID": ses["pid"], "Prolific.StudyId": rec.study_id,
+            out.append({**row, "WorkerId": ses["pid"], "Prolific.PID": ses["pid"],
                         "Prolific.SessionId": ses["session_id"],
-                        "Prolific.SubmissionStatus": status,
-                        "Prolific.IpHash": ses.get("ip_hash") or "",
+                        "Prolific.SubmissionStatus": status, "Crowd.StudyId": rec.study_id,
+                        "Crowd.IpHash": ses.get("ip_hash") or "",
                         "AssignmentStatus": ASSIGNMENT_STATUS.get(status, "Submitted")})
         columns = [c for c in header if c not in PROLIFIC_COLUMNS] + list(PROLIFIC_COLUMNS)
         path = run_dir / runs.RESULTS
