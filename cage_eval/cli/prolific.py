@@ -1,7 +1,7 @@
 """``cage-eval prolific ...``: recruit a run's participants on Prolific; the tasks are served by
 the embedded Turkle server's Prolific gateway.
 
-Thin commands over :mod:`crowds.prolific` (Prolific's side) and :mod:`mturk.turkle_host` (the
+Thin commands over :mod:`crowds.prolific` (Prolific's side) and :mod:`crowds.turkle.host` (the
 tasks' side), wired together here. The API token comes only from ``PROLIFIC_TOKEN`` and is
 never written anywhere.
 """
@@ -33,8 +33,8 @@ def _prolific(api_url: str):
 
 def _host(home: Path, url: str | None, *, images: str = "data-uri"):
     from cage_eval.cli.turkle import _api
-    from mturk.turkle_host import TurkleTaskHost
-    from mturk.turkle_server import require_turkle
+    from crowds.turkle.host import TurkleTaskHost
+    from crowds.turkle.server import require_turkle
 
     require_turkle()
     return TurkleTaskHost(_api(home, url), server_home=home if images == "server" else None)
@@ -144,7 +144,7 @@ def publish_cmd(run, home, url, api_url, public_url, reward, currency, minutes, 
         format_minor,
         parse_major,
     )
-    from mturk.turkle_backend import TurklePublishOptions
+    from crowds.turkle.backend import TurklePublishOptions
 
     try:
         rate = Decimal(fee_rate)

@@ -6,3 +6,5 @@ package talks to Prolific's API (:mod:`crowds.prolific.api`), keeps the run's le
 and publishes, reconciles, reviews and pays (:mod:`crowds.prolific.backend`,
 :mod:`crowds.prolific.payments`). docs/prolific.md describes the whole study.
 """
+
+__all__ = ["api", "backend", "ledger", "payments", "study"]

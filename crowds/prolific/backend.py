@@ -1,7 +1,7 @@
 """Publish a run's study on Prolific and reconcile its submissions with the answers.
 
 The tasks live on a *task host* (the embedded Turkle server and its Prolific gateway; the CLI
-passes :class:`mturk.turkle_host.TurkleTaskHost`), so this module needs only the small
+passes :class:`crowds.turkle.host.TurkleTaskHost`), so this module needs only the small
 :class:`TaskHost` protocol. Publishing:
 
 1. the settings (with a random completion code made once) go into ``RUN/prolific_ledger.sqlite``
@@ -63,7 +63,7 @@ FROZEN_SETTINGS = ("name", "description", "reward", "currency", "minutes",
 
 
 class TaskHost(Protocol):
-    """Where participants do the tasks (``mturk.turkle_host.TurkleTaskHost``)."""
+    """Where participants do the tasks (``crowds.turkle.host.TurkleTaskHost``)."""
 
     url: str
 
