@@ -45,6 +45,8 @@ NEXT_PATH = "/prolific/next/"
 _ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ACCEPT_NEXT = re.compile(r"^/batch/(\d+)/accept_next_task/$")
+_BATCH_PATH = re.compile(r"^/batch/(\d+)/")
+_TASK_PATH = re.compile(r"^/task/(\d+)/")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -244,9 +246,9 @@ def next_task(request):
 
 
 def middleware(get_response):
-    """Keep a signed-in Prolific participant inside the gateway: Turkle's index page and the
-    "no more tasks" redirect lead back to ``/prolific/next/``, which finishes the study once
-    the participant has answered their share."""
+    """Keep a signed-in Prolific participant inside the gateway: Turkle's index page, the pages
+    of other batches and their tasks, and the "no more tasks" redirect lead back to
+    ``/prolific/next/``, which finishes the study once the participant has answered their share."""
     from django.shortcuts import redirect
 
     def handle(request):
@@ -254,7 +256,7 @@ def middleware(get_response):
         if not info or not getattr(request, "user", None) or not request.user.is_authenticated:
             return get_response(request)
         path = request.path
-        if path == "/":
+        if path == "/" or _elsewhere(path, int(info["batch_id"])):
             return redirect(NEXT_PATH)
         match = _ACCEPT_NEXT.match(path)
         if match:
@@ -270,6 +272,20 @@ def middleware(get_response):
         return response
 
     return handle
+
+
+def _elsewhere(path: str, batch_id: int) -> bool:
+    """True for a batch or task page outside the participant's own study: a participant works
+    on their study's batch only, whatever URL they type."""
+    from turkle.models import Task
+
+    match = _BATCH_PATH.match(path)
+    if match:
+        return int(match.group(1)) != batch_id
+    match = _TASK_PATH.match(path)
+    if match:
+        return not Task.objects.filter(id=int(match.group(1)), batch_id=batch_id).exists()
+    return False
 
 
 # --------------------------------------------------------------------------- staff API

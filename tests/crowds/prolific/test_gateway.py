@@ -49,6 +49,11 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
         landed = first.arrive()
         assert "/assignment/" in landed
         assert first.arrive() == landed  # a second visit resumes the open task
+        # Another run's batch on the same server (a lab study) is out of a participant's reach.
+        other = host_batch(s, tmp_path)
+        for path in (f"/batch/{other}/accept_next_task/", f"/batch/{other}/preview_next_task/",
+                     "/"):
+            assert first.session.get(s.turkle_url + path, timeout=20).url == landed
         assert first.answer(_choose) == 2
         assert first.landed == f"{s.standin.completion_page}?cc={s.code}"
         assert s.standin.completions == [s.code]
@@ -175,6 +180,16 @@ def test_returned_and_timed_out_submissions_free_their_tasks(tmp_path):
     other = pd.read_csv(tmp_path / "mturk" / "table2.csv")
     pd.testing.assert_frame_equal(prolific, other)
     assert prolific["n"].sum() == 12
+
+
+def host_batch(s, tmp_path) -> int:
+    """Publish a second run as a plain Turkle batch on the study's server; its batch id."""
+    from crowd_fixtures import make_run_dir
+
+    from crowds.turkle.backend import TurklePublishOptions
+
+    run = make_run_dir(tmp_path / "lab_run", run_id="0b0b0b0b0b0b0b0b", pairs_per_cell=1)
+    return s.host.publish(run, TurklePublishOptions(assignments=1)).batch_id
 
 
 def test_behind_an_https_proxy_cookies_are_secure_and_the_client_address_is_hashed(tmp_path):
