@@ -194,9 +194,20 @@ def publish_cmd(run, home, url, api_url, public_url, reward, currency, minutes, 
         click.echo(f"Left as a draft with {report.places} places; rerun to publish it.")
 
 
-def _print_reconciliation(rec) -> None:
+def _print_reconciliation(rec, run: Path) -> None:
+    from crowds.prolific.ledger import ProlificLedger
+    from crowds.prolific.study import format_minor
+
     shown = ", ".join(f"{n} {s}" for s, n in sorted(rec.statuses.items())) or "none yet"
     click.echo(f"Study {rec.study_id}: {rec.places} places; submissions: {shown}")
+    with ProlificLedger.open(run) as ledger:
+        settings = ledger.settings or {}
+    reward, currency = int(settings.get("reward", 0)), str(settings.get("currency", "GBP"))
+    approved = rec.statuses.get("APPROVED", 0)
+    waiting = rec.statuses.get("AWAITING REVIEW", 0)
+    click.echo(f"Rewards (before fees): {format_minor(approved * reward, currency)} approved, "
+               f"{format_minor(waiting * reward, currency)} awaiting review, of "
+               f"{format_minor(rec.places * reward, currency)} for all places")
     click.echo(f"Gateway: {rec.sessions} session(s), {rec.answered} HIT(s) answered by "
                "submissions that count")
     if rec.released_sessions:
@@ -219,7 +230,7 @@ def status_cmd(run, home, url, api_url):
     from crowds.prolific.backend import published_study, reconcile
 
     published_study(run)
-    _print_reconciliation(reconcile(run, _prolific(api_url), _host(home, url)))
+    _print_reconciliation(reconcile(run, _prolific(api_url), _host(home, url)), run)
 
 
 @prolific.command("collect")
@@ -236,7 +247,7 @@ def collect_cmd(run, home, url, api_url):
 
     published_study(run)
     r = collect(run, _prolific(api_url), _host(home, url))
-    _print_reconciliation(r.reconciliation)
+    _print_reconciliation(r.reconciliation, run)
     click.echo(f"Wrote {r.path}: {r.rows} answers from {r.participants} participant(s); "
                f"left out {r.dropped_freed} of freed submissions and {r.dropped_unknown} not "
                f"from Prolific; raw download {r.raw}")

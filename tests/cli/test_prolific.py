@@ -106,10 +106,15 @@ def test_a_whole_study_from_the_command_line(tmp_path):
         res = invoke("prolific", "collect", run, *common, env=env)
         assert res.exit_code == 0, res.output
         assert "Wrote" in res.output and ": 12 answers from 6 participant(s)" in res.output
+        assert "Rewards (before fees): £0.00 approved, £9.00 awaiting review, of £9.00 for " \
+               "all places" in res.output
         res = invoke("prolific", "review", run, "--dry-run", env=env)
         assert res.output.count("approve ") == 6 and "nothing was changed" in res.output
         res = invoke("prolific", "review", run, "--yes", env=env)
         assert "Reviewed 6 submission(s)." in res.output
+        res = invoke("prolific", "status", run, *common, env=env)
+        assert "Rewards (before fees): £9.00 approved, £0.00 awaiting review" in res.output
+        assert "submissions: 6 APPROVED, 1 RETURNED" in res.output
         (tmp_path / "bonus.csv").write_text("5f0dd0000000000000000001,0.25\n")
         res = invoke("prolific", "bonus", run, "--csv", tmp_path / "bonus.csv", "--yes", env=env)
         assert res.exit_code == 0, res.output
