@@ -35,11 +35,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from cage.config.sections import Section
 from cage.generators.base import gaussian_sample
 from cage.generators.device import Compute
 from cage.generators.output import OutputLayout
 from cage.generators.torch_module import layout_from
-from cage.options import Section
 from cage_eval.errors import ConfigError
 
 SPACES = ("z", "w")

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from cage.config.sections import Section
 from cage.generators import exported
 from cage.generators.device import Compute
 from cage.generators.openvino_ir import package_file
-from cage.options import Section
 from cage_eval.errors import ConfigError, InputFileError
 
 INSTALL = "pip install onnxruntime (onnxruntime-gpu for CUDA; or pip install 'cage-eval[faces]')"

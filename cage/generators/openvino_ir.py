@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from cage.config.sections import Section
 from cage.generators import exported
 from cage.generators.device import Compute
-from cage.options import Section
 from cage_eval.errors import ConfigError, InputFileError
 
 PRECISIONS = ("f32", "bf16")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.options import Section
+from cage.config.sections import Section
 from cage_eval.errors import ConfigError, InputFileError
 
 ATTRIBUTES = ("Male", "Young")
