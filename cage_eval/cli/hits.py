@@ -103,6 +103,9 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
         click.echo(f"  {dag:<24} {setting:<17} {cells[dag, setting]:>5} pairs, cause on top in "
                    f"{cause_top[dag, setting]}")
     click.echo(f"largest HTMLQuestion with inlined images: {largest:,} bytes (limit 65,535)")
+    if largest > 65_535:
+        click.echo("  over MTurk's limit with inlined images (large images, e.g. faces): publish on "
+                   "MTurk with the images on S3 (--s3-bucket), or on Turkle with --images server")
     if preview:
         click.echo(f"preview: {summary.directory / 'index.html'}")
     click.echo(f"templates: {template_digest(templates_dir)} "
