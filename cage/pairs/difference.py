@@ -108,7 +108,9 @@ def warnings_of(pairs_entry: dict[str, Any] | None) -> list[str]:
         return []
     out = []
     for rec in pairs_entry.get("dag_sources", []):
-        for setting, summary in (rec.get("difference") or {}).items():
+        differences = rec.get("difference") or {}
+        for setting in sorted(differences, key=lambda k: (k != "same_source", k)):
+            summary = differences[setting]
             text = warning(rec["dag"], setting, summary or {})
             if text:
                 out.append(text)

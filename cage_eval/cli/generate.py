@@ -197,8 +197,10 @@ def _pair_lines(pairs, out: Path) -> list[str]:
         lines.append(f"  {rec['dag']:16s} {rec['source']:8s} (CAGE {rec['outcome']}: "
                      f"{rec['cage_call']}, p(dtau)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
                      f"({settings}); sheets: {sheets}")
-        for setting, diff in (rec.get("difference") or {}).items():
-            if not (diff or {}).get("pairs"):
+        differences = rec.get("difference") or {}
+        for setting in order:
+            diff = differences.get(setting) or {}
+            if not diff.get("pairs"):
                 continue
             ssim = diff.get("median_ssim")
             lines.append(f"  {'':16s} {setting.replace('_', '-')}: the two images of a pair differ "
