@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cage.config import load_experiment
+from cage.config.experiment import load_experiment
 from cage.config.sections import Section
 from cage.generators.registry import load_generator
 from cage.labels.observation import from_section as classifier_from_section
