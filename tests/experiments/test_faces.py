@@ -78,7 +78,9 @@ def test_the_faces_experiment_end_to_end_at_a_tiny_budget(tmp_path):
     out = tmp_path / "faces"
     sets = ["labels.n_samples=24", "cage.k=500", "cage.n_null=20", "cage.k_observation=2",
             "cage.k_null_observation=2", "cage.n_null_observation=1", "pairs.n_same_source=2",
-            "pairs.n_same_destination=2", 'pairs.dags=["Male->Young"]', "pairs.alpha_steps=2"]
+            "pairs.n_same_destination=2", 'pairs.dags=["Male->Young"]', "pairs.alpha_steps=2",
+            # 24 labels leave 6 held-out faces: the separability gate is not what this tests
+            "cage.min_accuracy=0.0"]
     args = ["--quiet", "generate", "-e", "faces", "--out", str(out),
             "--cache-dir", str(tmp_path / "cache")]
     for s in sets:
@@ -98,7 +100,9 @@ def test_the_faces_experiment_end_to_end_at_a_tiny_budget(tmp_path):
     for row in rows:
         assert 0 <= float(row["diff_mean_abs"]) <= 255 and -1 <= float(row["diff_ssim"]) <= 1
     record = manifest["pairs"]["dag_sources"][0]
-    assert record["source"] == "declared" and record["difference"]["pairs"] == 4
+    assert record["source"] == "declared"
+    assert {k: v["pairs"] for k, v in record["difference"].items()} == {
+        "same_source": 2, "same_destination": 2}
     assert "p-values: 20 draws per null" in res.output
     assert "eq. 9 (observation) uses 1 draws per null, smallest p 0.500" in res.output
     assert (out / runs.REPORT).is_file()
