@@ -174,6 +174,13 @@ def test_every_rule_catches_exactly_the_planted_answers(tmp_path):
     assert "Exclusions by rule, pre-registered" in outputs["table2.tex"]
     header = outputs["table2.csv"].splitlines()[0].split(",")
     assert "excluded_shared_ip" in header and "judgements_read" in header
+    # The report's answers section lists the same counts.
+    from cage.report_answers import analysed_answers
+
+    line = analysed_answers(data).exclusions[-1]
+    assert line.startswith("Pair judgements excluded by rule, in the order applied: ")
+    assert f"answered too fast (< 3 s): {want['too_fast']};" in line
+    assert f"blocked participant (1 id(s) declared): {want['blocked_participant']};" in line
 
 
 def test_keep_policy_reports_duplicate_participants_without_excluding(tmp_path):
