@@ -164,6 +164,12 @@ def test_every_rule_catches_exactly_the_planted_answers(tmp_path):
         assert row["judgements_read"] == read[cell]
         assert row["n"] + sum(row[f"excluded_{r.key}"] for r in quality.RULES) == read[cell]
 
+    excluded = dict(zip(res.workers["worker_id"], res.workers["excluded"], strict=True))
+    blocked = p.plan.blocked_participants[0]
+    assert excluded[blocked] == "blocked participant"
+    assert sorted(v for v in excluded.values() if v) == sorted(
+        ["blocked participant", "same IP as another participant", "attention checks failed"])
+
     outputs = render_outputs(res)
     data = json.loads(outputs["analysis.json"])
     by_rule = {r["rule"]: r for r in data["exclusions_by_rule"]}
