@@ -5,8 +5,9 @@ Only ``Submitted`` assignments are ever touched (MTurk refuses anything else wit
 (:func:`analysis.quality.review_verdicts`): a failed attention check is rejected only when its
 worker failed at least ``reject_min_failed_checks`` (default 2) of the run's checks, counted over
 all of the worker's check assignments (submitted, approved or rejected); a worker with fewer
-failures is approved, and the analysis plan alone decides whether their answers count. Rejections need ``RequesterFeedback``; cage-eval makes it mandatory and
-shows the decisions before acting (crowdsourcing.md 2.9 and section 7, item 8). Right after a
+failures is approved, and the analysis plan alone decides whether their answers count.
+Rejections need ``RequesterFeedback``; cage-eval makes it mandatory and
+shows the decisions before acting (docs/platforms.md §2.9 and §3, item 8). Right after a
 submit MTurk may still answer "status of: null": those calls are retried after a pause
 (eventual consistency); what still fails is reported and left for a later rerun.
 """
