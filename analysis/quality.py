@@ -278,41 +278,30 @@ def duplicate_participants(participant: Sequence[str], study: Sequence[str],
     repeats: list[tuple[str, str, str]] = []
     has_study = s != ""
     if has_study.any():
-        study_start: dict[str, int] = {}
-        for i in rank:
-            if has_study[i]:
-                study_start.setdefault(s[i], int(position[i]))
-        first_study: dict[str, str] = {}
-        for i in sorted(np.flatnonzero(has_study), key=lambda j: (study_start[s[j]], position[j])):
-            first = first_study.setdefault(p[i], s[i])
-            if first != s[i]:
-                earlier[i] = True
-        seen = set()
-        for i in np.flatnonzero(earlier):
-            key = (str(p[i]), str(s[i]), first_study[p[i]])
-            if key not in seen:
-                seen.add(key)
-                repeats.append(key)
-        repeats.sort()
+        rows = pd.DataFrame({"p": p[has_study], "s": s[has_study],
+                             "pos": position[has_study]}, index=np.flatnonzero(has_study))
+        rows["start"] = rows.groupby("s")["pos"].transform("min")
+        ordered = rows.sort_values(["start", "pos"], kind="stable")
+        first = ordered.groupby("p", sort=False)["s"].first()
+        later = rows["s"].to_numpy() != first.reindex(rows["p"]).to_numpy()
+        earlier[rows.index[later]] = True
+        hits = rows[later].drop_duplicates(["p", "s"])
+        repeats = sorted((str(a), str(b), str(first[a])) for a, b in zip(hits["p"], hits["s"],
+                                                                          strict=True))
 
     shared = np.zeros(n, dtype=bool)
     matches: list[tuple[str, str, str]] = []
     has_ip = ip != ""
     if has_ip.any():
-        owner: dict[tuple[str, str], str] = {}
-        for i in rank:
-            if has_ip[i]:
-                key = (s[i], ip[i])
-                first = owner.setdefault(key, p[i])
-                if first != p[i]:
-                    shared[i] = True
-        seen_ip = set()
-        for i in np.flatnonzero(shared):
-            entry = (str(s[i]), str(p[i]), str(owner[(s[i], ip[i])]))
-            if entry not in seen_ip:
-                seen_ip.add(entry)
-                matches.append(entry)
-        matches.sort()
+        rows = pd.DataFrame({"p": p[has_ip], "s": s[has_ip], "ip": ip[has_ip],
+                             "pos": position[has_ip]}, index=np.flatnonzero(has_ip))
+        owner = rows.sort_values("pos", kind="stable").groupby(["s", "ip"], sort=False)["p"].first()
+        first_owner = owner.reindex(pd.MultiIndex.from_arrays([rows["s"], rows["ip"]])).to_numpy()
+        other = rows["p"].to_numpy() != first_owner
+        shared[rows.index[other]] = True
+        hits = rows[other].assign(owner=first_owner[other]).drop_duplicates(["s", "p", "owner"])
+        matches = sorted((str(a), str(b), str(c)) for a, b, c in zip(
+            hits["s"], hits["p"], hits["owner"], strict=True))
     return DuplicateParticipants(blocked=blocked, earlier_study=earlier, shared_ip=shared,
                                  repeats=repeats, ip_matches=matches)
 
