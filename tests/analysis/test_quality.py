@@ -503,3 +503,22 @@ def test_rules_described_as_a_preregistration_states_them():
     assert len(lines) == len(quality.RULES) + 1   # every rule, the payment rule and catch trials
     rows = quality.rule_table({}, AnalysisPlan(), {})
     assert [r["rule"] for r in rows] == [r.key for r in quality.RULES]
+
+
+def test_tidy_files_carry_study_ip_hash_and_times(tmp_path):
+    rows = ["dag,setting,pair_id,worker_id,preferred,work_time_s,study_id,ip_hash"]
+    for i in range(6):
+        rows.append(f"a->b,same_source,p{i},W1,cause,10,S1,h1")       # first study
+        rows.append(f"a->b,same_source,p{i},W2,effect,10,S1,h1")      # same IP as W1 in S1
+        rows.append(f"a->b,same_source,p{i},W3,cause,{1 if i < 2 else 10},S1,h3")
+        rows.append(f"a->b,same_source,p{i},W1,effect,10,S2,h9")      # W1 again, later study
+    path = tmp_path / "tidy.csv"
+    path.write_text("\n".join(rows) + "\n")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"plan_version": 2,
+                                "plan": AnalysisPlan(min_response_time_s=2).to_dict()}))
+    res = analyze_file(path, plan_file=plan, options=OPTS)
+    got = {k: v["pair_judgements"] for k, v in res.exclusions.by_rule.items() if v["rows"]}
+    # Studies start in file order (no submit times): S1 first. W2 shares W1's IP within S1.
+    assert got == {"earlier_study": 6, "shared_ip": 6, "too_fast": 2}
+    assert (res.table["k"].tolist(), res.table["n"].tolist()) == ([10], [10])
