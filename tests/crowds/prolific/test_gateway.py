@@ -115,7 +115,12 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
 
 
 def test_returned_and_timed_out_submissions_free_their_tasks(tmp_path):
-    with prolific_study(tmp_path, tasks_per_participant=2) as s:
+    from analysis.plan import AnalysisPlan
+
+    # Every participant here comes from 127.0.0.1 (one IP hash): a plan that reports shared
+    # addresses without excluding them, so that Table 2 holds every answer that counts.
+    keep = AnalysisPlan(duplicate_participants="keep")
+    with prolific_study(tmp_path, tasks_per_participant=2, analysis_plan=keep) as s:
         quitter = Participant(s, "5f0bb0000000000000000001")
         quitter.arrive()
         assert quitter.answer(_choose, n=1) == 1
@@ -270,11 +275,13 @@ def test_analyze_applies_the_planned_exclusions_like_an_mturk_study(tmp_path):
                for name in ("prolific", "mturk")}
     assert reports["prolific"]["exclusions_by_rule"] == reports["mturk"]["exclusions_by_rule"]
     assert reports["prolific"]["plan"] == reports["mturk"]["plan"] == load_plan(s.run).to_dict()
-    # The Prolific file carries the study and the hashed address (MTurk's does not): the three
-    # participants after the first share it, reported under the plan ...
+    # The Prolific file carries the study and the hashed address (MTurk's does not): the
+    # participants after the first share it (the rejected one is out before this rule looks),
+    # reported under the plan ...
     shared = reports["prolific"]["exclusions"]["duplicate_participants"]["shared_ip"]
-    assert len(shared) == 3 and reports["mturk"]["exclusions"]["duplicate_participants"][
-        "shared_ip"] == []
+    assert sorted(x["participant"] for x in shared) == [pids["BLOCKED"], pids["ONCE"]]
+    assert {(x["study"], x["first_participant"]) for x in shared} == {(s.study_id, pids["GOOD"])}
+    assert reports["mturk"]["exclusions"]["duplicate_participants"]["shared_ip"] == []
     # ... and excluded when the analysis is told to (a departure from the plan, warned about).
     res = runner.invoke(cli, ["analyze", str(s.run / runs.RESULTS), "--run", str(s.run),
                               "--out", str(tmp_path / "strict"), "--n-boot", "200",
