@@ -229,6 +229,7 @@ def test_publish_freezes_the_plan_and_review_follows_its_fair_rejection_rule(tmp
             sids[name] = p.session_id
         res = invoke("prolific", "collect", run, "--home", home, env=env)
         assert ": 24 answers from 3 participant(s)" in res.output, res.output
+        assert list(sids.values()) == [f"{n:024x}" for n in (2, 3, 4)]  # docs/prolific.md's
 
         res = invoke("prolific", "review", run, "--reject-failed-attention", "--dry-run", env=env)
         assert res.exit_code == 0, res.output
