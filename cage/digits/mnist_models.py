@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,8 @@ from cage.generators.flow_image import (
     state_to_bytes,
     train_glow,
 )
-from cage_eval.errors import InputFileError, RunDirError
+from cage_eval.cache import check_cache_path
+from cage_eval.errors import CacheWarning, InputFileError, RunDirError
 from cage_eval.files import atomic_write_bytes, writable_directory
 
 #: Bump when the flow or CNN architecture changes, so old files are not loaded.
@@ -96,6 +98,30 @@ def cache_dir_for(cache_dir: str | os.PathLike[str]) -> Path:
     return Path(cache_dir) / CACHE_SUBDIR
 
 
+def _read_cached(directory: Path, stem: str) -> tuple[bytes, dict[str, Any]] | None:
+    """Component ``stem`` of the cache, or None (after a :class:`CacheWarning`) when it cannot
+    be trusted: unreadable, not matching its checksum, or not loading as weights."""
+    check_cache_path(directory)
+    try:
+        found = _read(directory, stem)
+        if found is not None:
+            _loads(found[0], stem)
+        return found
+    except Exception as exc:  # noqa: BLE001 - untrusted input: never a traceback, never used
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        warnings.warn(CacheWarning(f"{directory / stem}: unusable cached weights ({reason}); "
+                                   "training them again"), stacklevel=3)
+        return None
+
+
+def _loads(blob: bytes, stem: str) -> None:
+    """Raise unless ``blob`` loads as plain, finite tensors."""
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    if not isinstance(state, dict) or not all(
+            isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()) for t in state.values()):
+        raise ValueError(f"{stem}.pt does not hold finite weights")
+
+
 def _read(directory: Path, stem: str) -> tuple[bytes, dict[str, Any]] | None:
     """The weights and meta of component ``stem`` in ``directory``, checksum verified."""
     meta_path = directory / f"{stem}.json"
@@ -107,7 +133,7 @@ def _read(directory: Path, stem: str) -> tuple[bytes, dict[str, Any]] | None:
     except (OSError, json.JSONDecodeError) as exc:
         raise InputFileError(f"{meta_path}: unreadable weights ({exc}); delete them or run "
                              "`cage-eval train -e morphomnist` again") from None
-    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+    if not isinstance(meta, dict) or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise InputFileError(f"{directory / (stem + '.pt')}: checksum differs from {meta_path.name}; "
                              "run `cage-eval train -e morphomnist` again")
     return data, meta
@@ -119,7 +145,7 @@ def _find(stem: str, cache_dir: str | os.PathLike[str] | None
                               ("cache", cache_dir_for(cache_dir) if cache_dir else None)):
         if directory is None:
             continue
-        found = _read(directory, stem)
+        found = _read(directory, stem) if origin == "shipped" else _read_cached(directory, stem)
         if found is not None:
             return found[0], found[1], origin
     return None

@@ -33,6 +33,7 @@ from cage.digits.obs_classifier import (
 from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_vae, vae_from_bytes
 from cage.runtime import deterministic_torch
 from cage_eval import progress
+from cage_eval.cache import check_cache_path
 from cage_eval.errors import CacheWarning, RunDirError
 from cage_eval.files import atomic_write_bytes, writable_directory
 
@@ -206,6 +207,7 @@ def load_or_train(configs: ModelConfigs, data: digits_data.DigitsDataset,
         progress.note("digits models (VAE, observation classifier): the shipped weights")
         return found
     if cache_dir is not None:
+        check_cache_path(cache_bundle_dir(cache_dir, configs))
         found = _read_bundle(cache_bundle_dir(cache_dir, configs), configs)
         if found is not None:
             found.origin = "cache"

@@ -171,7 +171,8 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     pool = np.random.default_rng(seed).permutation(len(data))
     store = open_store(run_dir, options.output.png_scale)
     maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
-                      np.arange(len(data)), setup.observation_classifier, store, options.pairs)
+                      np.arange(len(data)), setup.observation_classifier, store, options.pairs,
+                      generator_name="the digits VAE")
     sets = make_pairs(maker, store, result, config, dags, options.pairs, pool, run_dir,
                       context=deterministic_torch())
     return {"pairs": write_pairs(run_dir, sets, dags, records, skipped, store, options.output,
