@@ -17,6 +17,7 @@ a minute on two busy cores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_tamper import rewrite
 from click.testing import CliRunner
 from generator_fixtures import label_folder, one_thread, write_image_folder  # noqa: F401
 from tiny_models import ImageStats, make_generator
@@ -154,30 +156,6 @@ def resumable(saved, tmp_path):
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(keep, folder)
     shutil.rmtree(out, ignore_errors=True)
-
-
-def rewrite(path: Path, change, *, forge: bool) -> None:
-    """Apply ``change(name, array) -> array`` to every unit array of a checkpoint file and save
-    it again; with ``forge`` the unit digests are recomputed as a forger who read the code would
-    (so only the checks on the values themselves can catch it)."""
-    with np.load(path, allow_pickle=False) as z:
-        entries = {k: z[k] for k in z.files}
-    meta = json.loads(bytes(entries[checkpoints.META]).decode())
-    units: dict[str, dict[str, np.ndarray]] = {}
-    for entry, array in entries.items():
-        if entry == checkpoints.META:
-            continue
-        key, _, name = entry.partition("__")
-        if name != checkpoints.DIGEST:
-            entries[entry] = change(name, array)
-            units.setdefault(key, {})[name] = entries[entry]
-    if forge:
-        for key, arrays in units.items():
-            digest = checkpoints.unit_digest(meta["binding"], key, arrays)
-            entries[f"{key}__{checkpoints.DIGEST}"] = np.frombuffer(digest.encode(), np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **entries)
-    path.write_bytes(buf.getvalue())
 
 
 def assert_same_bytes(out: Path, reference: Path) -> None:
@@ -577,3 +555,36 @@ def test_a_cnn_cache_another_user_can_write_is_refused(faces, cnn_cache, tmp_pat
     (entry / "model.pt").chmod(0o666)
     with pytest.raises(CacheError, match="model.pt: the cache file is writable by other users"):
         train_cnn_section(faces, entry.parent)
+
+
+def test_a_digits_classifier_whose_accuracy_is_not_the_recorded_one_is_trained_again(
+        digits_cache):
+    """The digits bundle's observation classifier with its last layer negated (checksums left to
+    agree, as after a forger's edit): its held-out accuracy, computed again on load, no longer
+    agrees with the bundle's file, so a cached bundle is trained again (the computed figures are
+    the ones that reach a result)."""
+    from cage.digits import models as digits_models
+    from cage.experiments.digits import parse_options
+
+    shipped = parse_options(load_experiment("digits")).models
+    found = digits_models._read_bundle(digits_models.shipped_dir(), shipped)
+    assert found is not None
+    configs = dataclasses.replace(shipped, data=SMALL)  # the small data set's held-out split
+    found.origin = "cache"
+    data = digits_cache[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recorded on the full data set: replaced by this one's
+        digits_models._recompute_accuracy(found, configs, data, Path("bundle"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert digits_models._recompute_accuracy(found, configs, data, Path("bundle"))
+    assert texts([w.message for w in caught], CacheWarning) == []
+    last = [m for m in found.psi.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.neg_()
+        last.bias.neg_()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not digits_models._recompute_accuracy(found, configs, data, Path("bundle"))
+    warned = texts([w.message for w in caught], CacheWarning)
+    assert len(warned) == 1 and "trained again" in warned[0]

@@ -13,8 +13,8 @@ Kind-specific sections of the experiment TOML (all keys optional; defaults in th
     [vae]             latent_dim, channels, epochs, batch_size, lr, beta, seed, max_steps
     [obs_classifier]  epochs, batch_size, lr, test_fraction, seed, max_steps
     [pairs]           n_same_source, n_same_destination, target_probability, alpha_min,
-                      alpha_growth, alpha_steps, check_threshold, outcome, dags,
-                      png_scale, sheet_pairs
+                      alpha_growth, alpha_steps, check_threshold, max_invalid_share,
+                      outcome, dags, png_scale, sheet_pairs
 
 ``[pairs] dags`` (e.g. ``["thick->bright"]``) declares DAGs to make pairs for whatever CAGE calls:
 the known mechanism of synthetic data, declared, not inferred. Pairs are made for every DAG CAGE
