@@ -30,23 +30,23 @@ import pytest
 import torch
 from checkpoint_tamper import rewrite
 from click.testing import CliRunner
-from generator_fixtures import label_folder, one_thread, write_image_folder  # noqa: F401
+from generator_fixtures import label_folder, write_image_folder
 from tiny_models import ImageStats, make_generator
 
-from cage import checkpoints
-from cage.checkpoints import CheckpointStore
-from cage.config import load_experiment
-from cage.digits import data as digits_data
-from cage.distributed import Workers
+from cage.compute import checkpoints
+from cage.compute.checkpoints import CheckpointStore
+from cage.compute.distributed import Workers
+from cage.config.experiment import load_experiment
+from cage.config.sections import Section
+from cage.experiments.digits import data as digits_data
 from cage.labels import cnn
-from cage.options import Section
-from cage.pairs import LinearAttribute, ManipulationJob, Manipulator, PairConfig
-from cage.pipeline import run_experiment
+from cage.pairs.make import LinearAttribute, ManipulationJob, Manipulator, PairConfig
+from cage.run.pipeline import run_experiment
 from cage_eval import runs
 from cage_eval.cli import cli
 from cage_eval.errors import CacheError, CacheWarning, CheckpointWarning
 
-HERE = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parent / "support"
 #: The files that must be byte-identical between a tampered-then-resumed and a clean run.
 SAME_BYTES = (runs.DIRECTIONS, runs.PAIRS, runs.ALPHA_SWEEP, runs.NULL_DRAWS)
 
@@ -97,7 +97,7 @@ def user(tmp_path_factory):
     """A researcher's folder with their models in src/."""
     root = tmp_path_factory.mktemp("user")
     (root / "src").mkdir()
-    shutil.copy(HERE / "tiny_models.py", root / "src" / "my_models.py")
+    shutil.copy(SUPPORT / "tiny_models.py", root / "src" / "my_models.py")
     return root
 
 
@@ -563,8 +563,8 @@ def test_a_digits_classifier_whose_accuracy_is_not_the_recorded_one_is_trained_a
     agree, as after a forger's edit): its held-out accuracy, computed again on load, no longer
     agrees with the bundle's file, so a cached bundle is trained again (the computed figures are
     the ones that reach a result)."""
-    from cage.digits import models as digits_models
-    from cage.experiments.digits import parse_options
+    from cage.experiments.digits import models as digits_models
+    from cage.experiments.digits.kind import parse_options
 
     shipped = parse_options(load_experiment("digits")).models
     found = digits_models._read_bundle(digits_models.shipped_dir(), shipped)

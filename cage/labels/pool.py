@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.images import invalid_images, to_uint8
+from cage.pairs.images import invalid_images, to_uint8
 
 
 class DecodedImages:
@@ -62,7 +62,7 @@ class DecodedImages:
 
     def valid(self, index: int) -> bool:
         """False when the decode of image ``index`` held NaN, infinite or out-of-range values
-        (:func:`cage.images.invalid_images`; its uint8 image is not what the generator made)."""
+        (:func:`cage.pairs.images.invalid_images`; its uint8 image is not what the generator made)."""
         block, offset = divmod(int(index), self.chunk)
         return not bool(self._chunk(block)[1][offset])
 
