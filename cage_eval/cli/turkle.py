@@ -76,7 +76,11 @@ def turkle() -> None:
               help="TCP port; 0 picks a free one.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True,
               help="Host name workers use to reach a non-loopback server (repeatable).")
-def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> None:
+@click.option("--behind-https-proxy", is_flag=True,
+              help="An HTTPS reverse proxy forwards the --allowed-host names to this loopback "
+              "server (docs/prolific.md): secure cookies, X-Forwarded-Proto trusted.")
+def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...],
+          behind_https_proxy: bool) -> None:
     """Start a Turkle server in the foreground until Ctrl-C.
 
     Creates the home on first use (SQLite database, secret key, admin account and API token;
@@ -95,7 +99,13 @@ def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> N
         start_server,
     )
 
-    server = start_server(home, host=host, port=port, allowed_hosts=allowed_hosts)
+    if behind_https_proxy and not allowed_hosts:
+        from cage_eval.errors import ConfigError
+
+        raise ConfigError("--behind-https-proxy: name the public host name(s) the proxy serves "
+                          "with --allowed-host")
+    server = start_server(home, host=host, port=port, allowed_hosts=allowed_hosts,
+                          behind_proxy=behind_https_proxy)
 
     def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
         raise KeyboardInterrupt
