@@ -44,7 +44,7 @@ from cage.pairs.make import LinearAttribute, ManipulationJob, Manipulator, PairC
 from cage.run.pipeline import run_experiment
 from cage_eval import runs
 from cage_eval.cli import cli
-from cage_eval.errors import CacheError, CacheWarning, CheckpointWarning
+from cage_eval.errors import CacheError, CacheWarning, CheckpointWarning, ConfigError
 
 SUPPORT = Path(__file__).resolve().parent / "support"
 #: The files that must be byte-identical between a tampered-then-resumed and a clean run.
@@ -588,3 +588,45 @@ def test_a_digits_classifier_whose_accuracy_is_not_the_recorded_one_is_trained_a
         assert not digits_models._recompute_accuracy(found, configs, data, Path("bundle"))
     warned = texts([w.message for w in caught], CacheWarning)
     assert len(warned) == 1 and "trained again" in warned[0]
+
+
+class TurnsBad:
+    """A generator whose decode passes the start-up check (its first call) and then returns NaN
+    for the latents whose first coordinate is negative."""
+
+    latent_dim = 2
+
+    def __init__(self):
+        self.calls = 0
+
+    def sample(self, n, seed):
+        return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+
+    def decode(self, z):
+        self.calls += 1
+        x = torch.full((z.shape[0], 1, 4, 4), 0.5)
+        if self.calls > 1:
+            x[z[:, 0] < 0] = float("nan")
+        return x
+
+
+def test_eq9_and_labelling_refuse_a_decode_that_turns_non_finite():
+    """No decoded image can be set aside in eq. 9 or in the labelled samples: one error names
+    the count, never a silent NaN GATE."""
+    from cage.engine.variants import ObservationScorer, Probe
+    from cage.labels.sampled import label_prior_samples
+
+    gen = TurnsBad()
+    gen.decode(gen.sample(2, 0))  # the start-up check passes
+
+    def psi(x):
+        return {"bright": x.mean(dim=(1, 2, 3))}
+
+    z = gen.sample(40, 1)
+    scorer = ObservationScorer(gen, psi, 16, lambda block: z, 4096)
+    with pytest.raises(ConfigError, match=r"eq. 9: the generator's decode returned NaN or "
+                                          r"infinite values for \d+ of 16 latents of prior block 0"):
+        scorer.score([Probe(40, np.ones(2), 1.0)])
+    with pytest.raises(ConfigError, match="labelling prior samples: the generator's decode "
+                                          "returned NaN or infinite values"):
+        label_prior_samples(gen, psi, 40, 0, batch=16)
