@@ -630,3 +630,15 @@ def test_eq9_and_labelling_refuse_a_decode_that_turns_non_finite():
     with pytest.raises(ConfigError, match="labelling prior samples: the generator's decode "
                                           "returned NaN or infinite values"):
         label_prior_samples(gen, psi, 40, 0, batch=16)
+
+
+def test_fixing_pairs_after_a_failure_still_resumes(resumable, user):
+    """The binding leaves out the sections that change no checkpointed result ([experiment],
+    [cage], [pairs], [hits]): fixing [pairs] after a failure resumes, as docs/distributed.md
+    promises."""
+    out, _ = resumable
+    fixed = write_study(user, "state-fixed", "my_models:make_fragile_generator", n_same_source=3)
+    caught = run(fixed, out)
+    assert texts(caught, CheckpointWarning) == []
+    record = runs.read_manifest(out)["checkpoints"]
+    assert record["resumed"] > 50 and record["discarded"] is None

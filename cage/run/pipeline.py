@@ -642,13 +642,16 @@ def _run_key(config: ExperimentConfig, facts: dict[str, np.ndarray]) -> str:
 
 def run_binding(config: ExperimentConfig, out: str | Path, run_key: str) -> str:
     """What binds a checkpoint file to this run (:mod:`cage.compute.checkpoints`): a digest of the
-    resolved config (every section), the code (:func:`code_digest`), the package versions, the
-    run's checkpoint key (which covers the fingerprint of the generator and classifier) and the
-    absolute output directory. Checkpoints of another run, or planted next to a fresh ``--out``
-    from elsewhere, are bound to something else and never read."""
-    blob = json.dumps({"config": config.to_dict(), "code": code_digest(), "versions": versions(),
-                       "run_key": run_key, "out": str(Path(out).absolute())},
-                      sort_keys=True, default=str)
+    resolved config (every section that can change a checkpointed result: all but
+    :data:`CHECKPOINT_NEUTRAL`, so that fixing ``[pairs]`` after a failure still resumes), the
+    kind and seed, the code (:func:`code_digest`), the package versions, the run's checkpoint key
+    (which covers the fingerprint of the generator and classifier) and the absolute output
+    directory. Checkpoints of another run, or planted next to a fresh ``--out`` from elsewhere,
+    are bound to something else and never read."""
+    sections = {k: v for k, v in config.to_dict().items() if k not in CHECKPOINT_NEUTRAL}
+    blob = json.dumps({"config": sections, "kind": config.kind, "seed": config.seed,
+                       "code": code_digest(), "versions": versions(), "run_key": run_key,
+                       "out": str(Path(out).absolute())}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
