@@ -98,6 +98,12 @@ class BlockLabeller:
             z = z.to("cpu", torch.float32)[:unit.rows]
             for s in range(0, unit.rows, unit.batch):
                 x = self.generator.decode(z[s:s + unit.batch])
+                bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+                if bad:
+                    raise ConfigError(
+                        f"labelling prior samples: the generator's decode returned NaN or "
+                        f"infinite values for {bad} of {x.shape[0]} latents of block "
+                        f"{unit.block}; their labels would mean nothing: fix the decode")
                 probs.append(self.psi(x))
                 if self.keep_images or unit.keep:
                     xs = x.detach().to("cpu", torch.float32).numpy()

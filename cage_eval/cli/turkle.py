@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from cage_eval.cli.quality import plan_from_options, quality_options
 from cage_eval.runs import hit_domain
 
 TOKEN_ENV = "CAGE_EVAL_TURKLE_TOKEN"
@@ -192,9 +193,11 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
               help="Placement seed, used only if RUN/hit_items.csv does not exist yet.")
 @click.option("--attention-rate", type=float, default=0.0, show_default=True,
               help="Attention checks per pair, used only if RUN/hit_items.csv does not exist yet.")
+@quality_options
 def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours: int,
                 images: str, domain: str, templates_dir: Path | None, seed: int,
-                attention_rate: float) -> None:
+                attention_rate: float, analysis_plan: Path | None,
+                min_response_time: float | None, block_list: Path | None) -> None:
     """Publish RUN's HITs as one Turkle project and batch (idempotent: a rerun creates nothing).
 
     Freezes the analysis plan (RUN/analysis_plan.json) and records the batch in
@@ -207,9 +210,11 @@ def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours:
 
     require_turkle()
     options = TurklePublishOptions(assignments=assignments, hours=hours, images=images,
-                                   domain=hit_domain(run, domain),
-                                   templates_dir=templates_dir, seed=seed,
-                                   attention_rate=attention_rate)
+                                   domain=hit_domain(run, domain), templates_dir=templates_dir,
+                                   seed=seed,
+                                   attention_rate=attention_rate,
+                                   analysis_plan=plan_from_options(
+                                       analysis_plan, min_response_time, block_list))
     api = _api(home, url)
     result = publish(run, api, options, server_home=home if images == "server" else None,
                      on_step=click.echo)
