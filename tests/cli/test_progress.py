@@ -75,7 +75,7 @@ def test_bars_on_a_terminal(tmp_path):
     assert proc.wait(timeout=600) == 0
     text = b"".join(chunks).decode("utf-8", "replace")
     assert "decoding and scoring (eq. 9)" in text and "image" in text
-    assert re.search(r"\d+/\d+ \[[\d:]+<[\d:]+", text)  # a count and an ETA
+    assert re.search(r"\d+/\d+ \[\d\d:\d\d<", text)  # a count, elapsed and an ETA
     assert "\r" in text  # tqdm redraws in place
     assert re.search(r"\d+%\|", text)
     assert "CAGE ..." in text  # stage lines too
