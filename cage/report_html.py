@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from cage.explain import P_TESTS, REASON_WORDS, p_name
 from cage.report_data import Figure, ReportData, SpendingReader, read_report
 from cage_eval import files, runs
 from cage_eval.errors import RunDirError
@@ -88,7 +89,8 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(num=fmt_num, signed=fmt_signed, p=fmt_p, int=fmt_int, money=fmt_money,
                        pct=fmt_pct, json=fmt_json)
-    env.globals.update(ci=fmt_ci, missing=_missing)
+    env.globals.update(ci=fmt_ci, missing=_missing, p_name=p_name, p_tests=P_TESTS,
+                       reason_words=REASON_WORDS)
     return env
 
 

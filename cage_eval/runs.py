@@ -153,7 +153,8 @@ def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any]:
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory; run `cage-eval generate --out {run}` first")
     if not path.is_file():
-        raise RunDirError(f"{path}: missing; {run} is not a complete cage-eval run directory")
+        raise RunDirError(f"{path}: missing; {run} is not a cage-eval run directory. "
+                          + _what_to_do(run))
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -164,6 +165,20 @@ def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any]:
             f"(expected {SCHEMA_VERSION}); regenerate the run with this version of cage-eval"
         )
     return manifest
+
+
+def _what_to_do(run: Path) -> str:
+    """For a directory that is not a run: name the runs inside it, or how to make one."""
+    try:
+        inside = sorted(p for p in run.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+    except OSError:
+        inside = []
+    if inside:
+        names = ", ".join(str(p) for p in inside[:5]) + (", ..." if len(inside) > 5 else "")
+        return f"It holds the run(s) {names}: name one of them, e.g. {inside[0]}"
+    return (f"Name a directory made by `cage-eval generate --out DIR`, or make one with "
+            f"`cage-eval generate --out {run}`")
 
 
 def require_file(run: str | os.PathLike[str], name: str, *, made_by: str) -> Path:

@@ -12,6 +12,7 @@ value.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -83,3 +84,75 @@ def write_invalid_answers(run_dir: Path, invalid: Sequence[InvalidAnswer]) -> Pa
     files.atomic_write_csv(path, (asdict(i) for i in invalid),
                            [f for f in InvalidAnswer.__dataclass_fields__])
     return path
+
+
+# --------------------------------------------------------------------------- earlier results
+
+#: What an existing ``results.csv`` holds, as :func:`results_origin` names it.
+ORIGIN_WORDS = {"simulated": "simulated answers", "turkle": "answers collected from Turkle",
+                "mturk": "answers collected from MTurk", "unknown": "answers of unknown origin"}
+
+
+def results_origin(path: Path) -> tuple[str | None, int]:
+    """Where the answers in ``path`` came from, and how many rows it holds: ``simulated`` (every
+    worker id ``SIM-``), ``turkle`` (Turkle's layout), ``mturk`` (MTurk's batch-results layout),
+    ``unknown``, or ``None`` when there is no file or it holds no answer."""
+    import csv
+    import io
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None, 0
+    except (OSError, UnicodeDecodeError):
+        return "unknown", 0
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        rows = list(reader)
+        header = reader.fieldnames or []
+    except csv.Error:
+        return "unknown", 0
+    if not rows:
+        return None, 0
+    if all(str(r.get("WorkerId") or "").startswith(runs.SIMULATED_WORKER_PREFIX) for r in rows):
+        return "simulated", len(rows)
+    if "Turkle.Username" in header:
+        return "turkle", len(rows)
+    if "AssignmentStatus" in header:
+        return "mturk", len(rows)
+    return "unknown", len(rows)
+
+
+@dataclass(frozen=True)
+class KeptAside:
+    """An earlier ``results.csv`` of another origin, moved beside the new one."""
+
+    path: Path
+    origin: str
+    rows: int
+
+    def describe(self, new_origin: str) -> str:
+        """One line for the user: what was kept, where, and what ``results.csv`` holds now."""
+        return (f"the earlier {self.path.parent / runs.RESULTS} ({self.rows} rows of "
+                f"{ORIGIN_WORDS.get(self.origin, self.origin)}) is kept as {self.path}; "
+                f"{runs.RESULTS} now holds the {ORIGIN_WORDS[new_origin]}")
+
+
+def keep_other_origin(run_dir: Path, origin: str) -> KeptAside | None:
+    """Before a crowd backend writes ``RUN/results.csv`` with answers of ``origin``: move an
+    existing file of another origin (simulated answers, another backend's, or one not recognised)
+    to ``RUN/results.<its origin>.csv`` (``.2``, ``.3``, ... if taken), never replacing it.
+    A file of the same origin (a repeated collect) or without answers is left to be replaced.
+    """
+    path = Path(run_dir) / runs.RESULTS
+    before, rows = results_origin(path)
+    if before is None or before == origin:
+        return None
+    n = 1
+    while True:
+        target = path.with_name(f"results.{before}{'' if n == 1 else f'.{n}'}.csv")
+        if not target.exists():
+            break
+        n += 1
+    os.replace(path, target)  # a rename: the answers are never without a name
+    return KeptAside(target, before, rows)

@@ -17,7 +17,7 @@ import time
 import pandas as pd
 import pytest
 
-pytest.importorskip("turkle", reason="needs the optional extra: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="needs the optional extra: pip install -e '.[turkle]'")
 
 from click.testing import CliRunner  # noqa: E402
 from crowd_fixtures import make_run_dir  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 
 from click.testing import CliRunner  # noqa: E402
 from crowd_fixtures import make_run_dir  # noqa: E402

@@ -13,8 +13,8 @@ import stat
 
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
-requests = pytest.importorskip("requests", reason="requests comes with cage-eval[turkle]")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
+requests = pytest.importorskip("requests", reason="requests comes with the turkle extra")
 
 from click.testing import CliRunner  # noqa: E402
 from crowd_fixtures import make_run_dir  # noqa: E402

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 from browser_fixtures import browser_marks, chromium  # noqa: E402

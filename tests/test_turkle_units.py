@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 
 from crowd_fixtures import make_run_dir  # noqa: E402
 

@@ -74,11 +74,17 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 
     \b
     Typical session:
-      cage-eval generate --out runs/digits        # CAGE + counterfactual pairs
-      cage-eval publish runs/digits --sandbox     # HITs on the MTurk sandbox
+      cage-eval generate --out runs/digits        # CAGE + pairs + runs/digits/report.html
+      cage-eval publish runs/digits --sandbox --reward 0.05 --lifetime 3d \\
+          --duration 10m --auto-approve 3d        # HITs on the MTurk sandbox
       cage-eval collect runs/digits               # answers -> runs/digits/results.csv
       cage-eval analyze runs/digits/results.csv   # Table 2
       cage-eval report runs/digits                # everything on one HTML page
+
+    \b
+    Without MTurk: `cage-eval simulate RUN` (simulated answers, to try the analysis) or
+    `cage-eval turkle ...` (a local server for in-lab studies). Every command's --help has
+    examples that run as written.
     """
     from cage_eval import progress
     from cage_eval.cli.console import Console
