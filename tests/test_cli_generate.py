@@ -116,3 +116,33 @@ def test_list_and_help():
     res = _generate("--help")
     assert res.exit_code == 0 and "Run CAGE on an experiment" in res.output
     assert "--set SECTION.KEY=VALUE" in res.output
+
+
+def test_ctrl_c_after_checkpoints_names_the_folder_and_what_to_do(tmp_path, monkeypatch):
+    """Interrupted once eq. 9's work is checkpointed: the message names the hidden folder, how to
+    resume (the same command) and how to start over (delete it)."""
+    import cage.pipeline
+    from cage.checkpoints import checkpoint_dir
+
+    out = tmp_path / "runs" / "mog"
+
+    def interrupted(config, out, **kwargs):
+        folder = checkpoint_dir(out)
+        folder.mkdir(parents=True)
+        (folder / "part-r0-abc.npz").write_bytes(b"x" * 2_000_000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cage.pipeline, "run_experiment", interrupted)
+    res = CliRunner().invoke(cli, ["generate", "-e", "mog", "--out", str(out)])
+    assert res.exit_code == 1
+    folder = tmp_path / "runs" / ".mog.checkpoints"
+    assert res.stderr == (
+        f"Interrupted: the eq. 9 work done so far is saved in {folder}/ (1 file(s), 2.0 MB). Run "
+        "the same command again to resume from it (it is deleted once the run completes), or "
+        "delete that folder to start over.\n\nAborted: nothing more was done.\n")
+
+    # Interrupted before any checkpoint: only the usual line.
+    monkeypatch.setattr(cage.pipeline, "run_experiment",
+                        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    res = CliRunner().invoke(cli, ["generate", "-e", "mog", "--out", str(tmp_path / "other")])
+    assert res.exit_code == 1 and res.stderr == "\nAborted: nothing more was done.\n"

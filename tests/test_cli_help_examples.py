@@ -53,6 +53,8 @@ RUN: dict[str, str | None] = {
     "cage-eval hits runs/digits --attention-rate 0.1": None,
     "cage-eval export-batch runs/digits --out batch/ --image-base-url https://example.org/hits":
         None,
+    "cage-eval publish runs/digits --dry-run --reward 0.05 --lifetime 3d --duration 10m "
+    "--auto-approve 3d": None,
     "cage-eval publish runs/digits --sandbox --reward 0.05 --lifetime 3d --duration 10m "
     "--auto-approve 3d": "mturk",
     "cage-eval publish runs/digits --sandbox --reward 0.05 --assignments 3 --lifetime 3d "

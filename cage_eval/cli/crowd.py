@@ -99,7 +99,9 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
     created, so rerunning the same command after any failure creates exactly the missing HITs.
 
     \b
-    Example:
+    Examples:
+      cage-eval publish runs/digits --dry-run --reward 0.05 --lifetime 3d \\
+          --duration 10m --auto-approve 3d    # the cost and the study's power; calls nothing
       cage-eval publish runs/digits --sandbox --reward 0.05 --assignments 3 \\
           --lifetime 3d --duration 10m --auto-approve 3d --attention-rate 0.1
     """
