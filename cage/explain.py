@@ -95,8 +95,8 @@ P_NAMES = {
 
 #: What each p-value tests (``{null}``: the decision null's name).
 P_TESTS = {
-    "p_gate_12": "GATE(m1→m2) against the {null} null: is intervening on m1 moving m2 at all?",
-    "p_gate_21": "GATE(m2→m1) against the {null} null: is intervening on m2 moving m1 at all?",
+    "p_gate_12": "GATE(m1→m2) against the {null} null: does intervening on m1 move m2 at all?",
+    "p_gate_21": "GATE(m2→m1) against the {null} null: does intervening on m2 move m1 at all?",
     "p_delta_tau": ("|Δτ| against the {null} null's |Δτ|, measured from 0: the paper's test, and "
                     "the one its rule reads"),
     "p_delta_tau_centred": ("Δτ against the {null} null measured from the null's own median (that "

@@ -12,8 +12,9 @@ Per attribute pair ``m1__m2``:
 - ``mmd__m1__m2.png``: MMD^2 between conditional and counterfactual latents over alpha, and the
   permutation p-value of each point in a panel of its own (labels beside points overlapped).
 
-Every figure's text boxes (titles, axis and tick labels, legends) are laid out not to overlap;
-:func:`overlapping_text` finds any that do (tests run it on every figure).
+Every figure's text boxes (titles, axis and tick labels, legends) are laid out not to overlap
+and not to be cut off; :func:`overlapping_text` and :func:`clipped_text` find any that are (tests
+run them on every figure).
 """
 
 from __future__ import annotations
@@ -99,6 +100,14 @@ def overlapping_text(fig, *, tolerance: float = 1.0) -> list[tuple[str, str]]:
     return out
 
 
+def clipped_text(fig, *, tolerance: float = 1.0) -> list[str]:
+    """Every text of ``fig`` whose box reaches beyond the figure's edges (cut off when saved)."""
+    edge = fig.bbox
+    return [text for text, b in text_boxes(fig)
+            if b.x0 < edge.x0 - tolerance or b.x1 > edge.x1 + tolerance
+            or b.y0 < edge.y0 - tolerance or b.y1 > edge.y1 + tolerance]
+
+
 def _central(values: np.ndarray) -> tuple[float, float] | None:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -107,7 +116,7 @@ def _central(values: np.ndarray) -> tuple[float, float] | None:
 
 def _delta_tau_figure(plt, result: CageResult, m1: str, m2: str, rows, dirs, nulls):
     outcomes = list(dirs)
-    fig, axes = plt.subplots(len(outcomes) + 1, 1, figsize=(7.5, 2.7 * len(outcomes) + 3.0),
+    fig, axes = plt.subplots(len(outcomes) + 1, 1, figsize=(8, 2.7 * len(outcomes) + 3.0),
                              sharex=True, layout="constrained",
                              gridspec_kw={"height_ratios": [3] * len(outcomes) + [2.4]})
     gate_ax = axes[-1]
@@ -162,7 +171,7 @@ def _delta_tau_figure(plt, result: CageResult, m1: str, m2: str, rows, dirs, nul
     gate_ax.legend(fontsize=7, loc="best", ncols=2)
     any_d = next(iter(dirs.values()))
     fig.suptitle(f"{m1} vs {m2}, k = {any_d.k} prior latents: Δτ = |GATE({m1}→{m2})| − "
-                 f"|GATE({m2}→{m1})|, each variant against its own null\nlatent classifiers: "
+                 f"|GATE({m2}→{m1})|,\neach variant against its own null; latent classifiers: "
                  f"cos(h1,h2)={any_d.cos_normals:.2f}, |w1|={any_d.norm_w1:.2f}, "
                  f"|w2|={any_d.norm_w2:.2f}, accuracy {any_d.acc_1:.2f}/{any_d.acc_2:.2f}",
                  fontsize=9)

@@ -110,13 +110,17 @@ WIDE = 1400
 #: A small synthetic run (both variants, the α grid of the built-in experiments), fast to make.
 SYNTHETIC = ("cage.k=900", "cage.n_null=19", "cage.k_null_observation=150", "cage.mmd_n=30",
              "cage.mmd_permutations=10", "cage.alphas=[0.5, 1.0, 1.5, 2.0, 3.0]",
-             "synthetic.dim=8", "synthetic.n=600", "cage.baselines=false")
+             "synthetic.dim=8", "synthetic.n=600", "cage.baselines=false",
+             # Names as long as real attributes', so that long titles are tried.
+             'synthetic.attributes=["thickness", "brightness"]',
+             'cage.pairs=[["thickness", "brightness"]]')
 
 
 def test_report_at_1400_px_and_its_plots_text_boxes(driver, tmp_path, monkeypatch):
     """The page at 1400 px: nothing wider than the window, every plot shown whole; and in every
-    plot of the run no two text boxes overlap (matplotlib's own bounding boxes of titles, axis
-    and tick labels and legends, measured as each figure is saved, not guessed from pixels)."""
+    plot of the run no two text boxes overlap and none is cut off (matplotlib's own bounding
+    boxes of titles, axis and tick labels and legends, measured as each figure is saved, not
+    guessed from pixels)."""
     from click.testing import CliRunner
 
     import cage.plots
@@ -128,7 +132,7 @@ def test_report_at_1400_px_and_its_plots_text_boxes(driver, tmp_path, monkeypatc
 
     def write_plots(result, out_dir, hook=None):
         return original(result, out_dir, hook=lambda name, fig: overlaps.setdefault(
-            name, cage.plots.overlapping_text(fig)))
+            name, cage.plots.overlapping_text(fig) + cage.plots.clipped_text(fig)))
 
     monkeypatch.setattr(cage.plots, "write_plots", write_plots)
     run = tmp_path / "run"

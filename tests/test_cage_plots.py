@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from cage.config import config_from_dict  # noqa: E402
 from cage.experiments import synthetic  # noqa: E402
 from cage.pipeline import run_cage  # noqa: E402
-from cage.plots import overlapping_text, write_plots  # noqa: E402
+from cage.plots import clipped_text, overlapping_text, write_plots  # noqa: E402
 
 
 def _result(alphas=(0.5, 1.0)):
@@ -77,7 +77,7 @@ def test_titles_name_the_pair_k_and_the_mmd_p(tmp_path, monkeypatch):
 def test_no_text_box_overlaps_another_in_any_figure(dense, tmp_path):
     figures = {}
     names = write_plots(dense, tmp_path, hook=lambda name, fig: figures.setdefault(
-        name, overlapping_text(fig)))
+        name, overlapping_text(fig) + clipped_text(fig)))
     assert len(names) == 4
     assert figures == {name: [] for name in names}
 
@@ -115,7 +115,9 @@ def test_overlapping_text_finds_an_overlap():
     fig, ax = plt.subplots()
     ax.text(0.5, 0.5, "p=0.36", fontsize=6)
     ax.text(0.5, 0.5, "p=0.27", fontsize=6)
+    ax.set_title("a title far too long for its figure " * 8)
     try:
         assert overlapping_text(fig) == [("p=0.36", "p=0.27")]
+        assert clipped_text(fig) == ["a title far too long for its figure " * 8]
     finally:
         plt.close(fig)

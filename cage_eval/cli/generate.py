@@ -166,9 +166,9 @@ def summary(result, out: Path, elapsed: float) -> str:
             f"{d.delta_tau:7.3f} {d.delta_tau_geometric:7.3f} {d.cos_normals:6.2f}  "
             f"{call}{reason} [{d.direction_paper}]")
     names = [p_name(c) for c in P_COLUMNS]
-    lines += ["", f"p-values ({cc.null} null unless named): " + "; ".join(
-        f"{p_name(c)}: {P_TESTS[c].format(null=cc.null)}" for c in P_COLUMNS[2:]),
-        f"{'pair':22s} {'outcome':23s} " + " ".join(f"{n:>{len(n)}s}" for n in names)]
+    lines += ["", "p-values, each named by what it tests:"]
+    lines += [f"  {p_name(c)}: {P_TESTS[c].format(null=cc.null)}" for c in P_COLUMNS[1:]]
+    lines += [f"{'pair':22s} {'outcome':23s} " + " ".join(f"{n:>{len(n)}s}" for n in names)]
     for d in result.directions:
         values = [getattr(d, c) for c in P_COLUMNS]
         if d.outcome == "latent":  # eq. 8's reason is its geometry, not the rotation null
