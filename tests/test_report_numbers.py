@@ -154,7 +154,8 @@ def test_the_latent_numbers_are_shown_once_per_pair(page):
 
 def test_the_sentences_name_their_p_values_as_the_tables_do(page, tiny_digits_run):
     text = (tiny_digits_run / runs.REPORT).read_text(encoding="utf-8")
-    words = re.findall(r"<li><strong>[^<]*</strong> (CAGE finds[^<]*)</li>", text)
+    block = text.split('<ul class="sentences">', 1)[1].split("</ul>", 1)[0]
+    words = re.findall(r"<li><strong>[^<]*</strong> (CAGE finds[^<]*)</li>", block)
     assert words
     _, directions, _ = page
     names = {"p(Δτ ≠ 0)": "p_delta_tau", "p(Δτ off-centre)": "p_delta_tau_centred",
