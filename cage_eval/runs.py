@@ -65,7 +65,7 @@ REPORT = "report.html"
 SETTINGS = ("same_source", "same_destination")
 ROLES = ("cause", "effect")
 
-#: pairs.csv: one row per counterfactual pair (cage_method.md section 5).
+#: pairs.csv: one row per counterfactual pair (docs/method.md §7).
 #: ``dag`` is ``"<cause>-><effect>"``; ``image_*`` are file names inside ``images/``;
 #: ``source_*_id`` are dataset indices of the real starting images (equal for same_source);
 #: ``target_*`` the attribute value the manipulation aims at (0/1), ``check_*`` the observation-space
@@ -116,7 +116,7 @@ ANSWER_FIELD = "choice"
 ANSWER_VALUES = ("top", "bottom")
 
 #: results.csv written by ``cage-eval collect`` (MTurk): the requester website's batch-results layout
-#: (crowdsourcing.md section 2.12), with these HIT inputs and answers. ``Input.image_*`` hold the opaque
+#: (docs/platforms.md §2.12), with these HIT inputs and answers. ``Input.image_*`` hold the opaque
 #: image file names (inside ``images/``), never URLs; ``RequesterAnnotation`` is ``cage-eval:<run_id>``.
 RESULTS_META_COLUMNS = (
     "HITId", "HITTypeId", "Title", "Description", "Keywords", "Reward", "CreationTime",
@@ -187,3 +187,21 @@ def require_file(run: str | os.PathLike[str], name: str, *, made_by: str) -> Pat
     if not path.exists():
         raise RunDirError(f"{path}: missing; run `{made_by}` first")
     return path
+
+
+#: The name of every p-value column of ``directions.csv`` (``{m1}``, ``{m2}``: the attributes),
+#: said by what it tests and the same everywhere: the report, the sentences, the plots, the
+#: ``generate`` summary (docs/report.md lists them).
+P_VALUE_NAMES = {
+    "p_gate_12": "p(GATE {m1}→{m2})",
+    "p_gate_21": "p(GATE {m2}→{m1})",
+    "p_delta_tau": "p(Δτ ≠ 0)",
+    "p_delta_tau_centred": "p(Δτ off-centre)",
+    "p_delta_tau_rotation": "p(Δτ rotation)",
+    "p_mmd": "p(MMD)",
+}
+
+
+def p_value_name(column: str, m1: str = "m1", m2: str = "m2") -> str:
+    """The name of the p-value in ``column`` (:data:`P_VALUE_NAMES`)."""
+    return P_VALUE_NAMES[column].format(m1=m1, m2=m2)
