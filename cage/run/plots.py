@@ -237,8 +237,8 @@ def _mmd_figure(plt, result: CageResult, m1: str, m2: str, rows):
     axp.set_ylabel(p_name("p_mmd"))
     axp.set_xlabel("α")
     axp.legend(fontsize=7, ncols=2, loc="upper right")
-    ax.set_title(f"{m1} vs {m2}: conditioning vs intervening, {cc.mmd_n} of k = {cc.k} "
-                 "latents per side (latent space)\n(Gaussian kernel, median bandwidth; "
+    ax.set_title(f"{m1} vs {m2}: conditioning vs intervening,\n{cc.mmd_n} of k = {cc.k} "
+                 "latents per side (latent space; Gaussian kernel, median bandwidth;\n"
                  f"{p_name('p_mmd')} from {cc.mmd_permutations} permutations)", fontsize=9)
     return fig
 

@@ -163,6 +163,11 @@ def test_the_sentences_name_their_p_values_as_the_tables_do(page, tiny_digits_ru
     rows = list(directions.values())
     seen = 0
     for sentence, row in zip(words, rows, strict=True):
+        for a, b, shown in re.findall(r"p\(GATE (\w+)→(\w+)\) = ([0-9.]+)", sentence):
+            col = "p_gate_12" if (a, b) == (row["m1"], row["m2"]) else "p_gate_21"
+            assert (b, a) == (row["m1"], row["m2"]) or col == "p_gate_12"
+            assert _close(shown, float(row[col])), (sentence, col)
+            seen += 1
         for name, col in names.items():
             for shown in re.findall(re.escape(name) + r" = ([0-9.]+)", sentence.replace(
                     "&#34;", '"')):

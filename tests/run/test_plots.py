@@ -61,7 +61,7 @@ def test_titles_name_the_pair_k_and_the_mmd_p(tmp_path, monkeypatch):
         "m1 vs m2, observation outcome, alpha=1, nulls on 150 of the k = 900 prior latents: call "
         f"{result.direction_for('m1', 'm2', 'observation').direction} (controlled rule; paper rule "
         f"{result.direction_for('m1', 'm2', 'observation').direction_paper})"]
-    assert any(t.startswith("m1 vs m2: conditioning vs intervening, 30 of k = 900 latents")
+    assert any(t.startswith("m1 vs m2: conditioning vs intervening,\n30 of k = 900 latents")
                for t in texts)
     # The MMD's permutation p of every point, in a panel of its own (no labels to collide).
     assert not any(t.startswith("p=") for t in texts)
