@@ -111,12 +111,15 @@ def mturk_time(value: Any) -> str:
 
 #: What an existing ``results.csv`` holds, as :func:`results_origin` names it.
 ORIGIN_WORDS = {"simulated": "simulated answers", "turkle": "answers collected from Turkle",
-                "mturk": "answers collected from MTurk", "unknown": "answers of unknown origin"}
+                "mturk": "answers collected from MTurk",
+                "prolific": "answers collected from Prolific",
+                "unknown": "answers of unknown origin"}
 
 
 def results_origin(path: Path) -> tuple[str | None, int]:
     """Where the answers in ``path`` came from, and how many rows it holds: ``simulated`` (every
-    worker id ``SIM-``), ``turkle`` (Turkle's layout), ``mturk`` (MTurk's batch-results layout),
+    worker id ``SIM-``), ``prolific`` (Turkle's layout with Prolific's columns), ``turkle``
+    (Turkle's layout), ``mturk`` (MTurk's batch-results layout),
     ``unknown``, or ``None`` when there is no file or it holds no answer."""
     import csv
     import io
@@ -137,6 +140,8 @@ def results_origin(path: Path) -> tuple[str | None, int]:
         return None, 0
     if all(str(r.get("WorkerId") or "").startswith(runs.SIMULATED_WORKER_PREFIX) for r in rows):
         return "simulated", len(rows)
+    if "Prolific.PID" in header:
+        return "prolific", len(rows)
     if "Turkle.Username" in header:
         return "turkle", len(rows)
     if "AssignmentStatus" in header:

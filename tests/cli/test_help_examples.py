@@ -99,6 +99,22 @@ NOT_RUN = {
     "cage-eval turkle publish runs/digits --home lab --assignments 3": "needs the running server",
     "cage-eval turkle status runs/digits --home lab": "needs the running server",
     "cage-eval turkle collect runs/digits --home lab": "needs the running server",
+    "cage-eval turkle serve --home lab --allowed-host study.example.org --behind-https-proxy":
+        "a server in the foreground behind the user's HTTPS proxy",
+    **{line: "Prolific's API and the running server behind a public HTTPS address; "
+             "tests/cli/test_prolific.py runs these commands against a local Prolific stand-in"
+       for line in (
+           "cage-eval prolific bonus runs/digits --csv bonuses.csv",
+           "cage-eval prolific collect runs/digits --home lab",
+           "cage-eval prolific publish runs/digits --home lab --public-url "
+           "https://study.example.org --reward 1.50 --minutes 10 --places 10 "
+           "--tasks-per-participant 20",
+           "cage-eval prolific publish runs/digits --home lab --public-url "
+           "https://study.example.org --reward 1.50 --minutes 10 --places 10 "
+           "--tasks-per-participant 20 --dry-run",
+           "cage-eval prolific review runs/digits",
+           "cage-eval prolific review runs/digits --dry-run",
+           "cage-eval prolific status runs/digits --home lab")},
 }
 
 
