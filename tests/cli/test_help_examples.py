@@ -113,7 +113,7 @@ NOT_RUN = {
            "https://study.example.org --reward 1.50 --minutes 10 --places 10 "
            "--tasks-per-participant 20 --dry-run",
            "cage-eval prolific review runs/digits",
-           "cage-eval prolific review runs/digits --dry-run",
+           "cage-eval prolific review runs/digits --reject-failed-attention --dry-run",
            "cage-eval prolific status runs/digits --home lab")},
 }
 
