@@ -121,8 +121,8 @@ def test_staged_run_dir_refuses_every_kind_of_study_file(tmp_path, name):
 def test_staged_run_dir_checks_again_at_the_swap(tmp_path):
     """A study that appears while the new run is being built still stops the replacement."""
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "directions.csv").write_text("old\n")
+    with files.staged_run_dir(out) as stage:
+        (stage / "directions.csv").write_text("old\n")
     with pytest.raises(RunDirError, match="holds a study"):
         with files.staged_run_dir(out, force=True) as stage:
             (stage / "new").write_text("new")
