@@ -155,7 +155,7 @@ def read_csv_table(path: str | os.PathLike[str], *, text: DecodedText | None = N
     path = Path(path)
     if text is None:
         text = read_text_file(path, fix="save it as UTF-8 CSV", warn=warn)
-    reader = csv.reader(io.StringIO(text.text, newline=""), strict=False)
+    reader = csv.reader(io.StringIO(text.text, newline=""), strict=True)
     old = csv.field_size_limit(MAX_FIELD_CHARS)
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -181,10 +181,10 @@ def read_csv_table(path: str | os.PathLike[str], *, text: DecodedText | None = N
             line = reader.line_num + 1
     except csv.Error as exc:
         if "field larger than field limit" in str(exc):
-            raise InputFileError(f"{path}: line {reader.line_num}: a field of over "
+            raise InputFileError(f"{path}: line {line}: a field of over "
                                  f"{MAX_FIELD_CHARS:,} characters; a results file holds short "
                                  f"answers: {fix}") from None
-        raise InputFileError(f"{path}: line {reader.line_num}: not a well-formed CSV ({exc}); "
+        raise InputFileError(f"{path}: line {line}: not a well-formed CSV ({exc}); "
                              f"{fix}") from None
     finally:
         csv.field_size_limit(old)

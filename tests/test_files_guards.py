@@ -135,7 +135,7 @@ def test_staged_run_dir_still_replaces_an_unpublished_run(tmp_path):
     out = make_run_dir(tmp_path / "run", pairs_per_cell=1)
     with files.staged_run_dir(out, force=True) as stage:
         (stage / "new").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new"]
+    assert sorted(p.name for p in out.iterdir()) == [runs.RUN_MARKER, "new"]
 
 
 # --------------------------------------------------------------------------- the run lock

@@ -118,7 +118,8 @@ def check_generator(generator: Any, where: str, *, need_encode: bool = False,
     if need_encode and not hasattr(generator, "encode"):
         missing.append("encode")
     if missing:
-        raise ConfigError(f"{where}: the generator ({type(generator).__name__}) has no "
+        own = generator.inner if isinstance(generator, GuardedGenerator) else generator
+        raise ConfigError(f"{where}: the generator ({type(own).__name__}) has no "
                           f"{', '.join(missing)}; it must provide latent_dim, sample(n, seed) and "
                           "decode(z) (see docs/generators.md)")
     for name in ("sample", "decode") + (("encode",) if need_encode else ()):
