@@ -47,7 +47,7 @@ FORMATS = ("mturk", "batch", "turkle", "tidy")
 SET_ASIDE_NOTE = "set_aside"
 TIDY_COLUMNS = ("dag", "setting", "pair_id", "worker_id", "preferred")
 TIDY_OPTIONAL = ("assignment_id", "cause_position", "work_time_s")
-#: The columns every MTurk-style layout must have (crowdsourcing.md section 2.12: "key the
+#: The columns every MTurk-style layout must have (docs/platforms.md §2.12: "key the
 #: analyzer on Input.*, Answer.*, WorkerId, AssignmentId, HITId, and treat the rest as optional").
 MTURK_REQUIRED = ("HITId", "AssignmentId", "WorkerId", "Input.item_id")
 MTURK_OPTIONAL = (

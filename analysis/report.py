@@ -126,7 +126,7 @@ def analyze_file(
     overrides : plan fields set on the command line (``None`` values are ignored).
     options : settings outside the plan.
     planned : reads the assignments per HIT that the run's publication planned (the CLI passes
-        :func:`mturk.published.assignments_per_item`); without it, or when it returns ``None``,
+        :func:`cage_eval.cli.published.assignments_per_item`); without it, or when it returns ``None``,
         the file's ``MaxAssignments`` column is used for the coverage.
 
     Raises

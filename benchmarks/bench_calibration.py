@@ -65,9 +65,9 @@ def _run(job: Job) -> tuple[Job, list[tuple[str, str, str]]]:
     import torch
 
     torch.set_num_threads(1)
-    from cage.config import config_from_dict
+    from cage.config.experiment import config_from_dict
     from cage.experiments import synthetic
-    from cage.pipeline import run_cage
+    from cage.run.pipeline import run_cage
 
     _, _, section = SCENARIOS[job.scenario]
     raw = {"experiment": {"name": "calibration", "kind": "synthetic", "seed": job.seed},

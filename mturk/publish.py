@@ -1,6 +1,6 @@
 """Publish a run's HIT items to MTurk: idempotent, resumable, concurrent.
 
-The order of events (crowdsourcing.md section 7, items 1-3):
+The order of events (docs/platforms.md §3, items 1-3):
 
 1. :func:`prepare` (no AWS call, nothing written): validate every option, read or build the HIT
    items, check the ledger's environment, estimate the cost and apply ``--max-cost``.

@@ -2,7 +2,7 @@
 
 Only ``Submitted`` assignments are ever touched (MTurk refuses anything else with
 ``InvalidAssignmentState``). Rejections need ``RequesterFeedback``; cage-eval makes it mandatory and
-shows the decisions before acting (crowdsourcing.md 2.9 and section 7, item 8). Right after a
+shows the decisions before acting (docs/platforms.md §2.9 and §3, item 8). Right after a
 submit MTurk may still answer "status of: null": those calls are retried after a pause
 (eventual consistency); what still fails is reported and left for a later rerun.
 """

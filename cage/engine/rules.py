@@ -8,7 +8,7 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
     are significant against the label-permutation null, its sign picking the direction.
 ``controlled`` (the default)
     An arrow only when the direction survives every control that can explain it without a
-    mechanism (cage_method.md section 3); otherwise ``?`` with the reasons:
+    mechanism (docs/method.md §4); otherwise ``?`` with the reasons:
 
     - ``no-effect``: neither GATE is significant (the call is ``⊥``);
     - ``geometry-only``: eq. 8 (a latent outcome). Its GATEs depend only on the marginal law of
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cage.config import RULES
+from cage.config.experiment import RULES
 from cage.engine.effects import ARROW_12, ARROW_21, INDEPENDENT, UNDETERMINED, decide
 
 __all__ = ["RULES", "REASONS", "Evidence", "centred_p_value", "decide_all", "decide_controlled",

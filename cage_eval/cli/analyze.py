@@ -76,7 +76,7 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     from analysis.report import AnalysisOptions, analyze_file
     from analysis.tables import render_text, write_outputs
     from cage_eval import runs
-    from mturk.published import assignments_per_item
+    from cage_eval.cli.published import assignments_per_item
 
     overrides = {
         "correction": correction, "family": family, "alpha": alpha,

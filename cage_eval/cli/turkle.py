@@ -1,7 +1,7 @@
 """``cage-eval turkle ...``: run a local Turkle server and crowdsource a run in the lab.
 
-Thin commands over :mod:`mturk.turkle_server` (the server process and accounts) and
-:mod:`mturk.turkle_backend` (publish, status, collect). Turkle is an optional extra, imported only
+Thin commands over :mod:`crowds.turkle.server` (the server process and accounts) and
+:mod:`crowds.turkle.backend` (publish, status, collect). Turkle is an optional extra, imported only
 inside command bodies. Secrets (admin password, API token, worker passwords) live only in
 ``HOME/credentials.json`` (mode 0600); no command prints them.
 """
@@ -38,8 +38,8 @@ def _api(home: Path, url: str | None):
     """A TurkleAPI for ``url`` (or the server running from ``home``) with the token from the
     env or ``home``. The token goes only to one of those two, never to a URL read from a run."""
     from cage_eval.errors import ConfigError
-    from mturk.turkle_api import TurkleAPI
-    from mturk.turkle_server import read_credentials, recorded_url
+    from crowds.turkle.api import TurkleAPI
+    from crowds.turkle.server import read_credentials, recorded_url
 
     url = url or recorded_url(home)
     if not url:
@@ -86,7 +86,7 @@ def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> N
     Example: cage-eval turkle serve --home lab --port 8000
     """
     from cage_eval.errors import BackendError
-    from mturk.turkle_server import (
+    from crowds.turkle.server import (
         CREDENTIALS_FILE,
         EXPIRE_INTERVAL_S,
         LOG_FILE,
@@ -142,7 +142,7 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
     Example: cage-eval turkle add-workers --home lab alice bob carol
     """
     from cage_eval.errors import ConfigError
-    from mturk.turkle_server import CREDENTIALS_FILE, add_workers, require_turkle
+    from crowds.turkle.server import CREDENTIALS_FILE, add_workers, require_turkle
 
     require_turkle()
     wanted = list(names) + [f"{prefix}{i}" for i in range(1, count + 1)]
@@ -189,8 +189,8 @@ def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours:
 
     Example: cage-eval turkle publish runs/digits --home lab --assignments 3
     """
-    from mturk.turkle_backend import TurklePublishOptions, publish
-    from mturk.turkle_server import require_turkle
+    from crowds.turkle.backend import TurklePublishOptions, publish
+    from crowds.turkle.server import require_turkle
 
     require_turkle()
     options = TurklePublishOptions(assignments=assignments, hours=hours, images=images,
@@ -217,7 +217,7 @@ def status_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle status runs/digits --home lab
     """
-    from mturk.turkle_backend import published, status
+    from crowds.turkle.backend import published, status
 
     published(run)  # a clear error for an unpublished or MTurk-published run, before any URL
     p = status(run, _api(home, url))
@@ -238,7 +238,7 @@ def collect_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle collect runs/digits --home lab
     """
-    from mturk.turkle_backend import collect, published
+    from crowds.turkle.backend import collect, published
 
     published(run)  # a clear error for an unpublished or MTurk-published run, before any URL
     r = collect(run, _api(home, url))
