@@ -26,7 +26,7 @@ from tiny_models import ImageStats, make_generator
 from cage_eval import runs
 from cage_eval.cli import cli
 
-HERE = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parent / "support"
 
 
 def invoke(*args):
@@ -226,7 +226,7 @@ def make_failing():
 def user_code(tmp_path_factory):
     root = tmp_path_factory.mktemp("user")
     (root / "src").mkdir()
-    shutil.copy(HERE / "tiny_models.py", root / "src" / "tiny_models.py")
+    shutil.copy(SUPPORT / "tiny_models.py", root / "src" / "tiny_models.py")
     (root / "src" / "bad_models.py").write_text(BAD_MODELS)
     (root / "src" / "broken.py").write_text("def make(:\n    pass\n")
     folder, _ = write_image_folder(root / "faces", make_generator(), n=40, seed=1)

@@ -212,7 +212,7 @@ def test_experiment_names_are_simple_names(tmp_path, name, monkeypatch):
 
 
 def test_experiment_names_may_use_dots_dashes_and_underscores(tmp_path):
-    from cage.config import load_experiment
+    from cage.config.experiment import load_experiment
 
     cfg = load_experiment(_mog_named(tmp_path / "exp.toml", "mog_v1.2-b"))
     assert cfg.name == "mog_v1.2-b"
