@@ -42,7 +42,7 @@ def driver():
 TINY_DIGITS = (
     "cage.k=200", "cage.n_null=5", "cage.k_null_observation=50", "cage.alphas=[1.0, 2.0]",
     "cage.alpha=1.0", "cage.mmd_n=40", "cage.mmd_permutations=10", "cage.min_accuracy=0.5",
-    'cage.pairs.make=[["thick", "bright"]]', "pairs.n_same_source=4", "pairs.n_same_destination=4",
+    'cage.pairs=[["thick", "bright"]]', "pairs.n_same_source=4", "pairs.n_same_destination=4",
     "pairs.alpha_steps=4", "pairs.alpha_growth=2.0", "pairs.sheet_pairs=4",
 )
 

@@ -77,7 +77,7 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     (["--set", "cage.alpha=0"], "Error: built-in:mog: [cage] alpha: alpha = 0.0 must be a positive"),
     (["--set", "cage.alphas=[0.5, -1]"], "Error: built-in:mog: [cage] alphas: alpha = -1.0 must"),
     (["--set", "cage.k=1"], "Error: built-in:mog: [cage] k = 1: need at least 2 prior latents"),
-    (["--set", "cage.pairs.make=[['m_c', 'm_x']]"],
+    (["--set", "cage.pairs=[['m_c', 'm_x']]"],
      "Error: built-in:mog: [cage] pairs: unknown attribute 'm_x'; this experiment has m_c, m_e"),
     (["--set", "data.cut=100"], "Error: attribute 'm_e' has a single class (0 zeros, 600 ones)"),
     (["--set", "flow.hidden=[0]"], "Error: built-in:mog: [flow] hidden = [0]: must be a list"),

@@ -20,7 +20,7 @@ from cage_eval.cli.console import Console
 SMALL = ["generate", "-e", "synthetic", "--set", "synthetic.dim=8", "--set", "synthetic.n=600",
          "--set", "cage.k=400", "--set", "cage.n_null=5", "--set", "cage.k_null_observation=100",
          "--set", "cage.mmd_n=20", "--set", "cage.mmd_permutations=3", "--set",
-         "cage.run.baselines=false", "--set", "cage.alphas=[1.0]"]
+         "cage.baselines=false", "--set", "cage.alphas=[1.0]"]
 STAGE = re.compile(r"^\[ *\d+\.\d s\] ( *)(.+?)(?: \.\.\.|: \d+\.\d s)$")
 
 

@@ -40,7 +40,7 @@ def test_overrides_and_seed(tmp_path):
     ("cage.alphas=[1, -0.5]", r"\[cage\] alphas: alpha = -0.5"),
     ("cage.k=1", r"\[cage\] k = 1: need at least 2"),
     ("cage.classifier=svm", r"\[cage\] classifier = 'svm': choose one of logreg, linsvm"),
-    ("cage.pairs.make=[['m_c', 'm_c']]", r"\[cage\] pairs"),
+    ("cage.pairs=[['m_c', 'm_c']]", r"\[cage\] pairs"),
     ("cage.null=random", None),
     ("cage.nulls=['random']", r"\[cage\] null = 'permutation': must be one of"),
     ("cage.bogus=1", r"\[cage\] bogus: unknown field"),

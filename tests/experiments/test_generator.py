@@ -236,7 +236,7 @@ def test_the_celebahq_study_runs_on_stand_ins(tmp_path):
         "--set", f"generator.repo_path={json.dumps(str(clone))}",
         "--set", f"observation_classifier.path={json.dumps(str(tmp_path / 'celeba_attributes.pt'))}",
         "--set", "observation_classifier.input_size=[32, 32]",  # 224 costs a minute on 2 cores
-        "--set", "cage.k=200", "--set", "cage.n_null=3", "--set", "cage.run.baselines=false", "--set", "cage.k_null_observation=40",
+        "--set", "cage.k=200", "--set", "cage.n_null=3", "--set", "cage.baselines=false", "--set", "cage.k_null_observation=40",
         "--set", "cage.alphas=[1.0, 2.0]", "--set", "cage.alpha=1.0",
         "--set", "cage.mmd_n=30", "--set", "cage.mmd_permutations=5",
         "--set", "cage.min_accuracy=0.5", "--set", "labels.n_samples=400",

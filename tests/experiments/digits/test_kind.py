@@ -17,9 +17,9 @@ from cage_eval.cli.generate import summary
 from cage_eval.errors import CageEvalError, ConfigError
 
 TINY = [
-    "cage.k=200", "cage.n_null=5", "cage.run.baselines=false", "cage.k_null_observation=50", "cage.alphas=[1.0, 2.0]",
+    "cage.k=200", "cage.n_null=5", "cage.baselines=false", "cage.k_null_observation=50", "cage.alphas=[1.0, 2.0]",
     "cage.alpha=1.0", "cage.mmd_n=40", "cage.mmd_permutations=10", "cage.min_accuracy=0.5",
-    "cage.pairs.make=[[\"thick\", \"wide\"]]",
+    "cage.pairs=[[\"thick\", \"wide\"]]",
     "pairs.n_same_source=6", "pairs.n_same_destination=4", "pairs.dags=[\"thick->wide\"]",
     "pairs.alpha_steps=4", "pairs.alpha_growth=2.0", "pairs.sheet_pairs=4",
 ]
@@ -81,7 +81,7 @@ def test_run_directory_has_pairs_images_and_sheets(tmp_path, cache):
 
 def test_unknown_attribute_fails_before_any_work(tmp_path, cache):
     with pytest.raises(ConfigError, match="unknown attribute 'shiny'.*thick, bright"):
-        run(tmp_path / "x", cache, "cage.pairs.make=[[\"thick\", \"shiny\"]]")
+        run(tmp_path / "x", cache, "cage.pairs=[[\"thick\", \"shiny\"]]")
     assert not (tmp_path / "x").exists()
 
 

@@ -61,7 +61,7 @@ def test_bad_options_are_one_line_errors(override, message):
 
 
 def test_unknown_attribute_is_refused_before_any_work(tmp_path):
-    config = load_experiment("morphomnist", overrides=["cage.pairs.make=[[\"thick\", \"round\"]]"])
+    config = load_experiment("morphomnist", overrides=["cage.pairs=[[\"thick\", \"round\"]]"])
     with pytest.raises(ConfigError, match="unknown attribute 'round'; the morphomnist experiment "
                                           "has thick, bright, slanted, wide"):
         run_experiment(config, tmp_path / "run", cache_dir=tmp_path)
