@@ -487,7 +487,9 @@ def staged_run_dir(out: str | os.PathLike[str], *, force: bool = False,
     out = Path(out)
     with contextlib.ExitStack() as locks:
         locks.enter_context(target_lock(out, activity))
-        if out.is_symlink() or (out.exists() and not out.is_dir()):
+        if out.is_symlink():
+            raise RunDirError(f"{out}: is a symbolic link; give the directory itself or a new one")
+        if out.exists() and not out.is_dir():
             raise RunDirError(f"{out}: exists and is not a directory; choose another --out")
         check_replaceable(out, keep=keep, maker=maker)
         if out.is_dir() and not _empty(out):

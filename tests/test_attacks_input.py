@@ -219,6 +219,14 @@ def make_late_numpy():
 
 def make_failing():
     raise RuntimeError("no GPU memory")
+
+
+def bad_encoder(x):
+    raise KeyError("encoder weights")
+
+
+def bad_classifier(x):
+    return {"bright": torch.full((x.shape[0],), 0.5)} if x.shape[0] < 3 else 1 / 0
 '''
 
 
@@ -234,8 +242,8 @@ def user_code(tmp_path_factory):
     return root
 
 
-def _experiment(root: Path, factory: str) -> Path:
-    path = root / f"exp_{factory.replace(':', '_')}.toml"
+def _experiment(root: Path, factory: str, encoder: str = "inversion") -> Path:
+    path = root / f"exp_{factory.replace(':', '_')}_{encoder.replace(':', '_')}.toml"
     path.write_text(textwrap.dedent(f"""
         [experiment]
         name = "usercode"
@@ -258,8 +266,8 @@ def _experiment(root: Path, factory: str) -> Path:
         source = "folder"
         images = "faces"
         attributes = "list_attr.txt"
-        encoder = "inversion"
-        inversion = {{ steps = 5, lr = 0.1 }}
+        encoder = "{encoder}"
+        {"inversion = { steps = 5, lr = 0.1 }" if encoder == "inversion" else ""}
         [pairs]
         n_same_source = 0
         n_same_destination = 0
@@ -291,3 +299,30 @@ def test_the_users_code_failing_is_one_error_line(user_code, tmp_path, factory, 
     assert res.exit_code == 1
     assert "Traceback (most recent call last)" in res.output
     assert res.output.strip().splitlines()[-1] == text
+
+
+def test_the_users_encoder_failing_is_one_error_line(user_code, tmp_path):
+    exp = _experiment(user_code, "tiny_models:make_generator", "bad_models:bad_encoder")
+    res = invoke("--quiet", "generate", "-e", exp, "--out", tmp_path / "run")
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == (f"Error: {exp}: [labels] encoder = 'bad_models:bad_encoder': "
+                                  "bad_encoder raised KeyError: 'encoder weights'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_users_classifier_failing_mid_run_is_one_error_naming_it(user_code, monkeypatch):
+    from cage.config.sections import Section
+    from cage.labels.observation import from_section
+    from cage_eval.errors import UserCodeError
+
+    monkeypatch.syspath_prepend(str(user_code / "src"))
+    section = Section({"kind": "callable", "callable": "bad_models:bad_classifier",
+                       "batch_size": 4}, source="exp.toml", name="observation_classifier")
+    classifier, _ = from_section(section, generator_device="cpu")
+    assert set(classifier(torch.zeros(2, 3, 4, 4))) == {"bright"}
+    with pytest.raises(UserCodeError) as info:
+        classifier(torch.zeros(3, 3, 4, 4))  # a later batch, of 3 images, fails
+    assert str(info.value) == ("exp.toml: [observation_classifier] callable = "
+                               "'bad_models:bad_classifier': bad_classifier raised "
+                               "ZeroDivisionError: division by zero")
+    assert isinstance(info.value.__cause__, ZeroDivisionError)

@@ -92,7 +92,7 @@ def test_report_out_replaces_its_own_report(tmp_path):
     assert '<meta name="generator" content="cage-eval report' in out.read_text()
 
 
-def test_report_waits_for_no_one_but_refuses_while_the_run_is_locked(tmp_path):
+def test_report_is_refused_while_another_process_holds_the_run(tmp_path):
     run = make_report_run(tmp_path / "run")
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
