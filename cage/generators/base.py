@@ -186,7 +186,8 @@ class GuardedGenerator:
     """The user's generator as CAGE calls it: every ``sample``, ``decode`` and ``encode`` call is
     guarded (:func:`guarded_call`) and its result checked, on every batch, for what a later step
     needs: a torch tensor, of ``(n, latent_dim)`` latents or of observations shaped like the
-    first ones (``obs_shape``, once known). Everything else is the user's object itself.
+    first ones (``obs_shape``, once known). Everything else is the user's object itself
+    (attributes, ``isinstance``).
     """
 
     def __init__(self, inner: Any, where: str) -> None:
@@ -198,6 +199,10 @@ class GuardedGenerator:
     def inner(self) -> Any:
         """The user's own generator object."""
         return self._inner
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance(guarded, TheirClass) holds, as for the object
+        return type(self._inner)
 
     def set_obs_shape(self, shape: tuple[int, ...]) -> None:
         object.__setattr__(self, "_obs_shape", tuple(shape))
