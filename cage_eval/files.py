@@ -351,6 +351,10 @@ GENERATE = Maker("cage-eval generate", frozenset(runs.RUN_ENTRIES), manifest=Tru
 _OWN_TEMPORARY = re.compile(r"^\..+(\.tmp|\.partial-[A-Za-z0-9_]+|\.old-[A-Za-z0-9_]+)$")
 
 
+#: What file browsers drop into any folder they show; never a reason to keep a run.
+_OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 def _names(found: Sequence[str]) -> str:
     return ", ".join(found[:_SHOWN]) + (f", ... ({len(found)} in all)" if len(found) > _SHOWN
                                         else "")
@@ -395,7 +399,8 @@ def _legacy(out: Path, maker: Maker) -> bool:
 def _check_owned(out: Path, maker: Maker) -> None:
     """Refuse unless ``out`` was made by ``maker`` and holds nothing else (see
     :func:`check_replaceable`)."""
-    present = sorted(n for n in os.listdir(out) if not _OWN_TEMPORARY.match(n))
+    present = sorted(n for n in os.listdir(out)
+                     if not _OWN_TEMPORARY.match(n) and n not in _OS_LITTER)
     if not present or present == [runs.LOCK]:
         return
     marker = read_marker(out)

@@ -326,3 +326,17 @@ def test_the_users_classifier_failing_mid_run_is_one_error_naming_it(user_code, 
                                "'bad_models:bad_classifier': bad_classifier raised "
                                "ZeroDivisionError: division by zero")
     assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_an_attributes_file_in_windows_1252_is_read_with_a_warning(tmp_path):
+    from cage.labels.attributes_file import read_attribute_table
+    from cage_eval.errors import CageEvalWarning, InputFileError
+
+    path = tmp_path / "labels.csv"
+    path.write_bytes("file,smiling\nJosé.png,1\nAna.png,0\n".encode("cp1252"))
+    with pytest.warns(CageEvalWarning, match=r"not UTF-8 \(byte 0xe9 at offset 16, line 2\)"):
+        table = read_attribute_table(path, names=True)
+    assert table.names == ["José.png", "Ana.png"]
+    path.write_bytes(b"file,smiling\nA.png,1\nB\x81.png,0\n")
+    with pytest.raises(InputFileError, match=r"undecodable byte 0x81 at offset 22 \(line 3\)"):
+        read_attribute_table(path, names=True)

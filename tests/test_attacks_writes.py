@@ -155,6 +155,16 @@ def test_force_replaces_a_marked_run_and_a_run_made_before_the_marker(tmp_path):
     assert sorted(p.name for p in old.iterdir()) == [runs.RUN_MARKER, runs.DIRECTIONS]
 
 
+def test_force_ignores_what_file_browsers_leave_behind(tmp_path):
+    out = tmp_path / "run"
+    with files.staged_run_dir(out, run_id="a1") as stage:
+        (stage / runs.DIRECTIONS).write_text("old\n")
+    (out / ".DS_Store").write_bytes(b"\0")
+    with files.staged_run_dir(out, force=True, run_id="b2") as stage:
+        (stage / runs.DIRECTIONS).write_text("new\n")
+    assert (out / runs.DIRECTIONS).read_text() == "new\n"
+
+
 def test_force_refuses_an_unmarked_directory_without_a_manifest(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
