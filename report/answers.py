@@ -39,7 +39,9 @@ OVERALL_KEYS = ("judgements", "pairs", "workers", "fleiss_kappa", "randolph_kapp
 COVERAGE_KEYS = ("dag", "setting", "pairs_answered", "pairs_in_run", "assignments_answered",
                  "assignments_planned")
 PLAN_KEYS = ("test", "correction", "family", "alpha", "null_p", "confidence_level",
-             "attention_min_accuracy", "exclude_rejected", "duplicates")
+             "attention_min_accuracy", "exclude_rejected", "duplicates", "min_response_time_s",
+             "duplicate_participants", "blocked_participants", "reject_min_failed_checks",
+             "catch_trials")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,16 @@ def exclusion_lines(ex: Mapping[str, Any], flags: Mapping[str, Any] | None = Non
     return tuple(out)
 
 
+def by_rule_line(rows: Any) -> tuple[str, ...]:
+    """analysis.json's ``exclusions_by_rule`` as one sentence: pair judgements excluded by each
+    pre-registered rule (with its threshold), in the order applied."""
+    if not isinstance(rows, list) or not rows:
+        return ()
+    parts = [f"{r.get('label')} ({r.get('threshold')}): {r.get('pair_judgements', 0)}"
+             for r in rows if isinstance(r, Mapping)]
+    return ("Pair judgements excluded by rule, in the order applied: " + "; ".join(parts) + ".",)
+
+
 def _coverage(data: Any) -> Coverage | None:
     if not isinstance(data, Mapping):
         return None
@@ -208,7 +220,8 @@ def analysed_answers(data: Mapping[str, Any], message: str = "", results_rows: i
         workers=tuple(_pick(w, WORKER_KEYS) for w in data.get("workers") or []),
         overall=_pick(data.get("overall"), OVERALL_KEYS), coverage=_coverage(data.get("coverage")),
         exclusions=exclusion_lines(data.get("exclusions") or {}, data.get("flags"),
-                                   data.get("notes") or ()),
+                                   data.get("notes") or ()) + by_rule_line(
+                                       data.get("exclusions_by_rule")),
         plan=_pick(data.get("plan"), PLAN_KEYS), plan_origin=str(data.get("plan_origin") or ""),
         plan_frozen_at=data.get("plan_frozen_at"), overrides=overrides,
         simulated_banner=(data.get("simulated") or {}).get("banner") or None)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from cage_eval.cli.quality import plan_from_options, quality_options
+
 TOKEN_ENV = "CAGE_EVAL_TURKLE_TOKEN"
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
 DEFAULT_HOME = "turkle_home"
@@ -76,7 +78,11 @@ def turkle() -> None:
               help="TCP port; 0 picks a free one.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True,
               help="Host name workers use to reach a non-loopback server (repeatable).")
-def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> None:
+@click.option("--behind-https-proxy", is_flag=True,
+              help="An HTTPS reverse proxy forwards the --allowed-host names to this loopback "
+              "server (docs/prolific.md): secure cookies, X-Forwarded-Proto trusted.")
+def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...],
+          behind_https_proxy: bool) -> None:
     """Start a Turkle server in the foreground until Ctrl-C.
 
     Creates the home on first use (SQLite database, secret key, admin account and API token;
@@ -95,7 +101,13 @@ def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> N
         start_server,
     )
 
-    server = start_server(home, host=host, port=port, allowed_hosts=allowed_hosts)
+    if behind_https_proxy and not allowed_hosts:
+        from cage_eval.errors import ConfigError
+
+        raise ConfigError("--behind-https-proxy: name the public host name(s) the proxy serves "
+                          "with --allowed-host")
+    server = start_server(home, host=host, port=port, allowed_hosts=allowed_hosts,
+                          behind_proxy=behind_https_proxy)
 
     def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
         raise KeyboardInterrupt
@@ -179,9 +191,11 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
               help="Placement seed, used only if RUN/hit_items.csv does not exist yet.")
 @click.option("--attention-rate", type=float, default=0.0, show_default=True,
               help="Attention checks per pair, used only if RUN/hit_items.csv does not exist yet.")
+@quality_options
 def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours: int,
                 images: str, domain: str, templates_dir: Path | None, seed: int,
-                attention_rate: float) -> None:
+                attention_rate: float, analysis_plan: Path | None,
+                min_response_time: float | None, block_list: Path | None) -> None:
     """Publish RUN's HITs as one Turkle project and batch (idempotent: a rerun creates nothing).
 
     Freezes the analysis plan (RUN/analysis_plan.json) and records the batch in
@@ -195,7 +209,9 @@ def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours:
     require_turkle()
     options = TurklePublishOptions(assignments=assignments, hours=hours, images=images,
                                    domain=domain, templates_dir=templates_dir, seed=seed,
-                                   attention_rate=attention_rate)
+                                   attention_rate=attention_rate,
+                                   analysis_plan=plan_from_options(
+                                       analysis_plan, min_response_time, block_list))
     api = _api(home, url)
     result = publish(run, api, options, server_home=home if images == "server" else None,
                      on_step=click.echo)

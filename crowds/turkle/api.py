@@ -162,6 +162,33 @@ class TurkleAPI:
         return data
 
 
+    # ----------------------------------------------------------------- the Prolific gateway
+
+    def register_prolific_study(self, study_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Tell the server's Prolific gateway which batch, quota and completion URL a study has."""
+        return self._json("PUT", f"/api/cage-eval/prolific/studies/{_path_id(study_id)}/",
+                          json=data)
+
+    def prolific_sessions(self, study_id: str) -> list[dict[str, Any]]:
+        """The sessions the gateway recorded for a study (PID, SESSION_ID, tasks answered)."""
+        data = self._json("GET", f"/api/cage-eval/prolific/studies/{_path_id(study_id)}/sessions/")
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise BackendError(f"Turkle at {self.url}: unexpected gateway answer for study "
+                               f"{study_id}: {str(data)[:200]}")
+        return data["results"]
+
+    def release_prolific_sessions(self, study_id: str, session_ids: list[str]) -> dict[str, Any]:
+        """Free the tasks of these sessions for other participants (idempotent)."""
+        return self._json("POST", f"/api/cage-eval/prolific/studies/{_path_id(study_id)}/release/",
+                          json={"session_ids": list(session_ids)})
+
+
+def _path_id(value: str) -> str:
+    if not value.isalnum():
+        raise BackendError(f"study id {value[:40]!r}: not alphanumeric")
+    return value
+
+
 def _detail(resp: Any) -> str:
     try:
         data = resp.json()

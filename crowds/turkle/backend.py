@@ -83,6 +83,9 @@ class TurklePublishOptions:
     templates_dir: Path | None = None
     seed: int = 0
     attention_rate: float = 0.0
+    #: The analysis plan to freeze (``analysis.plan.AnalysisPlan``; quality-control rules
+    #: included); the defaults when None. Its ``catch_trials`` is set from the HIT items.
+    analysis_plan: Any = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.assignments <= MAX_ASSIGNMENTS:
@@ -306,10 +309,13 @@ def publish(
             input_sha256=_sha256(csv_text), template_sha256=_sha256(template), state=CREATING,
             created_at=utc_now(), updated_at=utc_now())
         from analysis.plan import freeze_plan
+        from analysis.quality import publish_plan
 
+        frozen = publish_plan(options.analysis_plan,
+                              catch_trials=sum(1 for it in items if it.kind == "attention"))
         fresh = not (run_dir / runs.TURKLE_LEDGER).exists()
         if fresh:  # the plan first: the ledger file appears only with a publication in it
-            step(f"analysis plan frozen: {freeze_plan(run_dir).name}")
+            step(f"analysis plan frozen: {freeze_plan(run_dir, frozen).name}")
         with TurkleLedger.open(run_dir, create=True) as ledger:
             pub = ledger.publication()
             if pub is not None:
@@ -323,7 +329,7 @@ def publish(
                                          created=False, adopted=False)
                 step("resuming an interrupted publish")
             if not fresh:
-                step(f"analysis plan frozen: {freeze_plan(run_dir).name}")
+                step(f"analysis plan frozen: {freeze_plan(run_dir, frozen).name}")
             if pub is None:
                 ledger.start(want)
                 pub = want

@@ -51,6 +51,7 @@ SETTINGS_MODULE = "crowds.turkle.site"
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
 ALLOWED_HOSTS_ENV = "CAGE_EVAL_TURKLE_ALLOWED_HOSTS"
 INSTANCE_ENV = "CAGE_EVAL_TURKLE_INSTANCE"
+PROXY_ENV = "CAGE_EVAL_TURKLE_PROXY"
 #: Where a server started here answers its instance value (``crowds.turkle.site.INSTANCE_PATH``).
 INSTANCE_PATH = "/cage-eval/instance/"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -153,8 +154,10 @@ def init_home(home: Path) -> Path:
     return home
 
 
-def _child_env(home: Path, allowed_hosts: tuple[str, ...] = (), instance: str = "") -> dict[str, str]:
+def _child_env(home: Path, allowed_hosts: tuple[str, ...] = (), instance: str = "",
+               behind_proxy: bool = False) -> dict[str, str]:
     env = dict(os.environ)
+    env[PROXY_ENV] = "1" if behind_proxy else ""
     env["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     env[HOME_ENV] = str(home)
     env[ALLOWED_HOSTS_ENV] = ",".join(allowed_hosts)
@@ -327,6 +330,7 @@ def start_server(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     allowed_hosts: tuple[str, ...] = (),
+    behind_proxy: bool = False,
     timeout: float = 90.0,
 ) -> TurkleServer:
     """Provision ``home`` and start Turkle on ``host:port``; return once it answers HTTP.
@@ -338,7 +342,8 @@ def start_server(
     ``port=0`` picks a free port. The server runs ``django runserver --insecure --noreload`` in its
     own process group (static files served for local use, no auto-reloader); its output goes to
     ``HOME/server.log``. Binding a non-loopback ``host`` needs the names clients use in
-    ``allowed_hosts``. Raises :class:`BackendError` if it does not come up within ``timeout`` s.
+    ``allowed_hosts``; ``behind_proxy`` trusts an HTTPS reverse proxy in front of a loopback
+    server (secure cookies, ``X-Forwarded-Proto``, form posts from the ``allowed_hosts``). Raises :class:`BackendError` if it does not come up within ``timeout`` s.
     """
     require_turkle()
     if host not in LOOPBACK_HOSTS and not allowed_hosts:
@@ -361,7 +366,7 @@ def start_server(
             proc = subprocess.Popen(
                 [sys.executable, "-m", "django", "runserver", "--insecure", "--noreload",
                  *(["--ipv6"] if ":" in host else []), _url(host, chosen)[len("http://"):]],
-                env=_child_env(home, hosts, instance),
+                env=_child_env(home, hosts, instance, behind_proxy),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -35,6 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
 ALLOWED_HOSTS_ENV = "CAGE_EVAL_TURKLE_ALLOWED_HOSTS"
 INSTANCE_ENV = "CAGE_EVAL_TURKLE_INSTANCE"
+PROXY_ENV = "CAGE_EVAL_TURKLE_PROXY"
 #: Answers this server's instance value (see the module docstring).
 INSTANCE_PATH = "cage-eval/instance/"
 SECRET_KEY_FILE = "secret_key"
@@ -111,6 +112,7 @@ MIDDLEWARE = (
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "crowds.turkle.site.content_length_in_bytes",
+    "crowds.turkle.gateway.middleware",
 )
 X_FRAME_OPTIONS = "SAMEORIGIN"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -147,6 +149,16 @@ STATIC_URL = "/static/"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "index"
 LOGOUT_REDIRECT_URL = "index"
+
+#: Behind an HTTPS reverse proxy (``turkle serve --behind-https-proxy``): trust its
+#: X-Forwarded-Proto for the scheme, send cookies only over HTTPS, and accept form posts whose
+#: Origin is one of the public host names.
+CAGE_EVAL_BEHIND_PROXY = os.environ.get(PROXY_ENV, "") == "1"
+if CAGE_EVAL_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    CSRF_TRUSTED_ORIGINS = [f"https://{h}" for h in ALLOWED_HOSTS if not h.startswith("[")]
 
 TURKLE_SITE_NAME = "Turkle (cage-eval)"
 TURKLE_AUTO_ACCEPT_DEFAULT = True
@@ -190,9 +202,12 @@ def _urlpatterns() -> list:
     from django.urls import include, path, re_path
     from django.views.static import serve
 
+    from crowds.turkle import gateway as turkle_gateway
+
     prefix = IMAGES_URL_PREFIX.strip("/")
     return [
         path(INSTANCE_PATH, _instance, name="cage_eval_instance"),
+        *turkle_gateway.urlpatterns(),
         path("admin/", admin.site.urls),
         path("", include("django.contrib.auth.urls")),
         path("", include("turkle.urls")),

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analysis.quality import RULES
 from analysis.report import AnalysisOptions, analyze_file
 from analysis.tables import TABLE2_COLUMNS, render_outputs
 from cage_eval.cli import cli
@@ -174,8 +175,10 @@ def _check_markdown(text: str, dags: list[str], n_settings: int) -> None:
     # Markdown ends lines at \n (and \r) only: str.splitlines would also split at U+2028 etc.
     tables = [block.split("\n") for block in text.split("\n\n") if block.startswith("| ")]
     assert "\r" not in text
-    assert len(tables) == 3
-    grid, per_cell, robust = tables
+    assert len(tables) == 4
+    grid, by_rule, per_cell, robust = tables
+    assert len(by_rule) == 2 + len(RULES) + 1          # every rule, then the analysed total
+    assert all(len(_md_cells(row)) == 4 for row in by_rule if not row.startswith("|---"))
     assert len(grid) == 2 + len(dags)
     assert [_md_cells(row)[0] for row in grid[2:]] == [_md_expected(d) for d in dags]
     assert all(len(_md_cells(row)) == 1 + n_settings for row in grid if not row.startswith("|---"))
@@ -186,8 +189,10 @@ def _check_markdown(text: str, dags: list[str], n_settings: int) -> None:
 
 def _check_latex(text: str, dags: list[str], n_settings: int) -> None:
     blocks = re.findall(r"\\midrule\n(.*?)\n\\bottomrule", text, re.S)
-    assert len(blocks) == 2
-    grid, detail = (b.split("\n") for b in blocks)
+    assert len(blocks) == 3
+    grid, detail, by_rule = (b.split("\n") for b in blocks)
+    rule_rows = [row for row in by_rule if row != "\\midrule"]
+    assert len(rule_rows) == len(RULES) + 1 and all(len(_tex_cells(r)) == 4 for r in rule_rows)
     assert [_tex_unescape(_tex_cells(row)[0]) for row in grid] == [_tex_expected(d) for d in dags]
     assert all(len(_tex_cells(row)) == 1 + n_settings for row in grid)
     assert len(detail) == len(dags) * n_settings

@@ -30,7 +30,7 @@ def test_freeze_writes_once_and_never_overwrites(tmp_path):
     path = freeze_plan(run, AnalysisPlan(correction="holm"))
     assert path == run / runs.ANALYSIS_PLAN
     data = json.loads(path.read_text())
-    assert data["plan_version"] == 1 and data["plan"]["correction"] == "holm"
+    assert data["plan_version"] == 2 and data["plan"]["correction"] == "holm"
     assert data["frozen_at"].endswith("Z")
     before = path.read_bytes()
     assert freeze_plan(run, AnalysisPlan(correction="none")) == path

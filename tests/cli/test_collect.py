@@ -27,15 +27,15 @@ def test_status_collect_review_expire(aws_env, run_dir, fake):
     items = {it.item_id: it for it in read_hit_items(run_dir)}
     with Ledger.open(run_dir) as ledger:
         rows = ledger.rows()
-    bad = None
+    bad = []  # AWORKER0 fails both attention checks: the fair-rejection rule allows rejecting them
     for row in rows:
         item = items[row.item_id]
         for w in range(3):
             choice = item.expected or "top"
-            if item.kind == "attention" and w == 0 and bad is None:
+            if item.kind == "attention" and w == 0:
                 choice = "bottom" if item.expected == "top" else "top"
-                bad = fake.add_assignment(row.hit_id, "AWORKER0", {"choice": choice, "item_id": item.item_id,
-                                                                   "elapsed_ms": "800"})
+                bad += [fake.add_assignment(row.hit_id, "AWORKER0", {"choice": choice, "item_id": item.item_id,
+                                                                    "elapsed_ms": "800"})]
                 continue
             fake.add_assignment(row.hit_id, f"AWORKER{w}", {"choice": choice, "item_id": item.item_id,
                                                             "elapsed_ms": "800"})
@@ -62,20 +62,21 @@ def test_status_collect_review_expire(aws_env, run_dir, fake):
     assert no_feedback.exit_code == 1
     assert no_feedback.stderr == "Error: rejecting assignments needs --feedback TEXT: MTurk requires a reason that the worker will see\n"
     dry = invoke("review", run_dir, "--reject-failed-attention", "--dry-run", *url)
-    assert dry.exit_code == 0 and f"reject {bad} (worker AWORKER0" in dry.stdout
+    assert dry.exit_code == 0 and f"reject {bad[0]} (worker AWORKER0" in dry.stdout
+    assert "2 of 2 attention check(s) failed; rejection allowed" in dry.stdout
     assert all(a["AssignmentStatus"] == "Submitted" for a in fake.assignments.values())
     declined = invoke("review", run_dir, "--reject-failed-attention", "--feedback", "Wrong answer on "
                       "the attention check.", *url, input="n\n")
-    assert declined.exit_code == 1 and "Approve 29 and reject 1 assignments on the MTurk sandbox?" in declined.output
+    assert declined.exit_code == 1 and "Approve 28 and reject 2 assignments on the MTurk sandbox?" in declined.output
     reviewed = invoke("review", run_dir, "--reject-failed-attention", "--feedback",
                       "Wrong answer on the attention check.", "--yes", *url)
     assert reviewed.exit_code == 0, reviewed.output
-    assert reviewed.stdout.endswith("Approved 29, rejected 1\n")
-    assert fake.assignments[bad]["AssignmentStatus"] == "Rejected"
+    assert reviewed.stdout.endswith("Approved 28, rejected 2\n")
+    assert {fake.assignments[a]["AssignmentStatus"] for a in bad} == {"Rejected"}
 
     status = invoke("status", run_dir, *url)
-    assert "Assignments: 0 submitted, 29 approved, 1 rejected" in status.stdout
-    assert "Cost so far: $1.74 paid, $1.74 committed" in status.stdout
+    assert "Assignments: 0 submitted, 28 approved, 2 rejected" in status.stdout
+    assert "Cost so far: $1.68 paid, $1.68 committed" in status.stdout
 
     expired = invoke("expire", run_dir, *url)
     assert expired.exit_code == 0 and expired.stdout == "Expired 10 HITs (0 were already expired)\n"
@@ -83,7 +84,7 @@ def test_status_collect_review_expire(aws_env, run_dir, fake):
     assert invoke("expire", run_dir, *url).stdout == "Expired 0 HITs (10 were already expired)\n"
 
     again = invoke("collect", run_dir, *url)
-    assert "(0 submitted, 29 approved, 1 rejected)" in again.stdout
+    assert "(0 submitted, 28 approved, 2 rejected)" in again.stdout
     blob = tree_bytes(run_dir)
     assert DUMMY_ACCESS_KEY.encode() not in blob and DUMMY_SECRET_KEY.encode() not in blob
 

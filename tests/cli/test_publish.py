@@ -14,6 +14,7 @@ from mturk_helpers import (
     tree_bytes,
 )
 
+from analysis.quality import describe_rules, publish_plan
 from cage_eval import runs
 from cage_eval.cli import cli
 from mturk.ledger import Ledger
@@ -42,7 +43,9 @@ def test_publish_sandbox(aws_env, run_dir, fake):
         "Run 5e1f0c2a9b7d4e33: 8 HITs (8 pairs, 0 attention checks); 0 already published\n"
         "Estimated cost: $0.05 x 3 assignments x 8 HITs x (1 + 20% fee) = $1.44 "
         "(rewards $1.20, fees $0.24)\n"
-        "Qualification requirements: 0 (sandbox: approval-rate, approved-count and locale "
+        "Analysis plan to freeze before the first HIT (pre-registered quality control):\n"
+        + "".join(f"  {line}\n" for line in describe_rules(publish_plan(None, catch_trials=0)))
+        + "Qualification requirements: 0 (sandbox: approval-rate, approved-count and locale "
         "requirements skipped)\n"
         "HITs: 8 of 8 published (8 created now, 0 already existed, 0 recovered from an interrupted run)\n"
         f"HIT type: {type_id}\n"

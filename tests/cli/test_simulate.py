@@ -87,7 +87,7 @@ def test_every_output_carries_the_banner(run, tmp_path):
     out = work / "analysis"
     assert (out / "table2.md").read_text().startswith(f"> **{banner}")
     tex = (out / "table2.tex").read_text()
-    assert tex.startswith(f"% {banner}") and tex.count("\\caption{SIMULATED DATA") == 2
+    assert tex.startswith(f"% {banner}") and tex.count("\\caption{SIMULATED DATA") == 3
     data = json.loads((out / "analysis.json").read_text())
     assert data["simulated"]["banner"].startswith(banner)
     assert data["simulated"]["judgements"] == data["simulated"]["of"] > 0

@@ -119,6 +119,21 @@ def test_add_workers_publish_status_collect(served, tmp_path):
                           "(8/8 assignments, done)\n")
 
 
+def test_publish_freezes_the_quality_rules(served, tmp_path):
+    from analysis.plan import load_plan
+
+    home, url, _ = served
+    run = make_run_dir(tmp_path / "run", run_id="c11000000000004", pairs_per_cell=2)
+    block = tmp_path / "pilot.csv"
+    block.write_text("PROLIFIC_PID,Status\n5f0aa,APPROVED\n")
+    res = invoke("turkle", "publish", str(run), "--home", str(home), "--attention-rate", "0.5",
+                 "--min-response-time", "2.5", "--block-list", str(block))
+    assert res.exit_code == 0, res.output
+    plan = load_plan(run)
+    assert plan.min_response_time_s == 2.5 and plan.blocked_participants == ("5f0aa",)
+    assert plan.catch_trials == 4 and plan.reject_min_failed_checks == 2
+
+
 def test_user_mistakes_are_one_error_line(served, tmp_path):
     home, url, _ = served
     run = make_run_dir(tmp_path / "run", run_id="c11000000000002", pairs_per_cell=1)

@@ -146,8 +146,9 @@ def test_review_rejects_only_failed_attention_checks(aws_env, tmp_path, fake):
     a_item = items[attention[0].item_id]
     wrong = "bottom" if a_item.expected == "top" else "top"
     ok = fake.add_assignment(attention[0].hit_id, "AGOOD", {"choice": a_item.expected})
+    # ABAD fails both checks (a wrong and a missing answer): the fair-rejection rule allows it.
     bad = fake.add_assignment(attention[0].hit_id, "ABAD", {"choice": wrong})
-    blank = fake.add_assignment(attention[1].hit_id, "ABLANK", {"item_id": attention[1].item_id})
+    blank = fake.add_assignment(attention[1].hit_id, "ABAD", {"item_id": attention[1].item_id})
     p1 = fake.add_assignment(pair.hit_id, "AP1", {"choice": "top"})
     done = fake.add_assignment(pair.hit_id, "AP2", {"choice": "top"}, status="Approved")
 

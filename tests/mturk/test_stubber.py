@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 from crowd_fixtures import make_run_dir
 from fake_mturk import answer_xml
 
+from analysis.plan import AnalysisPlan
 from hitgen.hosting import DataUriHost
 from hitgen.items import read_hit_items
 from hitgen.render import html_question, render_mturk_page
@@ -132,8 +133,12 @@ def test_collect_review_expire_calls_match_the_service_model(stubbed):
         if i == attention:
             found = [assignment(i, 2, "Submitted", wrong)]
         stub.add_response("list_assignments_for_hit", {"Assignments": found, "NumResults": len(found)},
-                          {"HITId": hit_id(i), "AssignmentStatuses": ["Submitted"], "MaxResults": 100})
-    decisions = plan_review(run, client, reject_failed_attention=True, concurrency=1)
+                          {"HITId": hit_id(i), "AssignmentStatuses": _review_statuses(items, i),
+                           "MaxResults": 100})
+    # A plan that allows a rejection at the first failed check, so that RejectAssignment is
+    # called (the fair-rejection default of 2 is tested in test_quality.py).
+    decisions = plan_review(run, client, reject_failed_attention=True, concurrency=1,
+                            plan=AnalysisPlan(reject_min_failed_checks=1))
     expected_actions = ["reject"] if attention == 0 else ["approve", "reject"]
     assert [d.action for d in decisions] == expected_actions
     for d in decisions:
@@ -152,15 +157,22 @@ def test_collect_review_expire_calls_match_the_service_model(stubbed):
     assert read_hit_items(run)[attention].kind == "attention"
 
 
+def _review_statuses(items, i):
+    """review lists every status of a catch-trial HIT (failed checks are counted over all of
+    them) and only Submitted assignments of the others."""
+    return ["Submitted", "Approved", "Rejected"] if items[i].kind == "attention" else ["Submitted"]
+
+
 def test_eventual_consistency_error_is_retried(stubbed):
     run, client, stub = stubbed
-    _publish_with_stubs(run, client, stub)
+    plan = _publish_with_stubs(run, client, stub)
     for i in range(5):
         found = [{"AssignmentId": "3ASSIGNMENT000000000000000001", "WorkerId": "AWORKER", "HITId": hit_id(0),
                   "AssignmentStatus": "Submitted",
                   "Answer": answer_xml({"choice": "top"})}] if i == 0 else []
         stub.add_response("list_assignments_for_hit", {"Assignments": found},
-                          {"HITId": hit_id(i), "AssignmentStatuses": ["Submitted"], "MaxResults": 100})
+                          {"HITId": hit_id(i), "AssignmentStatuses": _review_statuses(plan.items, i),
+                           "MaxResults": 100})
     decisions = plan_review(run, client, reject_failed_attention=False, concurrency=1)
     stub.add_client_error("approve_assignment", service_error_code="RequestError",
                           service_message="This operation can be called with a status of: Submitted "
