@@ -53,6 +53,7 @@ HIT_ITEMS = "hit_items.csv"
 ANALYSIS_PLAN = "analysis_plan.json"
 LEDGER = "ledger.sqlite"
 TURKLE_LEDGER = "turkle_ledger.sqlite"
+PROLIFIC_LEDGER = "prolific_ledger.sqlite"
 RESULTS = "results.csv"
 RAW_ANSWERS_DIR = "raw_answers"
 LOCK = ".cage-eval.lock"
@@ -65,9 +66,10 @@ TARGET_LOCK_SUFFIX = ".cage-eval.lock"
 HITS_PREVIEW_DIR = "hits_preview"
 INVALID_ANSWERS = "invalid_answers.csv"
 
-#: What makes a directory a study that no command may replace: a publishing ledger (MTurk or
-#: Turkle), the blinding map, the frozen analysis plan, or collected answers.
-STUDY_FILES = (LEDGER, TURKLE_LEDGER, HIT_ITEMS, ANALYSIS_PLAN, RESULTS, RAW_ANSWERS_DIR)
+#: What makes a directory a study that no command may replace: a publishing ledger (MTurk,
+#: Turkle or Prolific), the blinding map, the frozen analysis plan, or collected answers.
+STUDY_FILES = (LEDGER, TURKLE_LEDGER, HIT_ITEMS, ANALYSIS_PLAN, RESULTS, RAW_ANSWERS_DIR,
+               PROLIFIC_LEDGER)
 ANALYSIS_DIR = "analysis"
 REPORT = "report.html"
 
@@ -76,8 +78,9 @@ REPORT = "report.html"
 RUN_ENTRIES = (MANIFEST, CLASSIFIERS, DIRECTIONS, ALPHA_SWEEP, NULL_DRAWS, ARTIFACTS, PLOTS_DIR,
                PAIRS, IMAGES_DIR, SHEETS_DIR, RUN_MARKER)
 #: What later commands add to a run (hits, publish, collect, analyze, report, the locks).
-LATER_ENTRIES = (HIT_ITEMS, HITS_PREVIEW_DIR, ANALYSIS_PLAN, LEDGER, TURKLE_LEDGER, RESULTS,
-                 RAW_ANSWERS_DIR, INVALID_ANSWERS, LOCK, ANALYSIS_DIR, REPORT)
+LATER_ENTRIES = (HIT_ITEMS, HITS_PREVIEW_DIR, ANALYSIS_PLAN, LEDGER, TURKLE_LEDGER,
+                 PROLIFIC_LEDGER, RESULTS, RAW_ANSWERS_DIR, INVALID_ANSWERS, LOCK, ANALYSIS_DIR,
+                 REPORT)
 #: The names no command may write a report over, wherever they are.
 RUN_FILE_NAMES = frozenset(RUN_ENTRIES + LATER_ENTRIES) - {REPORT}
 

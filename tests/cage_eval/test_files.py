@@ -95,7 +95,7 @@ def test_export_batch_force_refuses_a_directory_holding_a_turkle_study(tmp_path)
 
 
 STUDY = ("ledger.sqlite", "turkle_ledger.sqlite", "hit_items.csv", "analysis_plan.json",
-         "results.csv", "raw_answers")
+         "results.csv", "raw_answers", "prolific_ledger.sqlite")
 
 
 def test_the_study_files_are_these():
