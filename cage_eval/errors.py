@@ -49,3 +49,12 @@ class CageEvalWarning(UserWarning):
 
 class CacheWarning(CageEvalWarning):
     """A cache file could not be used (truncated, tampered, stale) and is rebuilt."""
+
+
+class CheckpointWarning(CageEvalWarning):
+    """Checkpoints of a run were not used (another run's, unreadable) or discarded (a unit does
+    not hold what computing it gives); the work is done again."""
+
+
+class CacheError(CageEvalError):
+    """A cache directory or entry that another user owns or could write: refused, never read."""

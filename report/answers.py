@@ -41,7 +41,7 @@ COVERAGE_KEYS = ("dag", "setting", "pairs_answered", "pairs_in_run", "assignment
 PLAN_KEYS = ("test", "correction", "family", "alpha", "null_p", "confidence_level",
              "attention_min_accuracy", "exclude_rejected", "duplicates", "min_response_time_s",
              "duplicate_participants", "blocked_participants", "reject_min_failed_checks",
-             "catch_trials")
+             "catch_trials", "below_rejection")
 
 
 @dataclass(frozen=True)

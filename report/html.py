@@ -57,9 +57,14 @@ def fmt_int(x: Any) -> str:
     return "–" if _missing(x) else f"{int(round(float(x))):,}"
 
 
-def fmt_money(x: Any) -> str:
-    """Dollars: ``$1,234.50``."""
-    return "–" if x is None else f"${Decimal(x):,.2f}"
+_SYMBOLS = {"USD": "$", "GBP": "£"}
+
+
+def fmt_money(x: Any, currency: str = "USD") -> str:
+    """Dollars (``$1,234.50``), or pounds (``£1,234.50``) with ``currency="GBP"``."""
+    if x is None:
+        return "–"
+    return f"{_SYMBOLS.get(currency, currency + ' ')}{Decimal(x):,.2f}"
 
 
 def fmt_pct(x: Any, digits: int = 0) -> str:

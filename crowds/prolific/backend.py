@@ -248,7 +248,10 @@ def publish(plan: PublishPlan, api: ProlificAPI, host: TaskHost, *, batch_id: in
             raise ConfigError(f"--places {plan.settings.places}: the study already has {places} "
                               "places; places are only ever raised")
         if row is None or row.state in ("creating", "draft") or plan.settings.places > places:
-            check_balance(api, workspace_id, plan, plan.settings.places, max_cost)
+            total = check_balance(api, workspace_id, plan, plan.settings.places, max_cost)
+            # Prolific's own price (rewards + fees) for the places: the report's fee figure.
+            ledger.set_meta("study_cost", _json({"places": plan.settings.places,
+                                                 "total_cost": total}))
         study_id = _ensure_study(api, ledger, plan, batch_id, report)
         report.study_id = study_id
         s = plan.settings

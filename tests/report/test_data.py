@@ -326,6 +326,52 @@ def test_spending_from_the_ledgers(answered, tmp_path):
         render_report(read_report(turkle_run, spending=spending))
 
 
+def test_spending_of_a_prolific_study_is_what_its_ledger_says_was_paid(tmp_path):
+    """A Prolific run also has the Turkle ledger of its tasks: the money is Prolific's (GBP,
+    rewards of approved submissions, Prolific's fee per place, bonuses paid and their fees)."""
+    from crowds.prolific.ledger import ProlificLedger
+    from crowds.turkle.ledger import PUBLISHED, Publication, TurkleLedger
+
+    run = make_report_run(tmp_path / "prolific")
+    with TurkleLedger.open(run, create=True) as turkle:
+        turkle.start(Publication(
+            run_id=RUN_ID, server_url="http://127.0.0.1:1", project_name="p", batch_name="b",
+            project_id=1, batch_id=2, assignments_per_task=3, allotted_hours=2,
+            images="data-uri", n_tasks=4, input_sha256="a" * 64, template_sha256="b" * 64,
+            state=PUBLISHED, created_at="2026-01-01T00:00:00Z",
+            updated_at="2026-01-01T00:00:00Z"))
+    with ProlificLedger.open(run, create=True, run_id=RUN_ID) as ledger:
+        ledger.set_meta("settings", json.dumps({"reward": 150, "currency": "GBP"}))
+        ledger.study_creating(6, 2)
+        ledger.study_created("s1", how="created")
+        ledger.study_state("published")
+    assert spending(run).paid == 0 and spending(run).fee_per_assignment is None
+    with ProlificLedger.open(run) as ledger:
+        ledger.set_meta("study_cost", json.dumps({"places": 6, "total_cost": 1200}))
+        for n, status in enumerate(["APPROVED"] * 3 + ["AWAITING REVIEW", "REJECTED",
+                                                        "RETURNED"]):
+            ledger.upsert_session(f"sub{n}", f"P{n}", status=status)
+        ledger.bonus_state("d1", "creating", csv="P0,1.57", amount=157)
+        ledger.bonus_state("d1", "paid", bonus_id="b1", fees="52.33", total="209.33")
+        ledger.bonus_state("d2", "created", csv="P1,1.00", amount=100, bonus_id="b2",
+                           fees="33.33", total="133.33")  # created, never paid
+    money = spending(run)
+    assert (money.backend, money.currency, money.places, money.real_money) == (
+        "prolific", "GBP", 6, True)
+    assert (money.hits_published, money.hits_planned, money.assignments_per_hit) == (4, 4, 3)
+    assert (money.approved, money.submitted, money.rejected, money.returned) == (3, 1, 1, 1)
+    assert money.reward == Decimal("1.50") and money.fee_per_assignment == Decimal("0.50")
+    assert money.rewards_paid == Decimal("4.50")
+    assert money.bonuses_paid == Decimal("1.57") and money.bonus_fees == Decimal("0.5233")
+    assert money.paid == money.real_paid == Decimal("8.0933")   # 3 x (1.50 + 0.50) + 1.57 + 0.5233
+    assert money.committed == Decimal("10.0933") and money.planned_total == Decimal("12.00")
+    html = render_report(read_report(run, spending=spending))
+    assert "Prolific: £8.09 real money paid so far" in html
+    assert "£1.50 reward + £0.50 Prolific fees = £2.00" in html
+    assert "3 approved, 1 awaiting review, 1 rejected, 1 returned" in html
+    assert "£1.57 + fees £0.52" in html and "no money changes hands" not in html
+
+
 def test_a_damaged_ledger_is_a_note_not_a_crash(run):
     (run / runs.LEDGER).write_bytes(b"not sqlite at all, not even close" * 10)
     data = read_report(run, spending=spending)
