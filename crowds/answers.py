@@ -26,7 +26,7 @@ from cage_eval import files, runs
 MAX_ANSWER_CHARS = 64
 #: How much of an offending value messages show.
 SHOWN_CHARS = 40
-INVALID_ANSWERS = "invalid_answers.csv"
+INVALID_ANSWERS = runs.INVALID_ANSWERS
 _ITEM_ID = re.compile(r"h[0-9a-f]{15}")
 _ELAPSED = re.compile(r"[0-9]{1,12}")
 
