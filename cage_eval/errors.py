@@ -20,6 +20,13 @@ class InputFileError(CageEvalError):
     """A user-supplied file is missing, unreadable or malformed."""
 
 
+class UserCodeError(ConfigError):
+    """The user's own code (a generator, its factory, a classifier or an encoder named in the
+    config) raised an exception or returned the wrong thing. The message names the config key,
+    the callable and the exception; ``cage-eval --debug`` prints the traceback too (kept as
+    ``__cause__``)."""
+
+
 class RunDirError(CageEvalError):
     """A run directory is missing, incomplete, or inconsistent with the request."""
 

@@ -44,7 +44,13 @@ from cage.pairs.make import LinearAttribute, ManipulationJob, Manipulator, PairC
 from cage.run.pipeline import run_experiment
 from cage_eval import runs
 from cage_eval.cli import cli
-from cage_eval.errors import CacheError, CacheWarning, CheckpointWarning, ConfigError
+from cage_eval.errors import (
+    CacheError,
+    CacheWarning,
+    CheckpointWarning,
+    ConfigError,
+    UserCodeError,
+)
 
 SUPPORT = Path(__file__).resolve().parent / "support"
 #: The files that must be byte-identical between a tampered-then-resumed and a clean run.
@@ -138,7 +144,7 @@ def saved(study, tmp_path_factory):
     """The checkpoints a run leaves when it fails while making pairs (every eq. 9 unit and the
     labelled samples done): ``(out, checkpoint folder)``, kept pristine; copy before use."""
     out = tmp_path_factory.mktemp("failed") / "run"
-    with pytest.raises(RuntimeError, match="planted failure"):
+    with pytest.raises(UserCodeError, match="decode raised RuntimeError: planted failure"):
         run(study, out, CAGE_TEST_FAULT="raise")
     folder = checkpoints.checkpoint_dir(out)
     assert not out.exists() and len(list(folder.glob("part-*.npz"))) >= 1

@@ -14,8 +14,11 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
     - ``geometry-only``: eq. 8 (a latent outcome). Its GATEs depend only on the marginal law of
       each outcome logit and on ``alpha (w_e . u_c)``, so delta tau is fixed by the two
       hyperplanes' offsets and norms (:mod:`cage.engine.geometry`) and cannot tell a cause from an
-      effect. For eq. 9: delta tau is not outside the rotation null (the same pair geometry in a
-      randomly rotated latent space);
+      effect;
+    - ``rotation-null``: eq. 9 (an observation outcome). Delta tau is not outside the rotation
+      null (the same pair geometry in a randomly rotated latent space). Runs written before this
+      reason had its own name call it ``geometry-only`` on eq. 9 rows
+      (:func:`cage.explain.reason_name` reads them);
     - ``not-significant``: delta tau is not outside its decision null *around the null's own
       centre* (:func:`centred_p_value`; the null of delta tau is not centred at 0);
     - ``balance-driven``: the sign of delta tau changes when the outcome classifiers' thresholds
@@ -42,7 +45,8 @@ __all__ = ["RULES", "REASONS", "Evidence", "centred_p_value", "decide_all", "dec
            "decide_paper", "reason_text"]
 
 #: Every reason :func:`decide_controlled` can give, in the order they are checked.
-REASONS = ("no-effect", "geometry-only", "not-significant", "balance-driven", "alpha-unstable")
+REASONS = ("no-effect", "geometry-only", "rotation-null", "not-significant", "balance-driven",
+           "alpha-unstable")
 
 
 def centred_p_value(null: np.ndarray, observed: float) -> float:
@@ -106,8 +110,10 @@ def decide_controlled(ev: Evidence, level: float) -> tuple[str, tuple[str, ...]]
     if ev.p_gate_12 > level and ev.p_gate_21 > level:
         return INDEPENDENT, ("no-effect",)
     reasons: list[str] = []
-    if ev.latent_outcome or not (ev.p_geometry <= level):
+    if ev.latent_outcome:
         reasons.append("geometry-only")
+    elif not (ev.p_geometry <= level):
+        reasons.append("rotation-null")
     if ev.delta_tau == 0 or ev.p_delta_tau_centred > level:
         reasons.append("not-significant")
     if any(np.sign(b) != np.sign(ev.delta_tau) for b in ev.balance_delta_tau):

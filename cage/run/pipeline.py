@@ -505,14 +505,16 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
         if not group.leader:
             _serve(module, config, cache, workers)
             return None
-        with workers.leading(checkpoints.checkpoint_dir(out)), distributed.active(workers):
+        with files.target_lock(out, "generated"), \
+                workers.leading(checkpoints.checkpoint_dir(out)), distributed.active(workers):
             return _write_run(module, config, out, force, cache, workers)
 
 
 def _write_run(module: Kind, config: ExperimentConfig, out: str | Path, force: bool, cache: Path,
                workers: Workers) -> CageResult:
     """Rank 0's run: set up, compute (with ``workers``), write the staged run directory."""
-    with files.staged_run_dir(out, force=force) as stage:
+    run_id = uuid.uuid4().hex[:12]
+    with files.staged_run_dir(out, force=force, run_id=run_id) as stage:
         workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers, out)
         setup, result = _compute(module, config, cache, workers)
         with progress.stage("writing tables and plots"):
@@ -523,7 +525,7 @@ def _write_run(module: Kind, config: ExperimentConfig, out: str | Path, force: b
                 extra = module.finish(setup, result, stage, config)
         manifest = {
             "schema_version": runs.SCHEMA_VERSION,
-            "run_id": uuid.uuid4().hex[:12],
+            "run_id": run_id,
             "complete": True,
             "created_by": "cage-eval generate",
             "experiment": config.name,

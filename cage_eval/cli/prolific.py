@@ -67,7 +67,8 @@ def prolific() -> None:
       cage-eval turkle serve --home lab --allowed-host study.example.org --behind-https-proxy
       cage-eval prolific publish runs/digits --home lab --public-url https://study.example.org \\
           --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20 --dry-run
-      cage-eval prolific publish runs/digits ...        # the same, without --dry-run
+      cage-eval prolific publish runs/digits --home lab --public-url https://study.example.org \\
+          --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20
       cage-eval prolific status runs/digits --home lab
       cage-eval prolific collect runs/digits --home lab # -> runs/digits/results.csv
       cage-eval prolific review runs/digits
@@ -143,8 +144,10 @@ def publish_cmd(run, home, url, api_url, public_url, reward, currency, minutes, 
     The analysis plan (RUN/analysis_plan.json, with the quality-control rules) is frozen before
     anything is created; a rerun with other values keeps it and warns.
 
-    Example: cage-eval prolific publish runs/digits --home lab --public-url
-    https://study.example.org --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20
+    \b
+    Example:
+      cage-eval prolific publish runs/digits --home lab --public-url https://study.example.org \\
+          --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20
     """
     from cage_eval.errors import ConfigError
     from crowds.prolific.backend import pick_workspace, prepare
@@ -276,6 +279,8 @@ def collect_cmd(run, home, url, api_url):
     click.echo(f"Wrote {r.path}: {r.rows} answers from {r.participants} participant(s); "
                f"left out {r.dropped_freed} of freed submissions and {r.dropped_unknown} not "
                f"from Prolific; raw download {r.raw}")
+    if r.kept_aside is not None:
+        click.echo(f"Note: {r.kept_aside.describe('prolific')}", err=True)
     if r.invalid:
         click.echo(f"Warning: {r.invalid} assignment(s) with an invalid answer left out "
                    "(RUN/raw_answers/invalid_answers.csv)", err=True)

@@ -7,14 +7,14 @@ answered run is still waiting for; ``cage-eval report`` uses :func:`spending` fo
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from cage_eval import runs
-from cage_eval.errors import RunDirError
+from cage_eval.errors import InputFileError, RunDirError
+from cage_eval.textfiles import read_csv_table
 
 
 def assignments_per_item(run_dir: str | Path) -> int | None:
@@ -209,9 +209,8 @@ def _statuses(results: Path) -> Counter[str]:
     if not results.is_file():
         return counts
     try:
-        with results.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                counts[row.get("AssignmentStatus") or ""] += 1
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        table = read_csv_table(results, warn=False)  # the reader and limits analyze uses
+    except InputFileError as exc:
         raise RunDirError(f"{results}: unreadable ({exc}); collect the answers again") from None
+    counts.update(table.column("AssignmentStatus"))
     return counts

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError, SpendingRefused
+from crowds.answers import KeptAside, keep_other_origin
 from crowds.prolific.api import ApiRefused, MaybeActed, ProlificAPI
 from crowds.prolific.ledger import ProlificLedger
 from crowds.prolific.study import (
@@ -369,6 +370,7 @@ class CollectReport:
     dropped_unknown: int
     invalid: int
     reconciliation: Reconciliation
+    kept_aside: KeptAside | None = None
 
 
 def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
@@ -412,11 +414,12 @@ def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
                         "AssignmentStatus": ASSIGNMENT_STATUS.get(status, "Submitted")})
         columns = [c for c in header if c not in PROLIFIC_COLUMNS] + list(PROLIFIC_COLUMNS)
         path = run_dir / runs.RESULTS
+        kept = keep_other_origin(run_dir, "prolific")
         files.atomic_write_bytes(path, _write(columns, out))
         with ProlificLedger.open(run_dir) as ledger:
             ledger.log("collect", f"{len(out)} rows, {freed} freed, {unknown} not from Prolific")
     return CollectReport(path, hosted.raw, len(out), len({r["Prolific.PID"] for r in out}),
-                         freed, unknown, len(hosted.invalid), rec)
+                         freed, unknown, len(hosted.invalid), rec, kept)
 
 
 def _read(data: bytes) -> tuple[list[str], list[dict[str, str]]]:

@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cage_eval import runs
 from cage_eval.errors import RunDirError
 
-LEDGER = "prolific_ledger.sqlite"
+LEDGER = runs.PROLIFIC_LEDGER
 SCHEMA_VERSION = 1
 
 _SCHEMA = """

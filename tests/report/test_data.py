@@ -118,8 +118,12 @@ def test_directions_are_grouped_by_pair_with_calls_and_sentences(run):
                            "(eq. 9 observation)")
     assert tw.headline == "CAGE finds thick → wide (eq. 8 latent)"
     obs = tb.directions[1]
+    # The row says geometry-only, as runs did before eq. 9's reason had its own name: it reads
+    # as the rotation null, in the tables and the sentence.
     assert (obs.call, obs.call_paper, obs.reasons) == ("undetermined (?)", "thick → bright",
-                                                       ("geometry-only",))
+                                                       ("rotation-null",))
+    assert obs.reasons_controlled == ("rotation-null",)
+    assert "inside the rotation null (p(Δτ rotation) = " in obs.sentence
     assert obs.values["p_gate_12"] == pytest.approx(0.02) and obs.values["separable"] is True
     assert obs.sentence == explain.sentence(default_directions()[1])
     assert call_text("<-", "a", "b") == "b → a" and call_text("", "a", "b") == "–"
@@ -136,9 +140,38 @@ def test_baselines_are_shown_when_computed(tmp_path):
                                       ("NOTEARS", "?", False)))
     run = make_report_run(tmp_path / "run", directions=[pair_direction(baselines=verdicts)])
     (d,) = read_report(run).directions
-    assert d.baselines == (("LiNGAM", "thick → bright"), ("ANM", "undetermined (?)"),
-                           ("NOTEARS", "unavailable"))
+    report = read_report(run)
+    (d,) = report.directions
+    assert d.baselines == (("LiNGAM", "thick → bright"), ("ANM", "undetermined (?)"))
+    assert report.baselines_missing == ("NOTEARS",)
+    assert report.baselines_note == (
+        "NOTEARS was not computed: their packages (causal-learn for LiNGAM and ANM, gcastle for "
+        "NOTEARS) were not installed when this run was made. Install them with pip install -e "
+        "'.[baselines]' from the root of your clone and generate the run again "
+        "(docs/baselines.md).")
     assert not read_report(make_report_run(tmp_path / "none")).has_baselines
+
+
+def test_baselines_that_could_not_run_are_said_once_with_the_install_line(tmp_path):
+    """Every baseline unavailable (the extra not installed): no table of 'unavailable' cells,
+    one sentence saying why and how to install them."""
+    from cage.run.baselines import BaselineVerdict
+    from report.html import render_report
+
+    verdicts = tuple(BaselineVerdict(method=m, m1="thick", m2="bright", verdict="?",
+                                     score=float("nan"), p_forward=float("nan"),
+                                     p_backward=float("nan"), n=0, available=False, note="",
+                                     package="") for m in ("LiNGAM", "ANM", "NOTEARS"))
+    run = make_report_run(tmp_path / "run", directions=[
+        pair_direction(baselines=verdicts), pair_direction(outcome="observation",
+                                                           baselines=verdicts)])
+    report = read_report(run)
+    assert not report.has_baselines
+    assert report.baselines_missing == ("LiNGAM", "ANM", "NOTEARS")
+    html = render_report(report)
+    assert "unavailable" not in html
+    assert html.count("LiNGAM, ANM and NOTEARS were not computed") == 1
+    assert html.count("pip install -e &#39;.[baselines]&#39;") == 1
 
 
 def test_an_older_directions_csv_without_optional_columns(run):

@@ -10,7 +10,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 
 import requests  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
