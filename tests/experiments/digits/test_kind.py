@@ -62,12 +62,16 @@ def test_run_directory_has_pairs_images_and_sheets(tmp_path, cache):
     assert rec["direction"] in ("?", "⊥") and rec["p_delta_tau"] >= 1 / 6
     assert rec["settings"] == {"same_source": 6, "same_destination": 4} and rec["rows"] == 10
     assert set(rec["calls_by_outcome"]) == {"latent", "observation"}
-    # The generate summary ends with one line per DAG about its pairs.
+    # The generate summary ends with one line per DAG about its pairs, then how different the two
+    # images of its pairs are, per setting.
     text = summary(result, tmp_path / "a", 1.0).splitlines()
-    assert text[-1].startswith(f"  thick->wide      declared (CAGE observation: {rec['cage_call']}, "
+    (dag_line,) = [ln for ln in text if ln.startswith("  thick->wide ")]
+    assert dag_line.startswith(f"  thick->wide      declared (CAGE observation: {rec['cage_call']}, "
                                f"p(Δτ ≠ 0)={rec['p_delta_tau']:.3f}): 10 rows (same_source 6, "
                                "same_destination 4); sheets: ")
-    assert str(tmp_path / "a" / runs.SHEETS_DIR / "thick_to_wide__same_source.png") in text[-1]
+    assert str(tmp_path / "a" / runs.SHEETS_DIR / "thick_to_wide__same_source.png") in dag_line
+    after = text[text.index(dag_line) + 1:]
+    assert any("same-destination: the two images of a pair differ by a median" in ln for ln in after)
     assert manifest["setup"]["weights"]["origin"] == "shipped"
     assert set(manifest["pairs"]["stats"]) == {f"{rows[0]['dag']} same_source",
                                                f"{rows[0]['dag']} same_destination"}
