@@ -49,6 +49,10 @@ class DirectionRow:
     delta_tau_balanced: float
     delta_tau_m1_rare: float
     delta_tau_m2_rare: float
+    delta_tau_calibration_min: float = math.nan
+    delta_tau_calibration_max: float = math.nan
+    calibration_min_at: str = ""
+    calibration_max_at: str = ""
 
     @classmethod
     def from_direction(cls, d: Any) -> DirectionRow:
@@ -66,13 +70,18 @@ class DirectionRow:
         """
         values: dict[str, str | float] = {}
         for f in fields(cls):
+            if f.name in OPTIONAL_COLUMNS and f.name not in row:
+                continue  # a run made before the calibration control
             text = row[f.name]
             values[f.name] = text if f.type == "str" else _float(text)
         return cls(**values)  # type: ignore[arg-type]
 
 
+#: Columns a sentence reads when present (runs made before the calibration control lack them).
+OPTIONAL_COLUMNS = ("delta_tau_calibration_min", "delta_tau_calibration_max",
+                    "calibration_min_at", "calibration_max_at")
 #: The directions.csv columns a sentence needs.
-COLUMNS = tuple(f.name for f in fields(DirectionRow))
+COLUMNS = tuple(f.name for f in fields(DirectionRow) if f.name not in OPTIONAL_COLUMNS)
 
 
 def _float(text: str | None) -> float:
@@ -97,6 +106,11 @@ def _reason_clause(d: DirectionRow, reason: str) -> str:
         return (f"its sign follows the label balance ({d.delta_tau_m1_rare:+.3f} with {d.m1} "
                 f"rare, {d.delta_tau_m2_rare:+.3f} with {d.m2} rare, "
                 f"{d.delta_tau_balanced:+.3f} with both balanced)")
+    if reason == "calibration-driven":
+        return (f"its sign follows the judges' calibration (delta tau from "
+                f"{d.delta_tau_calibration_min:+.3f} with {d.calibration_min_at} to "
+                f"{d.delta_tau_calibration_max:+.3f} with {d.calibration_max_at}; each recalibration "
+                "keeps the judge's accuracy)")
     if reason == "alpha-unstable":
         return "its sign changes over the alpha grid"
     return reason
@@ -115,7 +129,7 @@ def sentence(d: Any) -> str:
                 f"{d.p_delta_tau_centred:.3f}")
         if d.rule == "controlled":
             text += (f"; rotation null p = {d.p_delta_tau_rotation:.3f}; the sign holds with either "
-                     "label made rare and over the alpha grid")
+                     "label made rare, with either judge recalibrated and over the alpha grid")
         text += ")."
     elif d.direction == "⊥":
         text = (f"CAGE finds no effect between {d.m1} and {d.m2} ({variant}): neither GATE is "

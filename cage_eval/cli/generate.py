@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 # cage.config needs only the standard library: importing it here keeps `--help` fast.
-from cage.config import DEFAULT_EXPERIMENT
+from cage.config import DEFAULT_EXPERIMENT, auto_n_null
 
 
 @click.command("generate")
@@ -98,9 +98,10 @@ CALL_NAMES = {"?": "undetermined (?)", "⊥": "independent (⊥)"}
 RULE_LINES = {
     "controlled": ("call rule (controlled): an arrow needs a significant GATE and delta tau "
                    "outside its null's centre, outside the rotation null (eq. 9 only: eq. 8 is "
-                   "geometry), the same sign with either label made rare and over the alpha grid, "
-                   "all at level {level:g}; [the paper's rule] in brackets"),
-    "paper": ("call rule (paper): a direction needs a significant GATE and p(dtau) <= {level:g}; "
+                   "geometry), the same sign with either label made rare, with either judge "
+                   "recalibrated (temperatures 1/4..4 and hard labels) and over the alpha grid, "
+                   "all at level {level:.4g}; [the paper's rule] in brackets"),
+    "paper": ("call rule (paper): a direction needs a significant GATE and p(dtau) <= {level:.4g}; "
               "'undetermined (?)': a GATE is significant, dtau is not"),
 }
 
@@ -140,6 +141,14 @@ def summary(result, out: Path, elapsed: float) -> str:
             f"{d.delta_tau_m1_rare:+7.3f} {d.delta_tau_m2_rare:+7.3f}   p(centred) "
             f"{d.p_delta_tau_centred:.3f}  p(rotation) {d.p_delta_tau_rotation:.3f}  "
             f"alpha-stable {'yes' if d.sign_stable else 'no'}")
+    lines += ["", "calibration control: delta tau with each outcome recalibrated (temperatures "
+                  "1/4..4 and hard labels, each attribute on its own; accuracy unchanged):"]
+    for d in result.directions:
+        lines.append(
+            f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.delta_tau_calibration_min:+7.3f} "
+            f"({d.calibration_min_at}) .. {d.delta_tau_calibration_max:+7.3f} "
+            f"({d.calibration_max_at}); hard labels {d.delta_tau_labels:+.3f}; sign kept "
+            f"{'yes' if d.calibration_sign_stable else 'no'}")
     if any(d.baselines for d in result.directions):
         lines += ["", "causal-discovery baselines on the prior samples' attribute probabilities "
                       "(paper Appendix D; docs/baselines.md):"]
@@ -153,24 +162,32 @@ def summary(result, out: Path, elapsed: float) -> str:
     if (out / runs.REPORT).is_file():
         lines.append(f"report: {out / runs.REPORT} (everything on one page; cage-eval report)")
     lines.append(_resolution_line(cc, len(result.directions)))
-    lines.append(RULE_LINES[cc.rule].format(level=cc.level))
+    lines.append(RULE_LINES[cc.rule].format(level=cc.call_level()))
     lines += _pair_lines(manifest.get("pairs"), out)
     return "\n".join(lines)
 
 
 def _resolution_line(cc, tests: int) -> str:
-    """How small a p-value can be with ``n_null`` draws, against the level with and without a
-    Bonferroni correction over the run's pairs and outcome variants."""
+    """The level each call used (Bonferroni over the run's pairs x outcome variants, or none), how
+    the null size was chosen and how small a p-value it can give."""
     resolution = 1.0 / (cc.n_null + 1)
-    corrected = cc.level / max(tests, 1)
-    line = f"p-values: {cc.n_null} draws per null, so the smallest possible p is {resolution:.3f}"
-    if resolution > cc.level:
-        return line + f"; that cannot reach level {cc.level:g}: raise [cage] n_null"
-    if tests > 1 and resolution > corrected:
-        need = int(1 / corrected)
-        return (line + f"; enough for level {cc.level:g} per test, not for a Bonferroni "
-                f"correction over the {tests} pairs x variants ({corrected:.4f}): that needs "
-                f"n_null >= {need}")
+    call = cc.call_level()
+    if cc.correction == "bonferroni":
+        level = (f"level {cc.level:g} for the study, Bonferroni-corrected over its {tests} pairs x "
+                 f"variants: {call:.4g} per call")
+    else:
+        level = f"level {cc.level:g} per call, not corrected for the study's {tests} pairs x variants"
+    how = ("chosen from the study's size (n_null = \"auto\": one draw may beat the observed "
+           "statistic and it still passes)" if cc.n_null_auto else "set in [cage] n_null")
+    line = (f"p-values: {level}; {cc.n_null} draws per null, {how}, so the smallest possible p "
+            f"is {resolution:.4f}")
+    if resolution > call:
+        need = auto_n_null(tests, cc.level, cc.correction)
+        return line + f"; that cannot reach {call:.4g}: no arrow is possible (n_null >= {need})"
+    if 2 * resolution > call:
+        need = auto_n_null(tests, cc.level, cc.correction)
+        return line + (f"; an arrow must beat every null draw, at the edge of the resolution "
+                       f"(n_null >= {need} would leave one draw of room)")
     return line
 
 
