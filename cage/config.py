@@ -107,6 +107,10 @@ class CageConfig:
     correction : str
         ``bonferroni`` (the default: each call at ``level / (pairs x outcome variants)``) or
         ``none`` (each call at ``level``).
+    falsified : str
+        Empty, or why this experiment's arrows are known to fail a falsification (the same arrow
+        with the data's mechanism reversed or removed): the controlled rule then reports ``?``
+        with the reason ``falsified`` wherever it would draw an arrow.
     rule : str
         The call rule that fills ``direction``: ``controlled`` (an arrow only when it survives the
         geometry, centring, label-balance and alpha controls) or ``paper`` (the paper's reading).
@@ -146,6 +150,7 @@ class CageConfig:
     mmd_permutations: int = 200
     baselines: bool = True
     correction: str = CORRECTIONS[0]
+    falsified: str = ""
     n_null_auto: bool = False
 
     @property
@@ -464,6 +469,7 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     baselines = get("baselines", bool)
     correction = get("correction", str)
     _one_of(correction, CORRECTIONS, where("correction"))
+    falsified = get("falsified", str).strip()
     if n_null_auto:
         n_null = auto_n_null(len(pairs) * len(outcomes), level, correction)
     return CageConfig(pairs=tuple(pairs), alphas=tuple(alphas), alpha=alpha, k=k, n_null=n_null,
@@ -471,7 +477,8 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
                       intervention=intervention, outcomes=outcomes, outcome_scale=outcome_scale,
                       test_fraction=test_fraction, level=level, rule=rule, min_accuracy=min_accuracy,
                       k_null_observation=k_null_observation, mmd_n=mmd_n, mmd_permutations=mmd_permutations,
-                      baselines=baselines, correction=correction, n_null_auto=n_null_auto)
+                      baselines=baselines, correction=correction, falsified=falsified,
+                      n_null_auto=n_null_auto)
 
 
 def _check_alpha(alpha: float, where: str) -> None:

@@ -113,6 +113,10 @@ def _reason_clause(d: DirectionRow, reason: str) -> str:
                 "keeps the judge's accuracy)")
     if reason == "alpha-unstable":
         return "its sign changes over the alpha grid"
+    if reason == "falsified":
+        return ("every other control passed, but on this generator the same arrow passed them with "
+                "the data's mechanism reversed or removed (the experiment's [cage] falsified), so "
+                "an arrow here does not follow the mechanism")
     return reason
 
 

@@ -329,7 +329,8 @@ class _Collector:
                             p_delta_tau_centred=p_centred, p_geometry=p_rotation,
                             balance_delta_tau=v.balance, sign_stable=stable,
                             latent_outcome=outcome == "latent",
-                            calibration_delta_tau=calib_values)
+                            calibration_delta_tau=calib_values,
+                            falsified=bool(cc.falsified))
         level = cc.call_level()
         calls = decide_all(evidence, level)
         call, reasons = calls[cc.rule]

@@ -105,3 +105,11 @@ def test_auto_is_the_default_and_a_number_overrides_it():
     assert not cc.n_null_auto and cc.n_null == 12 and cc.call_level() == 0.05
     # Without a correction the auto size resolves the uncorrected level.
     assert auto_n_null(2, 0.05, "none") == 39
+
+
+def test_falsified_is_a_sentence_and_defaults_to_empty():
+    assert load_experiment("mog").cage.falsified == ""
+    cfg = load_experiment("mog", overrides=['cage.falsified="the reversed data gave the same arrow"'])
+    assert cfg.cage.falsified == "the reversed data gave the same arrow"
+    with pytest.raises(ConfigError, match=r"\[cage\] falsified = 3: expected str"):
+        load_experiment("mog", overrides=["cage.falsified=3"])

@@ -47,11 +47,11 @@ def test_each_failed_control_gives_a_question_mark_and_its_reason(change, reason
 def test_every_failed_control_is_listed_in_order():
     ev = dataclasses.replace(PASS, latent_outcome=True, p_delta_tau_centred=0.5,
                              balance_delta_tau=(0.1, -0.2, 0.1), sign_stable=False,
-                             calibration_delta_tau=(0.1, -0.1))
+                             calibration_delta_tau=(0.1, -0.1), falsified=True)
     call, reasons = decide_controlled(ev, LEVEL)
     assert call == "?" and reasons == REASONS[1:]
     assert reason_text(reasons) == ("geometry-only+not-significant+balance-driven+"
-                                    "calibration-driven+alpha-unstable")
+                                    "calibration-driven+alpha-unstable+falsified")
 
 
 def test_no_effect_wins_over_everything():
@@ -103,4 +103,12 @@ def test_a_calibration_sign_change_gives_its_reason():
     # Not computed (an empty tuple): the check passes, as before the control existed.
     assert decide_controlled(dataclasses.replace(PASS, calibration_delta_tau=()), LEVEL)[0] == "->"
     # The paper's rule does not read it.
+    assert decide_paper(ev, LEVEL) == ("->", ())
+
+
+def test_a_falsified_experiment_reports_its_arrows_as_question_marks():
+    ev = dataclasses.replace(PASS, falsified=True)
+    assert decide_controlled(ev, LEVEL) == ("?", ("falsified",))
+    # No effect stays no effect, and the paper's reading is still reported beside it.
+    assert decide_controlled(dataclasses.replace(ev, p_gate_12=0.5, p_gate_21=0.5), LEVEL)[0] == "⊥"
     assert decide_paper(ev, LEVEL) == ("->", ())

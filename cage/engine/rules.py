@@ -28,7 +28,11 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
       (:func:`cage.outcomes.calibration_delta_taus`, from the stored per-latent outcomes). Delta
       tau compares the sizes of two GATEs read by two different outcome functions, so it depends
       on their relative calibration, which no accuracy figure shows;
-    - ``alpha-unstable``: the sign of delta tau changes over the alpha grid.
+    - ``alpha-unstable``: the sign of delta tau changes over the alpha grid;
+    - ``falsified``: the experiment declares (``[cage] falsified``) that CAGE's arrows failed a
+      falsification on this generator: with the data's mechanism reversed or removed, the same
+      arrow passed every control (``benchmarks/bench_falsification.py``). Its arrows are then
+      reported as ``?``; the evidence stays in ``directions.csv``.
 
 The controlled rule requires every check to pass (an intersection-union test), so its false-arrow
 rate is at most the level of any one of its tests; its power is measured in
@@ -50,7 +54,7 @@ __all__ = ["CALIBRATION_TEMPERATURES", "RULES", "REASONS", "Evidence", "centred_
 
 #: Every reason :func:`decide_controlled` can give, in the order they are checked.
 REASONS = ("no-effect", "geometry-only", "not-significant", "balance-driven", "calibration-driven",
-           "alpha-unstable")
+           "alpha-unstable", "falsified")
 #: Temperatures of the calibration control (each outcome on its own; ``0`` stands for hard labels
 #: ``1[p > 0.5]``, the limit ``T -> 0``). The range covers over- and under-confidence by up to a
 #: factor of 4 on the logit scale; fitted temperatures of trained classifiers are typically 1-3
@@ -102,6 +106,8 @@ class Evidence:
     calibration_delta_tau : tuple of float
         Delta tau with the outcomes recalibrated (:data:`CALIBRATION_TEMPERATURES`); empty when
         not computed (the check then passes).
+    falsified : bool
+        The experiment declares its arrows falsified (``[cage] falsified``).
     """
 
     delta_tau: float
@@ -114,6 +120,7 @@ class Evidence:
     sign_stable: bool
     latent_outcome: bool
     calibration_delta_tau: tuple[float, ...] = ()
+    falsified: bool = False
 
 
 def _arrow(delta: float) -> str:
@@ -135,6 +142,8 @@ def decide_controlled(ev: Evidence, level: float) -> tuple[str, tuple[str, ...]]
         reasons.append("calibration-driven")
     if not ev.sign_stable:
         reasons.append("alpha-unstable")
+    if ev.falsified:
+        reasons.append("falsified")
     if reasons:
         return UNDETERMINED, tuple(reasons)
     return _arrow(ev.delta_tau), ()

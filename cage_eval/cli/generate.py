@@ -163,6 +163,9 @@ def summary(result, out: Path, elapsed: float) -> str:
         lines.append(f"report: {out / runs.REPORT} (everything on one page; cage-eval report)")
     lines.append(_resolution_line(cc, len(result.directions)))
     lines.append(RULE_LINES[cc.rule].format(level=cc.call_level()))
+    if cc.falsified:
+        lines.append(f"falsified ([cage] falsified): {cc.falsified}; the controlled rule reports "
+                     "its arrows here as '?'")
     lines += _pair_lines(manifest.get("pairs"), out)
     return "\n".join(lines)
 
