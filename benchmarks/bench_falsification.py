@@ -82,7 +82,7 @@ def run(names: list[str], seeds: int, overrides: list[str], cache_dir: str | Non
         truth = EXPERIMENTS[name][1]
         for seed in range(seeds):
             started = time.perf_counter()
-            config = load_experiment(name, overrides=[*overrides, f"experiment.seed={seed}"])
+            config = load_experiment(name, overrides=overrides, seed=seed)
             result = run_cage(setup, config)
             runs += 1
             for d in result.directions:
@@ -143,14 +143,23 @@ def main(argv: list[str] | None = None) -> int:
                         "experiment's 1000)")
     parser.add_argument("--k-null", type=int, default=None,
                         help="latents per eq. 9 null draw (default: the experiment's 100)")
+    parser.add_argument("--outcomes", nargs="+", default=None,
+                        choices=["latent", "observation"],
+                        help="outcome variants (default: the experiment's latent and observation)")
+    parser.add_argument("--alphas", default=None, help="alpha grid, e.g. '[0.5, 1.5, 3.0]'")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    overrides = ["cage.n_null=\"auto\""]
+    # Judge the evidence itself: without the experiments' own [cage] falsified declaration.
+    overrides = ["cage.n_null=\"auto\"", "cage.falsified=\"\""]
     if args.k is not None:
         overrides.append(f"cage.k={args.k}")
     if args.k_null is not None:
         overrides.append(f"cage.k_null_observation={args.k_null}")
+    if args.outcomes is not None:
+        overrides.append(f"cage.outcomes={list(args.outcomes)!r}".replace("'", '"'))
+    if args.alphas is not None:
+        overrides.append(f"cage.alphas={args.alphas}")
     started = time.perf_counter()
     counts, runs = run(args.experiments, args.seeds, overrides, args.cache_dir)
     minutes = (time.perf_counter() - started) / 60
