@@ -17,7 +17,8 @@ Four layouts are recognised (``detect_format``):
 ``tidy``
     Backend-neutral: one row per judgement with ``dag, setting, pair_id, worker_id, preferred``
     (``preferred`` is ``cause`` or ``effect``); optional ``assignment_id``, ``cause_position``
-    (``top``/``bottom``, where the cause image was shown) and ``work_time_s``.
+    (``top``/``bottom``, where the cause image was shown), ``work_time_s``, ``study_id`` and
+    ``ip_hash`` (for the duplicate-participant rule, :mod:`analysis.quality`).
 
 Every reader returns a :class:`pandas.DataFrame` with the columns :data:`RAW_COLUMNS`, all
 strings except ``line`` (the 1-based line of the row in the file, header = line 1) and
@@ -44,13 +45,14 @@ from cage_eval.errors import InputFileError
 
 FORMATS = ("mturk", "batch", "turkle", "tidy")
 TIDY_COLUMNS = ("dag", "setting", "pair_id", "worker_id", "preferred")
-TIDY_OPTIONAL = ("assignment_id", "cause_position", "work_time_s")
-#: The columns every MTurk-style layout must have (crowdsourcing.md section 2.12: "key the
+TIDY_OPTIONAL = ("assignment_id", "cause_position", "work_time_s", "study_id", "ip_hash")
+#: The columns every MTurk-style layout must have (docs/platforms.md §2.12: "key the
 #: analyzer on Input.*, Answer.*, WorkerId, AssignmentId, HITId, and treat the rest as optional").
 MTURK_REQUIRED = ("HITId", "AssignmentId", "WorkerId", "Input.item_id")
 MTURK_OPTIONAL = (
     "AssignmentStatus", "Approve", "Reject", "WorkTimeInSeconds", "SubmitTime",
     "RequesterAnnotation", "Input.run_id", "Answer.item_id", "Turkle.Username", "MaxAssignments",
+    "AcceptTime", "Crowd.StudyId", "Crowd.IpHash",
 )
 
 RAW_COLUMNS = (
@@ -74,6 +76,9 @@ RAW_COLUMNS = (
     "preferred",       # tidy only
     "cause_position",  # tidy only
     "max_assignments",  # MaxAssignments: assignments the HIT asked for ('' when absent)
+    "accept_time",     # AcceptTime as written ('' when absent)
+    "study_id",        # Crowd.StudyId / study_id: the crowd's study ('' when absent)
+    "ip_hash",         # Crowd.IpHash / ip_hash: salted hash of the IP address ('' when absent)
 )
 
 
@@ -341,6 +346,9 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
         "choice": choice,
         "dag": empty, "setting": empty, "pair_id": empty, "preferred": empty,
         "cause_position": empty, "max_assignments": col("MaxAssignments"),
+        "accept_time": col("AcceptTime"),
+        "study_id": col("Crowd.StudyId"),
+        "ip_hash": col("Crowd.IpHash"),
     }, columns=list(RAW_COLUMNS))
     # Where the run id came from, for error messages.
     out.attrs["run_id_column"] = (
@@ -396,6 +404,9 @@ def read_tidy(header: CsvHeader) -> pd.DataFrame:
         "preferred": col("preferred"),
         "cause_position": col("cause_position"),
         "max_assignments": empty,
+        "accept_time": empty,
+        "study_id": col("study_id"),
+        "ip_hash": col("ip_hash"),
     }, columns=list(RAW_COLUMNS))
 
 

@@ -24,7 +24,7 @@ from cage_eval.errors import InputFileError, RunDirError
 JUDGEMENT_COLUMNS = (
     "line", "source", "hit_id", "assignment_id", "worker_id", "worker_name", "status",
     "marked_reject", "submit_time", "work_time_s", "item_id", "kind", "pair_id", "dag", "setting",
-    "choice", "cause_position", "preferred", "correct",
+    "choice", "cause_position", "preferred", "correct", "accept_time", "study_id", "ip_hash",
 )
 
 
@@ -278,6 +278,9 @@ def join_judgements(
         "cause_position": np.where(is_pair, cause_pos, ""),
         "preferred": np.where(is_pair, chosen_role, ""),
         "correct": correct,
+        "accept_time": raw["accept_time"].to_numpy(),
+        "study_id": raw["study_id"].to_numpy(),
+        "ip_hash": raw["ip_hash"].to_numpy(),
     }, columns=list(JUDGEMENT_COLUMNS))
     bad_role = is_pair & ~np.isin(chosen_role, runs.ROLES)
     if bad_role.any():

@@ -9,7 +9,7 @@ it (:func:`plan_overrides`).
 The file ``RUN/analysis_plan.json`` looks like::
 
     {"plan": {"alpha": 0.05, "correction": "bonferroni", ...},
-     "plan_version": 1, "frozen_at": "2026-11-28T16:38:44Z"}
+     "plan_version": 2, "frozen_at": "2026-11-28T16:38:44Z"}
 """
 
 from __future__ import annotations
@@ -25,12 +25,22 @@ from typing import Any
 from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+#: Plans written before the quality-control rules existed: read with those rules switched off
+#: (what the analysis did when the plan was frozen).
+LEGACY_PLAN_VERSIONS = (1,)
 
 TESTS = ("binomial-two-sided",)
 CORRECTIONS = ("bonferroni", "holm", "none")
 FAMILIES = ("setting", "all")
 DUPLICATE_POLICIES = ("keep-first", "keep-all")
+PARTICIPANT_POLICIES = ("exclude-later", "keep")
+#: Prolific's fair-rejection rule: a submission may be rejected for attention only after this
+#: many failed checks.
+FAIR_REJECTION_MIN_FAILED = 2
+#: The quality-control fields a version-1 plan lacks, and the values that reproduce its analysis.
+LEGACY_QUALITY = {"min_response_time_s": 0.0, "duplicate_participants": "keep",
+                  "blocked_participants": (), "reject_min_failed_checks": 1, "catch_trials": None}
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,24 @@ class AnalysisPlan:
     duplicates : str
         ``"keep-first"``: when one worker judged the same pair more than once, only the earliest
         judgement counts (all are flagged); ``"keep-all"`` counts them all.
+    min_response_time_s : float
+        Exclusion rule: an assignment answered faster than this many seconds (``SubmitTime`` -
+        ``AcceptTime``, else ``WorkTimeInSeconds``) is dropped. 0 switches the rule off.
+    duplicate_participants : str
+        ``"exclude-later"``: a participant who already took part in an earlier study of the run,
+        or who shares a hashed IP address with an earlier participant of the same study, loses
+        the later answers; ``"keep"`` only reports them.
+    blocked_participants : tuple of str
+        Participant (worker) ids declared before the study whose answers never count (e.g. people
+        who took part in a pilot run elsewhere).
+    reject_min_failed_checks : int
+        The fair-rejection rule of ``review``: work is rejected for failed attention checks only
+        when the participant failed at least this many of them (Prolific requires 2); with fewer
+        it is approved, and the analysis rules alone decide whether it counts.
+    catch_trials : int or None
+        How many catch-trial (attention-check) items the run's HITs hold, recorded at publish
+        time; ``analyze`` warns when ``hit_items.csv`` no longer has that many. ``None``: not
+        recorded.
     """
 
     test: str = "binomial-two-sided"
@@ -76,6 +104,11 @@ class AnalysisPlan:
     attention_min_accuracy: float = 0.75
     exclude_rejected: bool = True
     duplicates: str = "keep-first"
+    min_response_time_s: float = 0.0
+    duplicate_participants: str = "exclude-later"
+    blocked_participants: tuple[str, ...] = ()
+    reject_min_failed_checks: int = FAIR_REJECTION_MIN_FAILED
+    catch_trials: int | None = None
 
     def __post_init__(self) -> None:
         _choice("test", self.test, TESTS)
@@ -92,10 +125,31 @@ class AnalysisPlan:
             )
         if not isinstance(self.exclude_rejected, bool):
             raise ConfigError(f"exclude_rejected={self.exclude_rejected!r}: must be true or false")
+        _choice("duplicate_participants", self.duplicate_participants, PARTICIPANT_POLICIES)
+        t = self.min_response_time_s
+        if (not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t)
+                or t < 0):
+            raise ConfigError(f"min_response_time_s={t!r}: must be a number of seconds >= 0 "
+                              "(0 switches the rule off)")
+        blocked = self.blocked_participants
+        if isinstance(blocked, str) or not all(isinstance(b, str) and b.strip() == b and b
+                                               for b in blocked):
+            raise ConfigError("blocked_participants: must be a list of non-empty participant ids "
+                              "without surrounding spaces")
+        object.__setattr__(self, "blocked_participants", tuple(sorted(set(blocked))))
+        for name in ("reject_min_failed_checks", "catch_trials"):
+            value = getattr(self, name)
+            if value is None and name == "catch_trials":
+                continue
+            low = 1 if name == "reject_min_failed_checks" else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{name}={value!r}: must be a whole number >= {low}")
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as a plain JSON-ready dict (field name -> value)."""
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["blocked_participants"] = list(self.blocked_participants)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisPlan:
@@ -104,6 +158,9 @@ class AnalysisPlan:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"analysis plan: unknown field(s) {', '.join(unknown)}")
+        data = dict(data)
+        if isinstance(data.get("blocked_participants"), list):
+            data["blocked_participants"] = tuple(data["blocked_participants"])
         return cls(**data)
 
     def replace(self, **changes: Any) -> AnalysisPlan:
@@ -178,13 +235,19 @@ def read_plan_file(path: str | Path) -> AnalysisPlan:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{path}: unreadable analysis plan ({exc}); restore it from a backup "
                           "or delete it and freeze a new one before publishing") from None
-    if not isinstance(data, dict) or data.get("plan_version") != PLAN_VERSION:
-        version = data.get("plan_version") if isinstance(data, dict) else None
+    version = data.get("plan_version") if isinstance(data, dict) else None
+    if version not in (PLAN_VERSION, *LEGACY_PLAN_VERSIONS) or isinstance(version, bool):
         raise RunDirError(f"{path}: field plan_version is {version!r} (expected {PLAN_VERSION}); "
                           "this plan was written by another version of cage-eval")
     body = data.get("plan")
     if not isinstance(body, dict):
         raise RunDirError(f"{path}: field plan is missing or not an object")
+    if version in LEGACY_PLAN_VERSIONS:
+        extra = sorted(set(body) & set(LEGACY_QUALITY))
+        if extra:
+            raise RunDirError(f"{path}: a version-{version} plan cannot have field(s) "
+                              f"{', '.join(extra)}; restore the original file")
+        body = {**LEGACY_QUALITY, **body}
     try:
         return AnalysisPlan.from_dict(body)
     except (ConfigError, TypeError) as exc:

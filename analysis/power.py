@@ -1,6 +1,6 @@
 """Exact-binomial power: how many pairs and annotators a preference study needs.
 
-The headline test of the human evaluation (cage_method.md section 5, the paper's Table 2) is the
+The headline test of the human evaluation (docs/method.md §7, the paper's Table 2) is the
 exact two-sided binomial test of the share of judgements preferring the cause-manipulated image
 against 0.5, at the per-test level the multiple-testing correction implies. Its power at ``n``
 judgements and true preference rate ``p`` is exact: the rejection region is the set of counts

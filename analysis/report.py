@@ -29,11 +29,15 @@ from analysis.coverage import (
 )
 from analysis.exclusions import Exclusions, apply_exclusions
 from analysis.plan import AnalysisPlan
+from analysis.quality import RULES
 from analysis.robustness import overall, robustness
 from analysis.stats import headline
 from analysis.workers import worker_summary
 from cage_eval import runs
 from cage_eval.errors import CageEvalError, InputFileError
+
+#: Per-cell exclusion counts added to Table 2 (beside ``k``/``n``).
+EXCLUSION_COLUMNS = ("judgements_read", *(f"excluded_{r.key}" for r in RULES))
 
 #: Reads the assignments per HIT that a run's publication planned (``None`` when unknown).
 PlannedReader = Callable[[Path], int | None]
@@ -126,7 +130,7 @@ def analyze_file(
     overrides : plan fields set on the command line (``None`` values are ignored).
     options : settings outside the plan.
     planned : reads the assignments per HIT that the run's publication planned (the CLI passes
-        :func:`mturk.published.assignments_per_item`); without it, or when it returns ``None``,
+        :func:`cage_eval.cli.published.assignments_per_item`); without it, or when it returns ``None``,
         the file's ``MaxAssignments`` column is used for the coverage.
 
     Raises
@@ -154,9 +158,10 @@ def analyze_file(
     kept, annotated, ex = apply_exclusions(judgements, plan)
     if ex.pair_rows_out == 0:
         raise InputFileError(
-            f"{path}: no pair judgement is left to analyse ({ex.pair_rows_in} in the file, "
-            f"{ex.rejected_pair_rows} rejected, {ex.attention_dropped_rows} from workers who "
-            "failed the attention checks); check the file and the exclusion rule")
+            f"{path}: no pair judgement is left to analyse ({ex.pair_rows_in} in the file; "
+            + ", ".join(f"{c['pair_judgements']} {k.replace('_', ' ')}"
+                        for k, c in ex.by_rule.items() if c["pair_judgements"])
+            + "); check the file and the exclusion rules")
     # Cells judged in the file but emptied by the exclusions stay in Table 2 with n = 0.
     answered = judgements.loc[judgements["kind"] == "pair", ["dag", "setting"]]
     design = list(answered.drop_duplicates().itertuples(index=False, name=None))
@@ -167,6 +172,7 @@ def analyze_file(
                         confidence_level=plan.confidence_level, n_boot=options.n_boot,
                         random_state=options.random_state, gee=options.gee)
     table = pd.concat([cells, robust], axis=1)
+    table = _with_exclusion_counts(table, ex)
     simulated = judgements["worker_id"].str.startswith(runs.SIMULATED_WORKER_PREFIX)
     table["simulated"] = bool(simulated.any())
     workers = worker_summary(annotated)
@@ -178,6 +184,19 @@ def analyze_file(
     if ex.attention_rows_in == 0 and fmt != "tidy":
         notes.append("no attention-check items in this file; the exclusion rule had nothing "
                      "to act on")
+    if plan.catch_trials is not None and jrep.run_dir is not None:
+        in_run = join.items_design(join.read_hit_items_table(jrep.run_dir))[1]
+        if in_run != plan.catch_trials:
+            notes.append(f"WARNING: the frozen plan declares {plan.catch_trials} catch trial(s) "
+                         f"but {runs.HIT_ITEMS} holds {in_run}; the HIT items changed after the "
+                         "plan was frozen")
+    if plan.min_response_time_s > 0 and ex.response_time_unknown_rows:
+        notes.append(f"{ex.response_time_unknown_rows} row(s) have no response time (no "
+                     "AcceptTime/SubmitTime or WorkTimeInSeconds); the minimum-time rule kept "
+                     "them")
+    if ex.duplicate_participants_kept:
+        notes.append(f"{ex.duplicate_participants_kept} row(s) of duplicate participants kept "
+                     "(plan: duplicate_participants is keep)")
     return AnalysisResult(
         source=path, fmt=fmt, run_dir=jrep.run_dir, run_id=jrep.run_id, plan=plan,
         plan_origin=origin, plan_frozen_at=frozen_at, overrides=departures, options=options,
@@ -185,6 +204,17 @@ def analyze_file(
         join=jrep, notes=notes, coverage=coverage, judgements=len(judgements),
         simulated=int(simulated.sum()),
     )
+
+
+def _with_exclusion_counts(table: pd.DataFrame, ex: Exclusions) -> pd.DataFrame:
+    """Table 2 with, per DAG and setting, the pair judgements read and those each rule
+    excluded (columns ``judgements_read`` and ``excluded_<rule>``, :data:`EXCLUSION_COLUMNS`)."""
+    keys = list(zip(table["dag"], table["setting"], strict=True))
+    table = table.copy()
+    table["judgements_read"] = [ex.read_by_cell.get(k, 0) for k in keys]
+    for rule in RULES:
+        table[f"excluded_{rule.key}"] = [ex.by_cell.get(k, {}).get(rule.key, 0) for k in keys]
+    return table
 
 
 def _no_answers(path: Path, fmt: str, run_dir: str | Path | None,

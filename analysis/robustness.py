@@ -7,7 +7,7 @@ Per (DAG, setting) cell:
 * **GEE** for the intercept-only logistic model with an exchangeable within-pair working
   correlation and robust (sandwich) standard errors, exactly the model of
   ``smf.gee("y ~ 1", groups="pair_id", family=Binomial(), cov_struct=Exchangeable())``
-  (cage_core.md section 6). For one intercept the estimating equation has a closed form in the
+  (docs/method.md §8). For one intercept the estimating equation has a closed form in the
   per-pair counts, iterated with the moment estimator of the correlation that statsmodels uses;
   the tests check it against statsmodels to 1e-6. This makes it O(pairs), so it runs on a
   million judgements in milliseconds.

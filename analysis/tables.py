@@ -22,7 +22,8 @@ import pandas as pd
 
 from analysis.coverage import coverage_lines
 from analysis.escaping import csv_cell, csv_quoting, latex_text, markdown_cell
-from analysis.report import AnalysisResult
+from analysis.quality import rule_table
+from analysis.report import EXCLUSION_COLUMNS, AnalysisResult
 from cage_eval import files
 from cage_eval.errors import ConfigError
 
@@ -36,7 +37,7 @@ TABLE2_COLUMNS = (
     "gee_rate", "gee_ci_low", "gee_ci_high", "gee_p_value", "gee_correlation",
     "pair_boot_ci_low", "pair_boot_ci_high", "worker_boot_ci_low", "worker_boot_ci_high",
     "fleiss_kappa", "randolph_kappa", "kappa_pairs", "kappa_raters",
-    "top_chosen", "position_n", "position_p_value", "simulated",
+    "top_chosen", "position_n", "position_p_value", "simulated", *EXCLUSION_COLUMNS,
 )
 
 _CORRECTION_NAMES = {"bonferroni": "Bonferroni", "holm": "Holm", "none": "no correction"}
@@ -139,7 +140,12 @@ def plan_lines(result: AnalysisResult) -> list[str]:
     desc = (f"test {p.test}, correction {p.correction}, family {p.family}, alpha {p.alpha:g}, "
             f"attention rule: exclude workers below {p.attention_min_accuracy:.0%} accuracy, "
             f"exclude rejected: {'yes' if p.exclude_rejected else 'no'}, "
-            f"repeat judgements: {p.duplicates}")
+            f"repeat judgements: {p.duplicates}, minimum response time: "
+            + (f"{p.min_response_time_s:g} s" if p.min_response_time_s > 0 else "none")
+            + f", duplicate participants: {p.duplicate_participants}, blocked participants: "
+            f"{len(p.blocked_participants)}, fair rejection after {p.reject_min_failed_checks} "
+            "failed check(s), catch trials: "
+            + ("not recorded" if p.catch_trials is None else str(p.catch_trials)))
     if result.plan_origin == "frozen":
         head = f"Analysis plan: frozen in the run at {result.plan_frozen_at} ({desc})"
     elif result.plan_origin == "file":
@@ -149,8 +155,30 @@ def plan_lines(result: AnalysisResult) -> list[str]:
     lines = [head]
     for name, before, after in result.overrides:
         lines.append(f"WARNING: option overrides the {'frozen ' if result.plan_origin != 'default' else ''}"
-                     f"plan: {name} {before!r} -> {after!r}")
+                     f"plan: {name} {_short(before)} -> {_short(after)}")
     return lines
+
+
+def _short(value: Any) -> str:
+    """A plan value for a warning line (long lists as a count)."""
+    if isinstance(value, tuple) and len(value) > 3:
+        return f"{len(value)} ids"
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
+EXCLUSION_HEAD = ["rule", "threshold", "participants", "pair judgements"]
+
+
+def exclusion_rows(result: AnalysisResult) -> list[list[str]]:
+    """The "exclusions by rule" table beside Table 2: one row per rule, in the order applied,
+    then the total."""
+    ex = result.exclusions
+    rows = rule_table(ex.by_rule, result.plan, ex.participants_by_rule)
+    out = [[r["label"], str(r["threshold"]), str(r["participants"]), str(r["pair_judgements"])]
+           for r in rows]
+    dropped = sum(int(r["pair_judgements"]) for r in rows)
+    out.append(["analysed", f"of {ex.pair_rows_in} read", "", str(ex.pair_rows_in - dropped)])
+    return out
 
 
 def exclusion_lines(result: AnalysisResult) -> list[str]:
@@ -171,6 +199,24 @@ def exclusion_lines(result: AnalysisResult) -> list[str]:
                    f"{len(ex.attention_failed_workers)} excluded, {ex.attention_dropped_rows} "
                    f"pair judgement(s) dropped; {ex.attention_workers_unchecked} worker(s) "
                    "without checks kept.")
+    if ex.blocked_participants:
+        out.append(f"Blocked participants: {len(ex.blocked_participants)} excluded "
+                   f"({ex.by_rule['blocked_participant']['pair_judgements']} pair judgements).")
+    if ex.earlier_study:
+        out.append(f"Duplicate participants: {len({p for p, _, _ in ex.earlier_study})} "
+                   "participant(s) answered in more than one study of the run (e.g. "
+                   f"{ex.earlier_study[0][0]} in {ex.earlier_study[0][1]} after "
+                   f"{ex.earlier_study[0][2]}); "
+                   f"{ex.by_rule['earlier_study']['pair_judgements']} later pair judgement(s) "
+                   "excluded.")
+    if ex.shared_ip:
+        out.append(f"Duplicate participants: {len(ex.shared_ip)} participant(s) share a hashed "
+                   "IP address with an earlier participant of the same study; "
+                   f"{ex.by_rule['shared_ip']['pair_judgements']} pair judgement(s) excluded.")
+    if ex.too_fast_rows:
+        out.append(f"Too fast: {ex.too_fast_rows} assignment(s) by {len(ex.too_fast_workers)} "
+                   f"worker(s) answered in less than {result.plan.min_response_time_s:g} s; "
+                   f"{ex.by_rule['too_fast']['pair_judgements']} pair judgement(s) excluded.")
     if ex.repeat_judgements:
         out.append(f"Flag: {len(ex.repeat_judgements)} judgement(s) by a worker who judged the "
                    f"same pair more than once; {ex.repeat_dropped_rows} later one(s) dropped "
@@ -210,6 +256,8 @@ def render_text(result: AnalysisResult) -> str:
         _wrap("Table 2. " + caption(result)), "",
         _text_table(["DAG", *settings], grid_rows, set(range(1, len(settings) + 1))), "",
         _text_table(HEADLINE_HEAD, _headline_rows(table), {2, 3, 5, 6, 7, 8}), "",
+        "Exclusions by rule (pre-registered; applied in this order):",
+        _text_table(EXCLUSION_HEAD, exclusion_rows(result), {2, 3}), "",
         _wrap("Robustness (clustered judgements): majority vote per pair, exact binomial over "
               "untied pairs, same correction; GEE with exchangeable within-pair correlation "
               "(rho), robust SE, Wald test."),
@@ -250,6 +298,9 @@ def render_markdown(result: AnalysisResult) -> str:
     return "\n\n".join([
         *([] if result.banner is None else [f"> **{result.banner}**"]),
         "# Table 2", caption(result), grid,
+        "## Exclusions by rule", "Pre-registered in the analysis plan; applied in this order, "
+        "each judgement counted under the first rule that excludes it.",
+        _md_table(EXCLUSION_HEAD, exclusion_rows(result)),
         "## Per cell", _md_table(HEADLINE_HEAD, _headline_rows(table)),
         "## Robustness", _md_table(ROBUST_HEAD, _robust_rows(table)),
         "## Plan and exclusions", "\n".join(f"- {x}" for x in
@@ -297,6 +348,18 @@ def render_latex(result: AnalysisResult) -> str:
     lines += ["\\bottomrule", "\\end{tabular}",
               f"\\caption{{{banner}Per-cell detail and robustness checks (majority vote per pair; "
               "GEE with exchangeable within-pair correlation).}", "\\end{table}", ""]
+    lines += ["\\begin{table}[t]", "\\centering", "\\small",
+              "\\begin{tabular}{llrr}", "\\toprule",
+              "Rule & Threshold & Participants & Pair judgements \\\\", "\\midrule"]
+    rows = exclusion_rows(result)
+    for i, row in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("\\midrule")
+        lines.append(" & ".join(latex_text(c) for c in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}",
+              f"\\caption{{{banner}Exclusions by rule, pre-registered in the analysis plan and "
+              "applied in this order (each judgement counted under the first rule that "
+              "excludes it).}", "\\end{table}", ""]
     return "\n".join(lines)
 
 
@@ -330,6 +393,8 @@ def to_json(result: AnalysisResult) -> dict:
         "cells": cells,
         "overall": result.overall,
         "exclusions": result.exclusions.to_dict(),
+        "exclusions_by_rule": rule_table(result.exclusions.by_rule, result.plan,
+                                         result.exclusions.participants_by_rule),
         "flags": {
             "unknown_items": [{"line": ln, "id": i} for ln, i in result.join.unknown_items],
             "item_echo_mismatch": [{"line": ln, "answer_item_id": i}

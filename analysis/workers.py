@@ -24,7 +24,8 @@ def worker_summary(annotated: pd.DataFrame) -> pd.DataFrame:
     -----
     ``median_work_time_s`` is the median ``WorkTimeInSeconds`` over the worker's assignments
     (NaN when the layout has no times). ``excluded`` names the reason when all of the worker's
-    pair judgements were dropped.
+    pair judgements were dropped (the attention rule first, then rejection, else the rule that
+    removed most of them, e.g. ``blocked participant``).
     """
     df = annotated
     is_pair = (df["kind"] == "pair").to_numpy()
@@ -50,10 +51,18 @@ def worker_summary(annotated: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out["attention_accuracy"] = out["attention_correct"] / out["attention_answered"].where(
         out["attention_answered"] > 0)
+    # Any other rule that removed all of a worker's pair judgements (blocked, duplicate
+    # participant, too fast, ...): its most common reason.
+    dropped = pd.DataFrame({"worker_id": frame["worker_id"], "reason": reason})[
+        is_pair & (reason != "")]
+    common = (dropped.groupby("worker_id")["reason"].agg(lambda r: r.value_counts().index[0])
+              if len(dropped) else pd.Series(dtype=object))
+    other = np.array([common.get(w, "") for w in out["worker_id"]], dtype=object)
+    all_dropped = ((out["pair_judgements"] > 0) & (out["pair_judgements_kept"] == 0)).to_numpy()
     out["excluded"] = np.where(
         out["failed"] > 0, "attention checks failed",
-        np.where((out["pair_judgements"] > 0) & (out["pair_judgements_kept"] == 0)
-                 & (out["rejected"] > 0), "rejected", ""))
+        np.where(all_dropped & (out["rejected"] > 0).to_numpy(), "rejected",
+                 np.where(all_dropped, other, "")))
     out = out.sort_values(["pair_judgements", "worker_id"], ascending=[False, True],
                           kind="stable")
     return out[list(WORKER_COLUMNS)].reset_index(drop=True)

@@ -81,9 +81,9 @@ def _run(job: Job) -> tuple[Job, list[tuple[str, str, str]]]:
     import torch
 
     torch.set_num_threads(1)
-    from cage.config import config_from_dict
+    from cage.config.experiment import config_from_dict
     from cage.experiments import synthetic
-    from cage.pipeline import run_cage
+    from cage.run.pipeline import run_cage
 
     _, _, section = SCENARIOS[job.scenario]
     raw = {"experiment": {"name": "calibration", "kind": "synthetic", "seed": job.seed},
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if done % 20 == 0:
                 print(f"  {done}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s",
                       file=sys.stderr)
-    from cage.config import auto_n_null
+    from cage.config.experiment import auto_n_null
 
     N_NULL = auto_n_null(2, 0.05)  # noqa: N806
     minutes = (time.perf_counter() - started) / 60

@@ -1,6 +1,6 @@
 """Speed-up of eq. 9's observation-space scoring on 2 processes (torchrun, gloo) over 1.
 
-The step timed is :meth:`cage.outcomes.ObservationScorer.score` on the probes one eq. 9 variant
+The step timed is :meth:`cage.engine.variants.ObservationScorer.score` on the probes one eq. 9 variant
 of one pair asks for (the alpha sweep in both directions and both signs over the k prior latents,
 the two null-k statistics, ``n_null`` draws of the permutation, random and rotation nulls over
 ``k_null`` latents, and the factual outcomes), decoded by a 32x32 RGB stand-in decoder (a small
@@ -43,11 +43,11 @@ def _child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from cage import distributed
-    from cage.distributed import Workers
+    from cage.compute import distributed
+    from cage.compute.distributed import Workers
+    from cage.engine.variants import ObservationScorer, Probe
     from cage.generators.base import gaussian_sample
-    from cage.outcomes import ObservationScorer, Probe
-    from cage.pipeline import PRIOR_BLOCK, PriorBlocks, prior_latents
+    from cage.run.pipeline import PRIOR_BLOCK, PriorBlocks, prior_latents
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

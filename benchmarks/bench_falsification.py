@@ -70,9 +70,9 @@ def run(names: list[str], seeds: int, overrides: list[str], cache_dir: str | Non
     import torch
 
     torch.set_num_threads(1)
-    from cage.config import default_cache_dir, load_experiment
+    from cage.config.experiment import default_cache_dir, load_experiment
     from cage.experiments.registry import load_kind
-    from cage.pipeline import run_cage
+    from cage.run.pipeline import run_cage
 
     counts: dict[tuple[str, str, str], Counter] = {}
     runs = 0
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     counts, runs = run(args.experiments, args.seeds, overrides, args.cache_dir)
     minutes = (time.perf_counter() - started) / 60
-    from cage.config import load_experiment
+    from cage.config.experiment import load_experiment
 
     cc = load_experiment(args.experiments[0], overrides=overrides).cage
     print(f"{runs} runs ({args.seeds} run seeds per experiment, data seed 0), {minutes:.1f} min "

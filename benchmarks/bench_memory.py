@@ -1,6 +1,6 @@
 """Peak memory of eq. 9 (decode and classify every counterfactual) does not grow with k.
 
-The pipeline decodes ``batch_size`` latents at a time (cage/outcomes.py ``ObservationScorer``), so
+The pipeline decodes ``batch_size`` latents at a time (cage/engine/variants.py ``ObservationScorer``), so
 no ``k x image`` tensor is ever held: what grows with ``k`` is only the ``(k, d)`` prior latents
 and a few float64 numbers per latent. This benchmark runs ``run_cage`` (eq. 9 only) with a
 64x64 RGB stand-in decoder (a small transposed-convolution network with random weights) and a
@@ -32,10 +32,10 @@ def _child(k: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from cage.config import config_from_dict
+    from cage.config.experiment import config_from_dict
     from cage.experiments.base import ExperimentSetup
     from cage.generators.base import gaussian_sample
-    from cage.pipeline import run_cage
+    from cage.run.pipeline import run_cage
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(

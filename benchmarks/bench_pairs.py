@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from cage.config import default_cache_dir, load_experiment
-from cage.digits import data as digits_data
-from cage.digits.models import load_or_train
-from cage.experiments.digits import parse_options
-from cage.images import ImageStore
-from cage.pairs import LinearAttribute, PairConfig, PairMaker
-from cage.runtime import deterministic_torch
+from cage.compute.runtime import deterministic_torch
+from cage.config.experiment import default_cache_dir, load_experiment
+from cage.experiments.digits import data as digits_data
+from cage.experiments.digits.kind import parse_options
+from cage.experiments.digits.models import load_or_train
+from cage.pairs.images import ImageStore
+from cage.pairs.make import LinearAttribute, PairConfig, PairMaker
 
 TARGET = 0.8
 

@@ -2,7 +2,7 @@
 
 Both runs publish the same 1,400 HIT items with the real code path (``mturk.publish``: ledger
 writes before and after each call, deterministic request tokens, botocore retries) to the local
-MTurk-protocol server of the test suite (``tests/fake_mturk.py``) with 50 ms latency per request
+MTurk-protocol server of the test suite (``tests/support/fake_mturk.py``) with 50 ms latency per request
 and 10% of requests answered ``ThrottlingException``. The first run uses one thread, the second
 ``--concurrency`` threads. It prints both times and the ratio, checks that each run created
 exactly one HIT per item (zero duplicates), and exits non-zero if the speed-up is below
@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from crowd_fixtures import make_run_dir  # noqa: E402
 from fake_mturk import FakeMTurk  # noqa: E402

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -466,3 +467,11 @@ def writable_directory(path: str | os.PathLike[str], what: str = "files") -> Pat
         raise RunDirError(f"{out}: cannot write {what} here ({exc.strerror}); choose a "
                           "writable directory") from None
     return out
+
+
+def content_key(obj: object, digits: int = 12) -> str:
+    """The cache key of a JSON-able description: the first ``digits`` hex digits of the SHA-256 of
+    its canonical JSON (sorted keys). Every cache of the project names its entries with this, so
+    the same settings always find the same entry and any change finds a new one."""
+    blob = json.dumps(obj, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:digits]

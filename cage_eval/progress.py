@@ -1,6 +1,6 @@
 """Progress of long work, reported through whatever the caller installs (nothing by default).
 
-Library code never prints (STYLE.md). It announces what it is doing through :func:`current`:
+Library code never prints. It announces what it is doing through :func:`current`:
 
     with progress.stage("training the VAE"):           # a named step with its elapsed time
         with progress.bar(total=epochs, unit="epoch") as bar:   # a count that moves

@@ -65,7 +65,7 @@ REPORT = "report.html"
 SETTINGS = ("same_source", "same_destination")
 ROLES = ("cause", "effect")
 
-#: pairs.csv: one row per counterfactual pair (cage_method.md section 5).
+#: pairs.csv: one row per counterfactual pair (docs/method.md §7).
 #: ``dag`` is ``"<cause>-><effect>"``; ``image_*`` are file names inside ``images/``;
 #: ``source_*_id`` are dataset indices of the real starting images (equal for same_source);
 #: ``target_*`` the attribute value the manipulation aims at (0/1), ``check_*`` the observation-space
@@ -116,7 +116,7 @@ ANSWER_FIELD = "choice"
 ANSWER_VALUES = ("top", "bottom")
 
 #: results.csv written by ``cage-eval collect`` (MTurk): the requester website's batch-results layout
-#: (crowdsourcing.md section 2.12), with these HIT inputs and answers. ``Input.image_*`` hold the opaque
+#: (docs/platforms.md §2.12), with these HIT inputs and answers. ``Input.image_*`` hold the opaque
 #: image file names (inside ``images/``), never URLs; ``RequesterAnnotation`` is ``cage-eval:<run_id>``.
 RESULTS_META_COLUMNS = (
     "HITId", "HITTypeId", "Title", "Description", "Keywords", "Reward", "CreationTime",

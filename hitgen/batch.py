@@ -2,7 +2,7 @@
 
 MTurk's requester website (and Turkle) take one HTML template with ``${field}`` placeholders and an
 input CSV with one row per HIT; the server replaces each placeholder with the row's value *raw*
-(crowdsourcing.md section 1.5). The rows therefore hold only the opaque ``item_id`` and two
+(docs/platforms.md §1.4). The rows therefore hold only the opaque ``item_id`` and two
 URL-safe image URLs, checked with :func:`hitgen.hosting.check_substitution_value`. Roles stay in
 ``RUN/hit_items.csv``.
 """

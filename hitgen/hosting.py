@@ -11,7 +11,7 @@ apostrophe or whitespace), which Turkle and the requester website's ``${...}`` s
 Every image is read through :func:`read_image` before it is inlined, copied or uploaded: a regular
 file directly in ``RUN/images`` (no symbolic link, neither the file nor the folder), a well-formed
 PNG of the run's image size whose name is the hash of its content
-(:func:`cage.images.check_png`). A link or a substituted file would otherwise carry any local
+(:func:`cage.pairs.images.check_png`). A link or a substituted file would otherwise carry any local
 file into a public HIT.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-from cage.images import PngInfo, check_png
+from cage.pairs.images import PngInfo, check_png
 from cage_eval import runs
 from cage_eval.errors import ConfigError, RunDirError
 
@@ -157,7 +157,7 @@ def check_substitution_value(value: str, *, field: str) -> str:
     """Return ``value`` if it is safe to substitute raw into HTML (Turkle, requester website).
 
     Turkle replaces ``${field}`` with the CSV value verbatim, with no HTML escaping
-    (crowdsourcing.md section 1.5), so a quote would end the ``src`` attribute early.
+    (docs/platforms.md §1.4), so a quote would end the ``src`` attribute early.
     """
     bad = sorted({c for c in value if c in UNSAFE_SUBSTITUTION_CHARS})
     if bad:

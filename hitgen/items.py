@@ -1,6 +1,6 @@
 """HIT items: which two images each HIT shows, where, and what the local blinding map records.
 
-One HIT shows two images, top and bottom (cage_method.md section 5). For a counterfactual pair the
+One HIT shows two images, top and bottom (docs/method.md §7). For a counterfactual pair the
 two images are the one made by manipulating the cause and the one made by manipulating the effect;
 which of them goes on top is drawn at random per HIT but *counterbalanced* within each
 (DAG, setting): exactly half of the pairs of a cell show the cause on top (one extra either way when
@@ -166,11 +166,11 @@ def corrupt_image(image: Image.Image | np.ndarray, rng: np.random.Generator, *,
     Deliberately unmistakable (an attention check must have one right answer), and the same size
     and channels as the clean image. Without ``target_bytes`` every pixel gets noise; with it,
     the noise share (one of :data:`NOISE_SHARES`) is chosen so that the file
-    (:func:`cage.images.encode_png` at ``scale``) is as close as possible to ``target_bytes``:
+    (:func:`cage.pairs.images.encode_png` at ``scale``) is as close as possible to ``target_bytes``:
     noise makes a PNG larger and the mosaic smaller, so the file size says nothing about which
     image is the damaged one. Returns uint8 pixels ``(H, W)`` or ``(H, W, 3)``.
     """
-    from cage.images import encode_png
+    from cage.pairs.images import encode_png
 
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB" if image.mode in ("RGB", "RGBA", "P") else "L"))
@@ -196,7 +196,7 @@ def corrupt_image(image: Image.Image | np.ndarray, rng: np.random.Generator, *,
 
 def _source_pixels(run_dir: Path, name: str) -> tuple[np.ndarray, int]:
     """The checked pixels of ``images/<name>`` before enlargement, and the enlargement."""
-    from cage.images import enlargement
+    from cage.pairs.images import enlargement
     from hitgen.hosting import read_image
 
     data, _ = read_image(run_dir, name)
@@ -225,11 +225,11 @@ def _attention_pair(run_dir: Path, source_name: str, rng: np.random.Generator,
     The clean image is the pair image shifted by a pixel or two (generated like every pair
     image, so it looks and weighs like one, but not a repeat); the corrupt one is a damaged copy
     made ``size_gap`` bytes larger (as near as the noise levels allow). Both go through the run's
-    own encoder (:func:`cage.images.encode_png`, the same settings and enlargement as the pair
+    own encoder (:func:`cage.pairs.images.encode_png`, the same settings and enlargement as the pair
     images) and get its content-hash names, so neither the name nor any byte of the file tells
     an attention check from a pair.
     """
-    from cage.images import encode_png, image_name
+    from cage.pairs.images import encode_png, image_name
 
     pixels, scale = _source_pixels(run_dir, source_name)
     clean = _shifted(pixels, rng)

@@ -1,6 +1,6 @@
 """Render HIT pages from the jinja2 templates, for each target, and check them against its rules.
 
-Targets (crowdsourcing.md sections 1.5, 2.3, 2.4):
+Targets (docs/platforms.md §1.4, §2.3, §2.4):
 
 * **MTurk HTMLQuestion**: a complete HTML document with a plain ``<form method="post">`` whose action
   is ``turkSubmitTo + '/mturk/externalSubmit'`` (read from the page URL, so one page serves sandbox and

@@ -1,6 +1,6 @@
 """The words a worker reads: HIT title, description, keywords, the realism question and instructions.
 
-The paper's question (cage_method.md section 5, faces) is kept verbatim for ``faces``; ``digits``
+The paper's question (docs/method.md §7, faces) is kept verbatim for ``faces``; ``digits``
 asks the same thing about handwritten digits. Other domains come from a small JSON or TOML file
 (``HitTexts.from_file``) with the same seven keys. Texts are data: templates insert them with
 autoescaping, never render them as templates.

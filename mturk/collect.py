@@ -1,12 +1,12 @@
 """Collect answers: every assignment of every HIT in the ledger -> ``RUN/results.csv``.
 
 For each HIT the ledger holds, ``GetHIT`` plus ``ListAssignmentsForHIT`` over *all* statuses
-(``Submitted``, ``Approved``, ``Rejected``), paginated 100 at a time (crowdsourcing.md 2.8). The
+(``Submitted``, ``Approved``, ``Rejected``), paginated 100 at a time (docs/platforms.md §2.8). The
 raw API records, answer XML included, are archived as ``RUN/raw_answers/<HITId>.json`` (MTurk
 disposes of HITs after 120 days). ``RUN/results.csv`` follows the requester website's
 batch-results layout, exactly the columns of ``cage_eval.runs.RESULTS_COLUMNS``, and is written
 atomically. An assignment whose answer does not parse or is not a valid form answer
-(:mod:`mturk.answers`) is left out of it and listed in ``RUN/raw_answers/invalid_answers.csv``.
+(:mod:`crowds.answers`) is left out of it and listed in ``RUN/raw_answers/invalid_answers.csv``.
 The run lock is held throughout.
 """
 
@@ -23,30 +23,13 @@ from typing import Any
 
 from cage_eval import files, progress, runs
 from cage_eval.errors import RunDirError
+from crowds.answers import InvalidAnswer, answer_problem, mturk_time, write_invalid_answers
 from mturk import aws
-from mturk.answers import InvalidAnswer, answer_problem, write_invalid_answers
 from mturk.ledger import CREATED, Ledger
 
 ASSIGNMENT_STATUSES = ("Submitted", "Approved", "Rejected")
 ANSWER_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
 PAGE_SIZE = 100
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def mturk_time(value: Any) -> str:
-    """MTurk's batch-results time format, ``Sat Nov 28 16:38:44 UTC 2026`` ('' for None).
-
-    Day and month names are spelled out here so the system locale cannot change them.
-    """
-    if value is None or value == "":
-        return ""
-    if not isinstance(value, datetime):
-        value = datetime.fromtimestamp(float(value), tz=timezone.utc)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    v = value.astimezone(timezone.utc)
-    return f"{_DAYS[v.weekday()]} {_MONTHS[v.month - 1]} {v:%d %H:%M:%S} UTC {v.year}"
 
 
 def parse_answer_xml(xml_text: str) -> dict[str, str]:

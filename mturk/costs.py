@@ -1,4 +1,4 @@
-"""Rewards, MTurk fees and cost estimates (crowdsourcing.md section 2.6). Pure functions.
+"""Rewards, MTurk fees and cost estimates (docs/platforms.md §2.6). Pure functions.
 
 Money is handled as :class:`decimal.Decimal` throughout, in US dollars.
 

@@ -1,5 +1,5 @@
 """Durations given on the command line (``3d``, ``10m``, ``90s``, ``2h``, ``1w`` or plain seconds),
-checked against MTurk's ranges (crowdsourcing.md section 2.2)."""
+checked against MTurk's ranges (docs/platforms.md §2.2)."""
 
 from __future__ import annotations
 

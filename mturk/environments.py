@@ -1,6 +1,6 @@
 """MTurk environment profiles: sandbox (the default) and production.
 
-Everything that differs between the two lives here, once (crowdsourcing.md sections 2.1 and 2.7):
+Everything that differs between the two lives here, once (docs/platforms.md §2.1 and §2.7):
 the requester API endpoint, the worker-side form submit URL, the worker preview URL, the requester
 website and the Masters qualification type ID. A ledger records the environment it was made in and
 refuses the other one (:mod:`mturk.ledger`).

@@ -1,4 +1,4 @@
-"""Expire a run's HITs now: ``UpdateExpirationForHIT`` with a time in the past (crowdsourcing.md 2.9).
+"""Expire a run's HITs now: ``UpdateExpirationForHIT`` with a time in the past (docs/platforms.md §2.9).
 
 Workers can no longer accept them; assignments already accepted can still be submitted and must be
 reviewed as usual. Idempotent: HITs the ledger marks expired are skipped.

@@ -1,4 +1,4 @@
-"""Pure builders for the MTurk calls that create HITs (crowdsourcing.md sections 2.2, 2.5, 2.7).
+"""Pure builders for the MTurk calls that create HITs (docs/platforms.md §2.2, §2.5, §2.7).
 
 Nothing here talks to AWS: each function returns the keyword arguments of one boto3 call, checked
 locally against the rules botocore does not enforce (``Reward`` pattern, token length, ranges).

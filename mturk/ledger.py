@@ -32,6 +32,7 @@ from typing import Any
 from cage_eval.errors import RunDirError
 from cage_eval.files import FILE_MODE
 from cage_eval.runs import LEDGER, RAW_ANSWERS_DIR, RESULTS, TURKLE_LEDGER
+from crowds.transactions import immediate_transaction
 
 LEDGER_SCHEMA_VERSION = 1
 
@@ -97,20 +98,6 @@ class HitRow:
     last_error: str | None
     expired_at: str | None
 
-
-
-@contextmanager
-def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception (the connection must be in
-    autocommit mode, ``isolation_level=None``). Takes the write lock up front, so a crash between
-    two statements of one record never leaves half of it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 class Ledger:

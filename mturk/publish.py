@@ -1,6 +1,6 @@
 """Publish a run's HIT items to MTurk: idempotent, resumable, concurrent.
 
-The order of events (crowdsourcing.md section 7, items 1-3):
+The order of events (docs/platforms.md §3, items 1-3):
 
 1. :func:`prepare` (no AWS call, nothing written): validate every option, read or build the HIT
    items, check the ledger's environment, estimate the cost and apply ``--max-cost``.
@@ -67,6 +67,9 @@ class PublishRequest:
     seed: int = 0
     concurrency: int = 16
     max_cost: Decimal | None = None
+    #: The analysis plan to freeze (quality-control rules included); the defaults when None.
+    #: Its ``catch_trials`` is set from the HIT items at publish time.
+    analysis_plan: Any = None
 
     def __post_init__(self) -> None:
         if self.images not in IMAGE_MODES:
@@ -449,8 +452,9 @@ def _publish_locked(plan: PublishPlan, client: Any, *, s3_client: Any,
     if not plan.items_from_file:
         hg.items.write_hit_items(run_dir, plan.items)
     from analysis.plan import freeze_plan
+    from analysis.quality import publish_plan
 
-    freeze_plan(run_dir)
+    freeze_plan(run_dir, publish_plan(request.analysis_plan, catch_trials=plan.n_attention))
 
     pairs = token_items(plan.items, plan.run_id, env)
     if Ledger.exists(run_dir):

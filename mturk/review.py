@@ -1,8 +1,13 @@
-"""Review submitted assignments: approve them all, or reject failed attention checks.
+"""Review submitted assignments: approve them all, or reject failed attention checks fairly.
 
 Only ``Submitted`` assignments are ever touched (MTurk refuses anything else with
-``InvalidAssignmentState``). Rejections need ``RequesterFeedback``; cage-eval makes it mandatory and
-shows the decisions before acting (crowdsourcing.md 2.9 and section 7, item 8). Right after a
+``InvalidAssignmentState``). Rejections follow the frozen plan's fair-rejection rule
+(:func:`analysis.quality.review_verdicts`): a failed attention check is rejected only when its
+worker failed at least ``reject_min_failed_checks`` (default 2) of the run's checks, counted over
+all of the worker's check assignments (submitted, approved or rejected); a worker with fewer
+failures is approved, and the analysis plan alone decides whether their answers count.
+Rejections need ``RequesterFeedback``; cage-eval makes it mandatory and
+shows the decisions before acting (docs/platforms.md §2.9 and §3, item 8). Right after a
 submit MTurk may still answer "status of: null": those calls are retried after a pause
 (eventual consistency); what still fails is reported and left for a later rerun.
 """
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis import quality
+from analysis.plan import AnalysisPlan, load_plan
 from cage_eval import files, runs
 from cage_eval.errors import ConfigError, RunDirError
 from mturk import aws
@@ -40,6 +47,8 @@ class Decision:
     item_id: str
     action: str            # approve | reject
     reason: str            # e.g. "attention check: chose 'bottom', expected 'top'"
+    #: the fair-rejection verdict of the worker (quality.PASS/RETURN/REJECT), '' without checks
+    verdict: str = ""
 
 
 @dataclass
@@ -52,48 +61,80 @@ class ReviewReport:
 
 
 def plan_review(run_dir: Path, client: Any, *, reject_failed_attention: bool,
-                concurrency: int = 8) -> list[Decision]:
+                concurrency: int = 8, plan: AnalysisPlan | None = None) -> list[Decision]:
     """Decide, for every ``Submitted`` assignment of the run, whether to approve or reject it.
 
     With ``reject_failed_attention`` an assignment on an attention-check HIT whose ``choice`` is
-    not the item's ``expected`` answer (or is missing) is rejected; everything else is approved.
+    not the item's ``expected`` answer (or is missing) is rejected when the fair-rejection rule
+    allows it: its worker failed at least ``plan.reject_min_failed_checks`` attention checks of
+    the run (all statuses counted). ``plan`` defaults to the run's frozen plan (else the
+    defaults). Everything else is approved, with the reason saying what the rule decided.
     """
     from hitgen.items import read_hit_items
 
     run_dir = Path(run_dir)
     run_id = str(runs.read_manifest(run_dir).get("run_id") or "")
+    plan = plan or load_plan(run_dir) or AnalysisPlan()
     items = {it.item_id: it for it in read_hit_items(run_dir)}
     with Ledger.open(run_dir, run_id=run_id) as ledger:
         rows = ledger.rows(state=CREATED)
     if not rows:
         raise RunDirError(f"{run_dir / runs.LEDGER}: no HIT has been created yet; nothing to review")
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="review") as pool:
-        listed = list(pool.map(lambda r: list_assignments(client, str(r.hit_id), ("Submitted",)), rows))
-    decisions: list[Decision] = []
-    for row, assignments in zip(rows, listed, strict=True):
-        item = items.get(row.item_id)
-        if item is None:
+    for row in rows:
+        if row.item_id not in items:
             raise RunDirError(f"{run_dir / runs.HIT_ITEMS}: lacks item {row.item_id} of HIT "
                               f"{row.hit_id}; restore the original hit_items.csv")
+
+    def statuses(row: Any) -> tuple[str, ...]:
+        # Checks count over every status, so that a rerun still sees earlier failures.
+        return (("Submitted", "Approved", "Rejected") if items[row.item_id].kind == "attention"
+                else ("Submitted",))
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="review") as pool:
+        listed = list(pool.map(lambda r: list_assignments(client, str(r.hit_id), statuses(r)),
+                               rows))
+    checks: list[tuple[str, bool]] = []
+    chosen: dict[str, str] = {}
+    for row, assignments in zip(rows, listed, strict=True):
+        item = items[row.item_id]
+        if item.kind != "attention":
+            continue
+        for a in assignments:
+            try:
+                choice = parse_answer_xml(a.get("Answer") or "").get(runs.ANSWER_FIELD, "")
+            except ValueError:
+                choice = ""
+            chosen[a["AssignmentId"]] = choice
+            checks.append((a.get("WorkerId", ""), choice == item.expected))
+    verdicts = quality.review_verdicts(checks, plan)
+    decisions: list[Decision] = []
+    for row, assignments in zip(rows, listed, strict=True):
+        item = items[row.item_id]
         for a in assignments:
             if a.get("AssignmentStatus") != "Submitted":
                 continue
+            worker = a.get("WorkerId", "")
+            verdict = verdicts.get(worker)
             action, reason = APPROVE, "approve all"
             if item.kind == "attention":
-                try:
-                    choice = parse_answer_xml(a.get("Answer") or "").get(runs.ANSWER_FIELD, "")
-                except ValueError:
-                    choice = ""
+                choice = chosen.get(a["AssignmentId"], "")
+                rule = verdict.explain(plan) if verdict is not None else ""
                 if choice == item.expected:
                     reason = "attention check passed"
-                elif reject_failed_attention:
+                elif not reject_failed_attention:
+                    reason = (f"attention check failed (approved anyway): chose "
+                              f"{choice or 'nothing'!r}; {rule}")
+                elif verdict is not None and verdict.verdict == quality.REJECT:
                     action = REJECT
-                    reason = f"attention check failed: chose {choice or 'nothing'!r}, expected {item.expected!r}"
+                    reason = (f"attention check failed: chose {choice or 'nothing'!r}, expected "
+                              f"{item.expected!r}; {rule}")
                 else:
-                    reason = f"attention check failed (approved anyway): chose {choice or 'nothing'!r}"
+                    reason = (f"attention check failed, approved by the fair-rejection rule: "
+                              f"chose {choice or 'nothing'!r}; {rule}")
             decisions.append(Decision(assignment_id=a["AssignmentId"], hit_id=str(row.hit_id),
-                                      worker_id=a.get("WorkerId", ""), item_id=row.item_id,
-                                      action=action, reason=reason))
+                                      worker_id=worker, item_id=row.item_id,
+                                      action=action, reason=reason,
+                                      verdict="" if verdict is None else verdict.verdict))
     return decisions
 
 

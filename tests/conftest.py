@@ -1,10 +1,16 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules (helpers that are not fixtures live in
+``tests/support/``, importable by bare name through pytest's ``pythonpath``)."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from crowd_fixtures import make_run_dir
+from fake_mturk import FakeMTurk
+from mturk_helpers import aws_environment
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,7 @@ def tiny_digits_run(tmp_path_factory):
     contact sheets, RUN/report.html), once per session. Copy it before changing it."""
     from click.testing import CliRunner
 
-    from cage.runtime import torch_threads
+    from cage.compute.runtime import torch_threads
     from cage_eval.cli import cli
 
     base = tmp_path_factory.mktemp("tiny-digits")
@@ -77,3 +83,44 @@ def answered_digits_run(tiny_digits_run, tmp_path_factory):
         res = CliRunner().invoke(cli, args, catch_exceptions=False)
         assert res.exit_code == 0, res.output
     return run
+
+
+# --------------------------------------------------------------------------- MTurk
+@pytest.fixture
+def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Dummy credentials in the environment; no profile, session token or region leaks in."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    env = aws_environment(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A synthetic run: 2 DAGs x 2 settings x 2 pairs = 8 pair items."""
+    return make_run_dir(tmp_path / "run", pairs_per_cell=2)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMTurk]:
+    """A fault-free local MTurk endpoint."""
+    with FakeMTurk(max_lifetime_s=120) as server:
+        yield server
+
+
+# --------------------------------------------------------------------------- torch
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny networks on a busy machine are 50-100x slower with
+    several threads (each op waits for every thread), and results do not depend on it."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -31,7 +31,7 @@ def test_quiet_run_prints_the_skip_reason(tmp_path):
     test = tmp_path / "test_needs_a_browser.py"
     test.write_text(textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(TESTS)!r})
+        sys.path.insert(0, {str(TESTS / 'support')!r})
         from browser_fixtures import browser_marks
         pytestmark = browser_marks("/nonexistent/chromium", "/nonexistent/chromedriver")
 

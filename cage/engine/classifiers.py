@@ -1,4 +1,4 @@
-"""Linear latent attribute classifiers (cage_method.md section 2, step 2) and batched refits.
+"""Linear latent attribute classifiers (docs/method.md §2, step 2) and batched refits.
 
 :class:`LatentClassifier` follows the scikit-learn contract. Whatever the kind, the fitted model is a
 *linear logit* ``logit(z) = coef_ . z + intercept_`` with ``P(m = 1 | z) = sigmoid(logit)``, so the

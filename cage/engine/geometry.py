@@ -1,6 +1,6 @@
 """What the geometry of two linear classifiers alone predicts, and the controls built on it.
 
-cage_method.md section 3, "What that caveat means in practice". With linear latent classifiers
+docs/method.md §4. With linear latent classifiers
 ``L_a(z) = w_a . z + b_a`` and a shift intervention ``z +- alpha u_c``, eq. 8's effect on ``e`` is
 
     GATE(c -> e) = E_z[ f(L_e(z) + t) - f(L_e(z) - t) ],   t = alpha (w_e . u_c),

@@ -1,6 +1,6 @@
 """Interventions on latents: ``pi(z, alpha)`` realising ``do(m = 1)`` / ``do(m = 0)``.
 
-cage_method.md section 2, step 4 (paper eq. 2-4). An intervention is any object with
+docs/method.md §2, step 4 (paper eq. 2-4). An intervention is any object with
 
 ``apply(z, classifier, alpha, sign) -> z'``
     counterfactual latents, same shape and type (numpy or torch) as ``z`` (n, d); ``sign = +1``
@@ -14,7 +14,7 @@ Provided:
 
 - :class:`LinearIntervention`: ``z +- alpha h`` with ``h`` the classifier's unit normal (eq. 4);
 - :class:`ConditionalIntervention`: the same along ``h`` with other attributes' normals projected
-  out and renormalised (InterFaceGAN's conditional manipulation, cage_core.md section 2.2), so the
+  out and renormalised (InterFaceGAN's conditional manipulation, docs/method.md §2), so the
   edit leaves those attributes' logits unchanged;
 - :class:`TargetDistanceIntervention`: moves every latent to signed distance ``sign * alpha`` from
   the classifier's hyperplane (InterFaceGAN's ``linear_interpolate`` with the intercept kept).

@@ -1,6 +1,6 @@
 """Unbiased MMD^2 with a Gaussian kernel and its permutation test (Gretton et al. 2012).
 
-cage_method.md section 3 / cage_core.md section 5: compare the conditional ``p(z | m = 1)`` with the
+docs/method.md §3: compare the conditional ``p(z | m = 1)`` with the
 counterfactual ``p(z | do(m = 1))``.
 
 ``MMD^2_u = sum_{i != j} k(x_i, x_j) / (n(n-1)) + sum_{i != j} k(y_i, y_j) / (m(m-1))

@@ -1,4 +1,4 @@
-"""Null distributions for GATE and delta tau (cage_method.md section 3).
+"""Null distributions for GATE and delta tau (docs/method.md §3).
 
 Two constructions of "a treatment direction carrying no information about the attribute":
 

@@ -8,7 +8,7 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
     are significant against the label-permutation null, its sign picking the direction.
 ``controlled`` (the default)
     An arrow only when the direction survives every control that can explain it without a
-    mechanism (cage_method.md section 3); otherwise ``?`` with the reasons:
+    mechanism (docs/method.md §4); otherwise ``?`` with the reasons:
 
     - ``no-effect``: neither GATE is significant (the call is ``⊥``);
     - ``geometry-only``: eq. 8 (a latent outcome). Its GATEs depend only on the marginal law of
@@ -25,7 +25,7 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
       are passed through a monotone recalibration that keeps its decisions (and so its accuracy):
       a temperature ``sigma(logit(p) / T)`` for ``T`` in :data:`CALIBRATION_TEMPERATURES`, or hard
       labels ``1[p > 0.5]``, for each outcome independently
-      (:func:`cage.outcomes.calibration_delta_taus`, from the stored per-latent outcomes). Delta
+      (:func:`cage.engine.variants.calibration_delta_taus`, from the stored per-latent outcomes). Delta
       tau compares the sizes of two GATEs read by two different outcome functions, so it depends
       on their relative calibration, which no accuracy figure shows;
     - ``alpha-unstable``: the sign of delta tau changes over the alpha grid;
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cage.config import RULES
+from cage.config.experiment import RULES
 from cage.engine.effects import ARROW_12, ARROW_21, INDEPENDENT, UNDETERMINED, decide
 
 __all__ = ["CALIBRATION_TEMPERATURES", "RULES", "REASONS", "Evidence", "centred_p_value", "decide_all", "decide_controlled",

@@ -1,6 +1,6 @@
 """The contract between the CAGE pipeline and an experiment kind (``mog``, ``digits``, ...).
 
-An experiment is a TOML file (the built-ins live in ``cage/experiments/``, see :mod:`cage.config`)
+An experiment is a TOML file (the built-ins live in ``cage/experiments/``, see :mod:`cage.config.experiment`)
 whose ``[experiment] kind`` names a kind module (found by :mod:`cage.experiments.registry`). That
 module provides
 
@@ -20,7 +20,7 @@ module provides
     outputs (e.g. counterfactual pairs) and returns entries merged into ``manifest.json`` (keys the
     engine writes itself are refused).
 
-``result`` is a :class:`cage.pipeline.CageResult` (latent classifiers, per-pair directions,
+``result`` is a :class:`cage.run.pipeline.CageResult` (latent classifiers, per-pair directions,
 intervention directions); interventions for pair making are in :mod:`cage.engine.interventions`.
 """
 
@@ -28,12 +28,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from cage.generators.base import LatentGenerator
+
+if TYPE_CHECKING:
+    from cage.config.experiment import ExperimentConfig
+    from cage.run.result import CageResult
+
+__all__ = ["ExperimentKind", "ExperimentSetup", "Kind"]
 
 
 @dataclass
@@ -67,3 +75,43 @@ class ExperimentSetup:
     info: dict[str, Any] = field(default_factory=dict)
     observation_accuracy: dict[str, float] = field(default_factory=dict)
     observation_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ExperimentKind(Protocol):
+    """What a kind module must provide: ``setup`` (``setup_worker`` and ``finish`` are optional and
+    reached through :class:`Kind`)."""
+
+    def setup(self, config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind module seen through the contract of this module's docstring.
+
+    The pipeline calls these three methods and never looks into the module itself: an optional
+    function the module lacks has its documented default here, once.
+    """
+
+    name: str
+    module: ModuleType
+
+    def setup(self, config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
+        return self.module.setup(config, cache_dir=cache_dir)
+
+    def setup_worker(self, config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:
+        """The kind's ``setup_worker``, or its ``setup`` when it has none."""
+        fn = getattr(self.module, "setup_worker", None) or self.module.setup
+        return fn(config, cache_dir=cache_dir)
+
+    @property
+    def makes_outputs(self) -> bool:
+        """Whether the kind writes outputs of its own after the engine (a ``finish``)."""
+        return callable(getattr(self.module, "finish", None))
+
+    def finish(self, setup: ExperimentSetup, result: CageResult, run_dir: Path,
+               config: ExperimentConfig) -> dict[str, Any]:
+        """The kind's ``finish`` (its manifest entries), or no entries when it has none."""
+        if not self.makes_outputs:
+            return {}
+        return dict(self.module.finish(setup, result, run_dir, config) or {})

@@ -18,7 +18,6 @@ latents when labels come from decoded samples or precomputed latents. Images of 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage import distributed
-from cage.config import OUTCOME_CHOICES, ExperimentConfig
+from cage.compute import distributed
+from cage.compute.runtime import deterministic_torch
+from cage.config.experiment import OUTCOME_CHOICES, ExperimentConfig
+from cage.config.sections import Section
+from cage.engine.seeds import stage_seed
 from cage.experiments.base import ExperimentSetup
 from cage.generators.registry import LoadedGenerator, load_generator
 from cage.labels import cnn, observation
 from cage.labels.observation import ObservationClassifier
 from cage.labels.sources import LabelSet, load_labels
-from cage.options import Section
-from cage.pair_output import (
+from cage.pairs.make import PairConfig, PairMaker
+from cage.pairs.output import (
     OutputOptions,
     check_separable,
     make_pairs,
@@ -43,8 +45,6 @@ from cage.pair_output import (
     select_dags,
     write_pairs,
 )
-from cage.pairs import PairConfig, PairMaker
-from cage.runtime import deterministic_torch
 from cage_eval.errors import ConfigError
 
 SECTIONS = ("generator", "observation_classifier", "labels", "pairs", "hits")
@@ -67,12 +67,6 @@ class GeneratorSetup(ExperimentSetup):
     loaded: LoadedGenerator | None = None
     labels: LabelSet | None = None
     options: GeneratorOptions | None = None
-
-
-def stage_seed(seed: int, name: str) -> int:
-    """A 31-bit seed for one named stage of this kind."""
-    digest = hashlib.sha256(f"{seed}:generator:{name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _section(config: ExperimentConfig, name: str) -> Section:
@@ -123,13 +117,7 @@ def parse_options(config: ExperimentConfig) -> GeneratorOptions:
     p.finish()
     h = _section(config, "hits")
     domain = h.text("domain", "digits")
-    h.finish()
-    from hitgen.texts import DOMAIN_TEXTS
-
-    if domain not in DOMAIN_TEXTS:
-        raise ConfigError(f"{h.where('domain')} = {domain!r}: choose one of "
-                          f"{', '.join(sorted(DOMAIN_TEXTS))} (other wordings: cage-eval hits "
-                          "--texts FILE)")
+    h.finish()  # the wording itself is checked by the command line, which knows hitgen
     return GeneratorOptions(pairs=pairs, output=output, sheet_px=sheet_px, hit_domain=domain)
 
 
@@ -175,8 +163,8 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> GeneratorSetup:
             probe = loaded.generator.decode(loaded.generator.sample(2, 0))
         psi_info["attributes"] = psi.check(probe, needed)
     distributed.ready(loaded.generator, psi)  # under torchrun the labelling below is shared
-    labels = load_labels(_section(config, "labels"), loaded, psi, seed=stage_seed(config.seed,
-                         "labels"), needed=needed)
+    labels = load_labels(_section(config, "labels"), loaded, psi,
+                         seed=stage_seed(config.seed, "generator", "labels"), needed=needed)
     accuracy: dict[str, float] = {}
     sizes: dict[str, tuple[Any, Any]] = {}
     if psi_info.get("kind") == "train":
@@ -223,7 +211,7 @@ def finish(setup: GeneratorSetup, result: Any, run_dir: Path, config: Experiment
     dags, skipped, records = select_dags(result, config, options.output)
     check_separable(dags, result, config.cage.min_accuracy)
     n = labels.latents.shape[0]
-    order = np.random.default_rng(stage_seed(config.seed, "pairs")).permutation(n)
+    order = np.random.default_rng(stage_seed(config.seed, "generator", "pairs")).permutation(n)
     store = open_store(run_dir, options.output.png_scale)
     pool_images = labels.images.take(order)
     maker = PairMaker(setup.generator, labels.latents[order], pool_images,

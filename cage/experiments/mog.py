@@ -1,4 +1,4 @@
-"""The mixture-of-Gaussians experiment (paper section 4, Q1; cage_method.md section 4).
+"""The mixture-of-Gaussians experiment (paper section 4, Q1; docs/engine.md).
 
 Data (2-D, ``[data] n`` points, seeded):
 
@@ -24,8 +24,6 @@ Observation-space classifiers (eq. 9): logistic regressions on ``x`` (both attri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 import warnings
@@ -35,11 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.config import ExperimentConfig
+from cage.config.experiment import ExperimentConfig
+from cage.config.sections import Section
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow import FlowGenerator, MAFSpec, build_maf, train_maf
 from cage_eval import progress
 from cage_eval.errors import CacheWarning, ConfigError
+from cage_eval.files import content_key
 
 DATA_DEFAULTS: dict[str, Any] = {
     "n": 5000,
@@ -62,68 +62,46 @@ FLOW_DEFAULTS: dict[str, Any] = {
 ATTRIBUTES = ("m_c", "m_e")
 
 
-def _options(config: ExperimentConfig, section: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    raw = dict(config.kind_options.get(section, {}))
-    for key in raw:
-        if key not in defaults:
-            raise ConfigError(f"{config.where(section, key)}: unknown field; known fields are "
-                              f"{', '.join(sorted(defaults))}")
-    return {**defaults, **raw}
-
-
-def _number(config: ExperimentConfig, section: str, key: str, value: Any, *, positive: bool = True,
-            integer: bool = False) -> float:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or (positive and not value > 0) or not np.isfinite(value):
-        kind = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"{config.where(section, key)} = {value!r}: must be {kind}")
-    return value
-
-
-def _point(config: ExperimentConfig, section: str, key: str, value: Any) -> list[float]:
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise ConfigError(f"{config.where(section, key)} = {value!r}: must be a point [x, y]")
-    return [float(v) for v in value]
+def _section(config: ExperimentConfig, name: str) -> Section:
+    return Section(config.kind_options.get(name), source=config.source, name=name)
 
 
 def data_options(config: ExperimentConfig) -> dict[str, Any]:
     """Validated ``[data]`` section."""
-    o = _options(config, "data", DATA_DEFAULTS)
-    o["n"] = int(_number(config, "data", "n", o["n"], integer=True))
-    if o["n"] < 100:
-        raise ConfigError(f"{config.where('data', 'n')} = {o['n']}: use at least 100 points")
-    o["ring_center"] = _point(config, "data", "ring_center", o["ring_center"])
-    if not isinstance(o["clusters"], list) or len(o["clusters"]) != 3:
-        raise ConfigError(f"{config.where('data', 'clusters')}: give exactly 3 points [x, y]")
-    o["clusters"] = [_point(config, "data", "clusters", c) for c in o["clusters"]]
-    for key in ("ring_radius", "ring_std", "cluster_std"):
-        o[key] = float(_number(config, "data", key, o[key]))
-    o["cut"] = float(_number(config, "data", "cut", o["cut"], positive=False))
-    pc = _number(config, "data", "p_clusters", o["p_clusters"])
-    if not pc < 1:
-        raise ConfigError(f"{config.where('data', 'p_clusters')} = {pc}: must be in (0, 1)")
-    o["p_clusters"] = float(pc)
-    tf = _number(config, "data", "test_fraction", o["test_fraction"])
-    if not tf < 1:
-        raise ConfigError(f"{config.where('data', 'test_fraction')} = {tf}: must be in (0, 1)")
-    o["test_fraction"] = float(tf)
+    s, d = _section(config, "data"), DATA_DEFAULTS
+    positive = {"minimum": 0.0, "exclusive_minimum": True}
+    o = {
+        "n": s.integer("n", d["n"], minimum=100),
+        "ring_center": [float(v) for v in s.numbers("ring_center", d["ring_center"], length=2)],
+        "ring_radius": s.number("ring_radius", d["ring_radius"], **positive),
+        "ring_std": s.number("ring_std", d["ring_std"], **positive),
+        "clusters": s.points("clusters", d["clusters"], count=3),
+        "cluster_std": s.number("cluster_std", d["cluster_std"], **positive),
+        "cut": s.number("cut", d["cut"]),
+        "p_clusters": s.number("p_clusters", d["p_clusters"], **positive, maximum=1.0),
+        "test_fraction": s.number("test_fraction", d["test_fraction"], **positive, maximum=1.0),
+    }
+    for key in ("p_clusters", "test_fraction"):
+        if not o[key] < 1:
+            raise ConfigError(f"{s.where(key)} = {o[key]}: must be in (0, 1)")
+    s.finish()
     return o
 
 
 def flow_options(config: ExperimentConfig) -> dict[str, Any]:
     """Validated ``[flow]`` section."""
-    o = _options(config, "flow", FLOW_DEFAULTS)
-    o["transforms"] = int(_number(config, "flow", "transforms", o["transforms"], integer=True))
-    o["steps"] = int(_number(config, "flow", "steps", o["steps"], integer=True))
-    o["lr"] = float(_number(config, "flow", "lr", o["lr"]))
-    hidden = o["hidden"]
-    if (not isinstance(hidden, list) or not hidden
-            or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)):
-        raise ConfigError(f"{config.where('flow', 'hidden')} = {hidden!r}: must be a list of "
-                          "positive layer widths, e.g. [64, 64]")
-    if not isinstance(o["reverse"], bool):
-        raise ConfigError(f"{config.where('flow', 'reverse')} = {o['reverse']!r}: must be true/false")
+    s, d = _section(config, "flow"), FLOW_DEFAULTS
+    o = {
+        "transforms": s.integer("transforms", d["transforms"], minimum=1),
+        "hidden": list(s.numbers("hidden", d["hidden"], integers=True)),
+        "steps": s.integer("steps", d["steps"], minimum=1),
+        "lr": s.number("lr", d["lr"], minimum=0.0, exclusive_minimum=True),
+        "reverse": s.flag("reverse", d["reverse"]),
+    }
+    if any(h < 1 for h in o["hidden"]):
+        raise ConfigError(f"{s.where('hidden')} = {o['hidden']!r}: must be a list of positive "
+                          "layer widths, e.g. [64, 64]")
+    s.finish()
     return o
 
 
@@ -156,9 +134,8 @@ def sample_mog(opts: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray,
 def _cache_key(data: dict[str, Any], flow: dict[str, Any], seed: int) -> str:
     import zuko
 
-    blob = json.dumps({"data": data, "flow": flow, "seed": seed, "zuko": zuko.__version__,
-                       "torch": torch.__version__.split("+")[0], "format": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_key({"data": data, "flow": flow, "seed": seed, "zuko": zuko.__version__,
+                        "torch": torch.__version__.split("+")[0], "format": 1}, digits=16)
 
 
 def _load_cached(path: Path, spec: MAFSpec) -> tuple[torch.nn.Module, list[float]]:

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
-from types import ModuleType
 
+from cage.experiments.base import ExperimentKind, Kind
 from cage_eval.errors import ConfigError
+
+__all__ = ["BUILTIN_KINDS", "ENTRY_POINT_GROUP", "kind_names", "load_kind"]
 
 #: The kinds that ship with cage-eval, each a module of this package.
 BUILTIN_KINDS: dict[str, str] = {
-    "digits": "cage.experiments.digits",
+    "digits": "cage.experiments.digits.kind",
     "generator": "cage.experiments.generator",
     "mog": "cage.experiments.mog",
-    "morphomnist": "cage.experiments.morphomnist",
+    "morphomnist": "cage.experiments.mnist.kind",
     "synthetic": "cage.experiments.synthetic",
 }
 
@@ -36,8 +38,8 @@ def kind_names() -> list[str]:
     return sorted(BUILTIN_KINDS) + sorted(set(extra) - set(BUILTIN_KINDS))
 
 
-def load_kind(kind: str) -> ModuleType:
-    """The module implementing ``kind``.
+def load_kind(kind: str) -> Kind:
+    """The module implementing ``kind``, seen through the kind contract (:class:`Kind`).
 
     Raises
     ------
@@ -45,7 +47,7 @@ def load_kind(kind: str) -> ModuleType:
         No built-in kind and no entry point has that name, or the entry point cannot be imported.
     """
     if kind in BUILTIN_KINDS:
-        return importlib.import_module(BUILTIN_KINDS[kind])
+        return Kind(kind, importlib.import_module(BUILTIN_KINDS[kind]))
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == kind:
             try:
@@ -54,9 +56,9 @@ def load_kind(kind: str) -> ModuleType:
                 raise ConfigError(f"[experiment] kind = {kind!r}: its entry point {ep.value!r} "
                                   f"cannot be imported ({exc}); install the package that provides "
                                   "it") from None
-            if not hasattr(module, "setup"):
+            if not isinstance(module, ExperimentKind):
                 raise ConfigError(f"[experiment] kind = {kind!r}: entry point {ep.value!r} has no "
                                   "setup(config, *, cache_dir) function")
-            return module
+            return Kind(kind, module)
     raise ConfigError(f"[experiment] kind = {kind!r}: no such experiment kind; choose one of "
                       f"{', '.join(kind_names())}")

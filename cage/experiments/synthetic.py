@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from scipy.special import expit, log_ndtr, ndtr
 
-from cage.config import ExperimentConfig
+from cage.config.experiment import ExperimentConfig
+from cage.config.sections import Section, check_sections
 from cage.experiments.base import ExperimentSetup
 from cage.generators.base import gaussian_sample
 from cage_eval.errors import ConfigError
@@ -162,64 +163,43 @@ class _Posterior:
 
 def options(config: ExperimentConfig) -> dict[str, Any]:
     """The validated ``[synthetic]`` section."""
-    unknown = sorted(set(config.kind_options) - {"synthetic"})
-    if unknown:
-        raise ConfigError(f"{config.source}: [{unknown[0]}]: unknown section for a synthetic "
-                          "experiment; its sections are [experiment], [cage] and [synthetic]")
-    raw = dict(config.kind_options.get("synthetic", {}))
-    for key in raw:
-        if key not in DEFAULTS:
-            raise ConfigError(f"{config.where('synthetic', key)}: unknown field; known fields are "
-                              f"{', '.join(sorted(DEFAULTS))}")
-    o = {**DEFAULTS, **raw}
-
-    def where(key: str) -> str:
-        return config.where("synthetic", key)
-
-    def number(key: str, lo: float, hi: float, *, integer: bool = False) -> float:
-        v = o[key]
-        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok or not (lo <= v <= hi):
-            kind = "an integer" if integer else "a number"
-            raise ConfigError(f"{where(key)} = {v!r}: must be {kind} in [{lo:g}, {hi:g}]")
-        return v
-
-    names = o["attributes"]
-    if (not isinstance(names, list) or len(names) < 2
-            or not all(isinstance(a, str) and a.isidentifier() for a in names)
-            or len(set(names)) != len(names)):
-        raise ConfigError(f"{where('attributes')} = {names!r}: give at least two distinct names, "
-                          'e.g. ["m1", "m2"]')
-    o["dim"] = int(number("dim", 1, 100_000, integer=True))
+    check_sections(config, {"synthetic": DEFAULTS}, "synthetic")
+    s, d = Section(config.kind_options.get("synthetic"), source=config.source,
+                   name="synthetic"), DEFAULTS
+    names = list(s.texts("attributes", tuple(d["attributes"])))
+    if len(names) < 2 or not all(a.isidentifier() for a in names) or len(set(names)) != len(names):
+        raise ConfigError(f"{s.where('attributes')} = {names!r}: give at least two distinct "
+                          'names, e.g. ["m1", "m2"]')
+    o: dict[str, Any] = {"dim": s.integer("dim", d["dim"], minimum=1, maximum=100_000),
+                         "n": s.integer("n", d["n"], minimum=100, maximum=10**7),
+                         "attributes": names}
     if o["dim"] < 2 * len(names) + 1:
-        raise ConfigError(f"{where('dim')} = {o['dim']}: need at least 2 x attributes + 1 = "
+        raise ConfigError(f"{s.where('dim')} = {o['dim']}: need at least 2 x attributes + 1 = "
                           f"{2 * len(names) + 1} dimensions")
-    o["n"] = int(number("n", 100, 10**7, integer=True))
-    o["cos"] = float(number("cos", 0.0, 0.99))
-    o["curvature"] = float(number("curvature", 0.0, 10.0))
-    o["noise"] = float(number("noise", 1e-3, 10.0))
-    o["strength"] = float(number("strength", -20.0, 20.0))
-    o["sharpness"] = float(number("sharpness", 0.01, 100.0))
-    if o["score"] not in SCORES:
-        raise ConfigError(f"{where('score')} = {o['score']!r}: choose one of {', '.join(SCORES)}")
-    rates = o["positive_rate"]
-    if (not isinstance(rates, list) or len(rates) != len(names)
-            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0.01 <= r <= 0.99
-                       for r in rates)):
-        raise ConfigError(f"{where('positive_rate')} = {rates!r}: give one share in [0.01, 0.99] per "
-                          f"attribute ({len(names)})")
+    o["cos"] = s.number("cos", d["cos"], minimum=0.0, maximum=0.99)
+    o["score"] = s.text("score", d["score"], choices=SCORES)
+    o["curvature"] = s.number("curvature", d["curvature"], minimum=0.0, maximum=10.0)
+    o["noise"] = s.number("noise", d["noise"], minimum=1e-3, maximum=10.0)
+    rates = s.numbers("positive_rate", d["positive_rate"])
+    if len(rates) != len(names) or not all(0.01 <= r <= 0.99 for r in rates):
+        raise ConfigError(f"{s.where('positive_rate')} = {list(rates)!r}: give one share in "
+                          f"[0.01, 0.99] per attribute ({len(names)})")
     o["positive_rate"] = [float(r) for r in rates]
-    temps = o["judge_temperature"]
+    o["mechanism"] = s.raw("mechanism", d["mechanism"])  # a string or a list: _edges checks it
+    o["strength"] = s.number("strength", d["strength"], minimum=-20.0, maximum=20.0)
+    o["sharpness"] = s.number("sharpness", d["sharpness"], minimum=0.01, maximum=100.0)
+    temps = s.raw("judge_temperature", None)
     if temps is None:
         temps = [1.0] * len(names)
     if (not isinstance(temps, list) or len(temps) != len(names)
             or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0.01 <= t <= 100
                        for t in temps)):
-        raise ConfigError(f"{where('judge_temperature')} = {temps!r}: give one temperature in "
+        raise ConfigError(f"{s.where('judge_temperature')} = {temps!r}: give one temperature in "
                           f"[0.01, 100] per attribute ({len(names)}), 1 for the exact posterior")
     o["judge_temperature"] = [float(t) for t in temps]
-    o["edges"] = _edges(o["mechanism"], names, where("mechanism"))
-    return o
+    s.finish()
+    o["edges"] = _edges(o["mechanism"], names, s.where("mechanism"))
+    return {key: o[key] for key in (*DEFAULTS, "edges")}
 
 
 def _edges(mechanism: Any, names: list[str], where: str) -> tuple[tuple[int, int], ...]:

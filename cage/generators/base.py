@@ -3,7 +3,7 @@
 A generator maps latents ``z`` (shape ``(n, latent_dim)``, float32) to observations. CAGE samples
 latents from the generator's prior, decodes them, and (for encoded data and counterfactual pairs
 of real images) encodes observations: the exact inverse for a flow, the posterior mean for a VAE,
-a trained or optimisation-based inverter for a GAN (cage_method.md section 1).
+a trained or optimisation-based inverter for a GAN (docs/method.md §1).
 
 The protocol
 ------------
@@ -12,7 +12,7 @@ The protocol
 ``sample(n, seed) -> Tensor (n, latent_dim)``
     ``n`` prior draws, float32, on the CPU. The same ``(n, seed)`` gives the same tensor, and
     ``sample(n, seed)[:m] == sample(m, seed)[:m]`` is *not* required: CAGE always asks for whole
-    blocks of :data:`cage.pipeline.PRIOR_BLOCK` draws with one seed per block, so that a latent's
+    blocks of :data:`cage.run.pipeline.PRIOR_BLOCK` draws with one seed per block, so that a latent's
     value depends only on its global index (the same on one process or many).
 ``decode(z) -> Tensor``
     Observations for latents ``z`` (float32, any device the generator chooses; CAGE moves them to

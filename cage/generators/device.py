@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cage.runtime import torch_threads
+from cage.compute.runtime import torch_threads
 from cage_eval.errors import ConfigError
 
 AUTOCAST_CHOICES = ("off", "fp16", "bf16")

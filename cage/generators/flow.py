@@ -1,7 +1,7 @@
 """A zuko normalizing flow as a CAGE generator, and maximum-likelihood training of a MAF.
 
 zuko's flows map data to noise in one pass: ``z = flow().transform(x)`` is the encoder (exact
-inverse of the generator) and ``x = flow().transform.inv(z)`` the decoder (cage_core.md section 3).
+inverse of the generator) and ``x = flow().transform.inv(z)`` the decoder (docs/generators.md).
 The base distribution is ``N(0, I)``, so the prior of CAGE's latents is the flow's base.
 
 ``order`` feeds the observation's variables to the flow permuted (the paper's reversed-variable-order

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage.compute.runtime import deterministic_torch, torch_threads
 from cage.generators.base import gaussian_sample
-from cage.runtime import deterministic_torch, torch_threads
 
 IMAGE_SHAPE = (1, 28, 28)
 LATENT_DIM = 784

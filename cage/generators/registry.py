@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from cage.config.sections import Section, call_with_options, import_object
 from cage.generators.base import batch_size_of, check_generator
 from cage.generators.device import AUTOCAST_CHOICES, Compute, resolve_device
-from cage.options import Section, call_with_options, import_object
 from cage_eval.errors import ConfigError
 
 #: The reference adapters: ``adapter`` name -> module with ``from_section(section, compute)``.
@@ -44,7 +44,7 @@ ADAPTERS: dict[str, str] = {
     "stylegan2_nvidia": "cage.generators.stylegan2_nvidia",
     "stylegan2_rosinality": "cage.generators.stylegan2_rosinality",
     "zuko_flow": "cage.generators.zuko_flow",
-    "cage_vae": "cage.generators.cage_vae",
+    "cage_vae": "cage.experiments.digits.vae_adapter",
 }
 
 #: Entry-point group through which other packages add adapter names.

@@ -46,29 +46,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cage.generators.base import gaussian_sample
+from cage.config.sections import Section
 from cage.generators.clone import modules_from_clone
-from cage.generators.device import Compute, batched, freeze
-from cage.generators.output import OutputLayout
-from cage.options import Section
+from cage.generators.device import Compute, freeze
+from cage.generators.stylegan2_base import SPACES, StyleGAN2Base
 from cage_eval.errors import ConfigError, InputFileError
 
-SPACES = ("z", "w", "w+")
 NOISE_MODES = ("const", "none")
 CLONE_PACKAGES = ("dnnlib", "torch_utils", "training", "legacy", "metrics")
-_GAN_LAYOUT = OutputLayout(value_range=(-1.0, 1.0), clamp=True)
 
 
-class NVlabsGenerator:
+class NVlabsGenerator(StyleGAN2Base):
     """:class:`cage.generators.base.LatentGenerator` over an NVIDIA ``G`` (``G.mapping`` +
-    ``G.synthesis``); see the module docstring for spaces and truncation.
+    ``G.synthesis``); spaces, prior and truncation from :class:`StyleGAN2Base`.
 
     Parameters
     ----------
@@ -91,28 +87,19 @@ class NVlabsGenerator:
                  truncation_cutoff: int | None = None, noise_mode: str = "const",
                  force_fp32: bool = True, renormalize_z: bool = False,
                  class_index: int | None = None, compute: Compute | None = None) -> None:
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES} (deterministic decoding)")
-        self.compute = compute or Compute()
+        compute = compute or Compute()
+        super().__init__(z_dim=int(G.z_dim), w_dim=int(G.w_dim), n_layers=int(G.num_ws),
+                         w_avg=G.mapping.w_avg.detach(), space=space,
+                         truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                         renormalize_z=renormalize_z, compute=compute)
         self.G = G.to(self.compute.device)
         freeze(self.G)
-        self.space = space
-        self.z_dim, self.w_dim = int(G.z_dim), int(G.w_dim)
-        self.num_ws, self.c_dim = int(G.num_ws), int(getattr(G, "c_dim", 0))
-        self.psi = float(truncation_psi)
-        self.cutoff = truncation_cutoff
+        self.num_ws, self.c_dim = self.n_layers, int(getattr(G, "c_dim", 0))
         self.noise_mode = noise_mode
         self.force_fp32 = bool(force_fp32) or self.compute.device.type == "cpu"
-        self.renormalize_z = renormalize_z
         self.class_index = class_index
-        self.latent_dim = {"z": self.z_dim, "w": self.w_dim, "w+": self.num_ws * self.w_dim}[space]
-        self.batch_size = self.compute.batch_size
-        self.device = str(self.compute.device)
-        self.w_avg = G.mapping.w_avg.detach().to(self.compute.device, torch.float32)
-
-    # ------------------------------------------------------------------ pieces
 
     def _labels(self, n: int, device: torch.device) -> torch.Tensor:
         c = torch.zeros(n, self.c_dim, device=device)
@@ -120,50 +107,12 @@ class NVlabsGenerator:
             c[:, self.class_index or 0] = 1.0
         return c
 
-    def _renorm(self, z: torch.Tensor) -> torch.Tensor:
-        return z * (math.sqrt(self.z_dim) / z.norm(dim=1, keepdim=True).clamp_min(1e-8))
-
     def _mapping(self, z: torch.Tensor) -> torch.Tensor:
         """``z -> ws`` (n, num_ws, w_dim), untruncated."""
         return self.G.mapping(z, self._labels(z.shape[0], z.device), truncation_psi=1)
 
-    def to_ws(self, latent: torch.Tensor) -> torch.Tensor:
-        """Per-layer ``ws`` (n, num_ws, w_dim) of latents in this adapter's space, untruncated."""
-        if self.space == "z":
-            return self._mapping(self._renorm(latent) if self.renormalize_z else latent)
-        if self.space == "w":
-            return latent[:, None, :].expand(-1, self.num_ws, -1)
-        return latent.reshape(latent.shape[0], self.num_ws, self.w_dim)
-
-    def truncate(self, ws: torch.Tensor) -> torch.Tensor:
-        """``w_avg + ψ (ws - w_avg)`` on the first ``truncation_cutoff`` layers (all if None)."""
-        if self.psi == 1.0:
-            return ws
-        cut = self.num_ws if self.cutoff is None else min(self.cutoff, self.num_ws)
-        head = self.w_avg + self.psi * (ws[:, :cut] - self.w_avg)
-        return torch.cat([head, ws[:, cut:]], dim=1) if cut < self.num_ws else head
-
-    def _forward(self, latent: torch.Tensor) -> torch.Tensor:
-        ws = self.truncate(self.to_ws(latent))
-        img = self.G.synthesis(ws, noise_mode=self.noise_mode, force_fp32=self.force_fp32)
-        return _GAN_LAYOUT.to_protocol(img)
-
-    # ------------------------------------------------------------------ protocol
-
-    def sample(self, n: int, seed: int) -> torch.Tensor:
-        """``n`` seeded prior draws in this adapter's space (untruncated), CPU float32."""
-        z = gaussian_sample(n, self.z_dim, seed)
-        if self.renormalize_z:
-            z = self._renorm(z)
-        if self.space == "z":
-            return z
-        with torch.no_grad():
-            ws = batched(self._mapping, z, self.compute)
-        return ws[:, 0].contiguous() if self.space == "w" else ws.reshape(n, -1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images ``(n, img_channels, R, R)`` in ``[0, 1]``, CPU float32."""
-        return batched(self._forward, torch.as_tensor(z), self.compute, autocast=True)
+    def _synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.G.synthesis(ws, noise_mode=self.noise_mode, force_fp32=self.force_fp32)
 
     def describe(self) -> dict[str, Any]:
         return {"space": self.space, "z_dim": self.z_dim, "w_dim": self.w_dim,

@@ -42,22 +42,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cage.config.sections import Section
 from cage.generators.base import gaussian_sample
 from cage.generators.clone import modules_from_clone
 from cage.generators.device import Compute, batched, freeze
-from cage.generators.output import OutputLayout
-from cage.options import Section
+from cage.generators.stylegan2_base import SPACES, StyleGAN2Base
 from cage_eval.errors import ConfigError, InputFileError
 
-SPACES = ("z", "w", "w+")
 CLONE_PACKAGES = ("model", "op", "distributed", "dataset", "non_leaking")
-_GAN_LAYOUT = OutputLayout(value_range=(-1.0, 1.0), clamp=True)
 CUDA_OP_NOTE = (
     "rosinality's op/ package compiles its CUDA kernels (fused_bias_act, upfirdn2d) with "
     "torch.utils.cpp_extension when model.py imports it, so loading needs a CUDA GPU, the CUDA "
@@ -66,8 +63,9 @@ CUDA_OP_NOTE = (
     "\"stylegan2_nvidia\")")
 
 
-class RosinalityGenerator:
-    """:class:`cage.generators.base.LatentGenerator` over a rosinality ``Generator``.
+class RosinalityGenerator(StyleGAN2Base):
+    """:class:`cage.generators.base.LatentGenerator` over a rosinality ``Generator``; spaces, prior
+    and truncation from :class:`StyleGAN2Base`.
 
     Parameters
     ----------
@@ -83,60 +81,23 @@ class RosinalityGenerator:
     def __init__(self, g: Any, latent_avg: torch.Tensor, *, space: str = "w",
                  truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                  renormalize_z: bool = False, compute: Compute | None = None) -> None:
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
-        self.compute = compute or Compute()
+        compute = compute or Compute()
+        super().__init__(z_dim=int(g.style_dim), w_dim=int(g.style_dim), n_layers=int(g.n_latent),
+                         w_avg=latent_avg, space=space, truncation_psi=truncation_psi,
+                         truncation_cutoff=truncation_cutoff, renormalize_z=renormalize_z,
+                         compute=compute)
         self.g = g.to(self.compute.device)
         freeze(self.g)
-        self.space = space
-        self.style_dim, self.n_latent = int(g.style_dim), int(g.n_latent)
-        self.latent_avg = latent_avg.reshape(-1).to(self.compute.device, torch.float32)
-        self.psi = float(truncation_psi)
-        self.cutoff = truncation_cutoff
-        self.renormalize_z = renormalize_z
-        self.latent_dim = self.n_latent * self.style_dim if space == "w+" else self.style_dim
-        self.batch_size = self.compute.batch_size
-        self.device = str(self.compute.device)
+        self.style_dim, self.n_latent = self.w_dim, self.n_layers
+        self.latent_avg = self.w_avg
 
-    def _renorm(self, z: torch.Tensor) -> torch.Tensor:
-        return z * (math.sqrt(self.style_dim) / z.norm(dim=1, keepdim=True).clamp_min(1e-8))
+    def _mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """``z -> ws``: ``g.style(z)`` broadcast to every layer."""
+        return self.g.style(z)[:, None, :].expand(-1, self.n_latent, -1)
 
-    def to_ws(self, latent: torch.Tensor) -> torch.Tensor:
-        """Per-layer ``ws`` (n, n_latent, style_dim), untruncated."""
-        if self.space == "z":
-            w = self.g.style(self._renorm(latent) if self.renormalize_z else latent)
-            return w[:, None, :].expand(-1, self.n_latent, -1)
-        if self.space == "w":
-            return latent[:, None, :].expand(-1, self.n_latent, -1)
-        return latent.reshape(latent.shape[0], self.n_latent, self.style_dim)
-
-    def truncate(self, ws: torch.Tensor) -> torch.Tensor:
-        """``latent_avg + ψ (ws - latent_avg)`` on the first ``truncation_cutoff`` layers."""
-        if self.psi == 1.0:
-            return ws
-        cut = self.n_latent if self.cutoff is None else min(self.cutoff, self.n_latent)
-        head = self.latent_avg + self.psi * (ws[:, :cut] - self.latent_avg)
-        return torch.cat([head, ws[:, cut:]], dim=1) if cut < self.n_latent else head
-
-    def _forward(self, latent: torch.Tensor) -> torch.Tensor:
-        ws = self.truncate(self.to_ws(latent)).contiguous()
-        img, _ = self.g([ws], input_is_latent=True, randomize_noise=False)
-        return _GAN_LAYOUT.to_protocol(img)
-
-    def sample(self, n: int, seed: int) -> torch.Tensor:
-        """``n`` seeded prior draws in this adapter's space (untruncated), CPU float32."""
-        z = gaussian_sample(n, self.style_dim, seed)
-        if self.renormalize_z:
-            z = self._renorm(z)
-        if self.space == "z":
-            return z
-        with torch.no_grad():
-            w = batched(self.g.style, z, self.compute)
-        return w if self.space == "w" else w[:, None, :].expand(-1, self.n_latent, -1).reshape(n, -1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images ``(n, 3, size, size)`` in ``[0, 1]``, CPU float32."""
-        return batched(self._forward, torch.as_tensor(z), self.compute, autocast=True)
+    def _synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        img, _ = self.g([ws.contiguous()], input_is_latent=True, randomize_noise=False)
+        return img
 
     def describe(self) -> dict[str, Any]:
         return {"space": self.space, "style_dim": self.style_dim, "n_latent": self.n_latent,

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
+from cage.config.sections import Section, build_object, import_object
 from cage.generators.base import gaussian_sample
 from cage.generators.device import Compute, batched, freeze
 from cage.generators.output import OutputLayout
-from cage.options import Section, build_object, import_object
 from cage_eval.errors import ConfigError, InputFileError
 
 SPACES = ("z", "w")

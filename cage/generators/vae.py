@@ -3,7 +3,7 @@
 Kingma & Welling, "Auto-Encoding Variational Bayes" (ICLR 2014). The decoder's output is the mean of
 a continuous Bernoulli-style likelihood (binary cross-entropy on intensities in [0, 1]), which keeps
 the grey levels that carry the ``bright`` attribute. CAGE edits the latent ``z`` of the prior
-``N(0, I)``; the encoder used for real images is the posterior mean (cage_method.md section 1).
+``N(0, I)``; the encoder used for real images is the posterior mean (docs/method.md §1).
 
 Training is deterministic for a given seed: one torch thread, ``torch.use_deterministic_algorithms``,
 and a seeded ``torch.Generator`` for initialisation, shuffling and the reparameterisation noise.
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cage.compute.runtime import deterministic_torch, torch_threads
 from cage.generators.base import gaussian_sample
-from cage.runtime import deterministic_torch, torch_threads
 from cage_eval import progress
 
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
+from cage.config.sections import Section, call_with_options, import_object
 from cage.generators.device import Compute, batched, freeze
 from cage.generators.flow import FlowGenerator
 from cage.generators.output import LayoutGenerator
 from cage.generators.torch_module import layout_from, load_state
-from cage.options import Section, call_with_options, import_object
 from cage_eval.errors import ConfigError, InputFileError
 
 

@@ -13,3 +13,5 @@ Each source is a choice of the ``[labels]`` section (:mod:`cage.labels.sources`)
 Source images for counterfactual pairs come with the labels: the real images of a folder, or the
 decoded latents otherwise (:mod:`cage.labels.pool`).
 """
+
+__all__ = ["attributes_file", "cnn", "folder", "inversion", "observation", "pool", "precomputed", "sampled", "sources"]

@@ -41,12 +41,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cage.compute.runtime import deterministic_torch
+from cage.config.sections import Section
 from cage.generators.device import resolve_device
 from cage.labels.attributes_file import read_attribute_table
 from cage.labels.folder import ImageFolder, open_image_folder
 from cage.labels.observation import ObservationClassifier
-from cage.options import Section
-from cage.runtime import deterministic_torch
 from cage_eval.errors import ConfigError
 from cage_eval.files import atomic_write_bytes
 

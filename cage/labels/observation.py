@@ -34,8 +34,8 @@ import torch
 from scipy.special import expit
 from torch.nn import functional as F
 
+from cage.config.sections import Section, build_object, import_object
 from cage.generators.device import resolve_device
-from cage.options import Section, build_object, import_object
 from cage_eval.errors import ConfigError, InputFileError
 
 KINDS = ("callable", "torchscript", "train")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.images import to_uint8
+from cage.pairs.images import to_uint8
 
 
 class DecodedImages:

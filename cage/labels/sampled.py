@@ -1,6 +1,6 @@
 """Labels of decoded prior samples: the observation classifier names the attributes of ``G(z)``.
 
-This is InterFaceGAN's recipe (cage_core.md section 2) and the one that needs nothing but the
+This is InterFaceGAN's recipe (docs/method.md §6) and the one that needs nothing but the
 generator and a classifier: draw ``n`` latents from the generator's prior, decode them, and label
 each attribute ``1[psi_a(G(z)) > threshold]``. The latents and labels are the annotated data CAGE
 fits its latent classifiers on. Latents are drawn in blocks of :data:`BLOCK` with one seed per
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage import distributed
-from cage.distributed import Workers
+from cage.compute import distributed
+from cage.compute.distributed import Workers
+from cage.engine.seeds import stage_seed
 from cage_eval.errors import ConfigError
 
 #: Latents drawn per seed.
@@ -46,15 +47,14 @@ class SampledLabels:
 
 def block_seed(seed: int, block: int) -> int:
     """The seed of block ``block`` of the labelled samples (31 bits)."""
-    digest = hashlib.sha256(f"{seed}:labels:{block}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return stage_seed(seed, "labels", str(block))
 
 
 @dataclass(frozen=True)
 class LabelUnit:
     """Block ``block`` of the labelled samples: its first ``rows`` latents, decoded ``batch`` at a
     time and classified. The unit of labelling work a rank computes (and checkpoints under
-    ``key``, empty: never) when several share it (:mod:`cage.distributed`)."""
+    ``key``, empty: never) when several share it (:mod:`cage.compute.distributed`)."""
 
     key: str
     seed: int

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cage.config.sections import Section, build_object, import_object
 from cage.generators.registry import LoadedGenerator
 from cage.labels.attributes_file import read_attribute_table
 from cage.labels.folder import open_image_folder
@@ -44,7 +45,6 @@ from cage.labels.inversion import InversionConfig, Inverter, error_summary
 from cage.labels.pool import DecodedImages
 from cage.labels.precomputed import read_precomputed
 from cage.labels.sampled import label_prior_samples
-from cage.options import Section, build_object, import_object
 from cage_eval.errors import ConfigError
 
 SOURCES = ("classifier", "folder", "precomputed")

@@ -13,8 +13,20 @@ import warnings
 import click
 
 from cage_eval import __version__
-from cage_eval.cli import analyze, crowd, generate, hits, report, simulate, train, turkle
+from cage_eval.cli import (
+    analyze,
+    crowd,
+    generate,
+    hits,
+    prolific,
+    report,
+    simulate,
+    train,
+    turkle,
+)
 from cage_eval.errors import CageEvalError, CageEvalWarning
+
+__all__ = ["CageGroup", "cli", "main"]
 
 
 def _warning_printer(previous):
@@ -86,7 +98,7 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     ctx.with_resource(progress.use(Console(quiet=quiet)))
 
 
-for _module in (generate, train, hits, crowd, turkle, simulate, analyze, report):
+for _module in (generate, train, hits, crowd, turkle, prolific, simulate, analyze, report):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

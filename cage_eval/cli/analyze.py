@@ -36,6 +36,15 @@ import click
 @click.option("--duplicates", type=click.Choice(["keep-first", "keep-all"]), default=None,
               help="When one worker judged a pair twice: count only the first, or all. "
                    "Default: the frozen plan (else keep-first).")
+@click.option("--min-response-time", "min_response_time", type=click.FloatRange(min=0),
+              default=None, metavar="SECONDS",
+              help="Exclude assignments answered faster than this (0: off). "
+                   "Default: the frozen plan (else 0).")
+@click.option("--duplicate-participants", type=click.Choice(["exclude-later", "keep"]),
+              default=None,
+              help="A participant seen in an earlier study of the run, or sharing a hashed IP "
+                   "with an earlier one: drop the later answers, or only report them. "
+                   "Default: the frozen plan (else exclude-later).")
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Follow this analysis_plan.json instead of the run's (e.g. for tidy files).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -52,8 +61,8 @@ import click
                    "of stopping with an error.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the paths written.")
 def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accuracy,
-            keep_rejected, duplicates, plan_file, out_dir, n_boot, seed, gee, drop_unknown,
-            quiet):
+            keep_rejected, duplicates, min_response_time, duplicate_participants, plan_file,
+            out_dir, n_boot, seed, gee, drop_unknown, quiet):
     """Turn crowd answers into the paper's Table 2 (with robustness checks).
 
     Joins RESULTS with the run's blinding map to learn which displayed image was the
@@ -76,13 +85,15 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     from analysis.report import AnalysisOptions, analyze_file
     from analysis.tables import render_text, write_outputs
     from cage_eval import runs
-    from mturk.published import assignments_per_item
+    from cage_eval.cli.published import assignments_per_item
 
     overrides = {
         "correction": correction, "family": family, "alpha": alpha,
         "attention_min_accuracy": attention_min_accuracy,
         "exclude_rejected": None if keep_rejected is None else not keep_rejected,
         "duplicates": duplicates,
+        "min_response_time_s": min_response_time,
+        "duplicate_participants": duplicate_participants,
     }
     options = AnalysisOptions(fmt=fmt, n_boot=n_boot, random_state=seed, gee=gee,
                               drop_unknown=drop_unknown)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from cage_eval.cli.quality import plan_from_options, plan_lines, quality_options
+
 DEFAULT_ASSIGNMENTS = 3
 DEFAULT_CONCURRENCY = 16
 
@@ -89,10 +91,12 @@ def _client_for_ledger(run: Path, profile, endpoint_url, region, retry_mode, con
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Create calls in flight at once.")
 @_aws_options
+@quality_options
 def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime, duration,
             auto_approve, attention_rate, seed, domain, texts_file, templates_dir, images, bucket, s3_prefix,
             s3_endpoint_url, min_approval, min_approved, locales, any_locale, masters,
-            allow_10_plus, concurrency, profile, endpoint_url, region, retry_mode):
+            allow_10_plus, concurrency, profile, endpoint_url, region, retry_mode, analysis_plan,
+            min_response_time, block_list):
     """Publish a run's counterfactual pairs as HITs on MTurk (sandbox by default).
 
     Idempotent and resumable: RUN/ledger.sqlite records every HIT before and after it is
@@ -130,6 +134,7 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
         texts_file=Path(texts_file) if texts_file else None, templates_dir=Path(templates_dir) if templates_dir else None,
         images=images, bucket=bucket, s3_prefix=s3_prefix, attention_rate=attention_rate, seed=seed,
         concurrency=concurrency, max_cost=parse_money(max_cost) if max_cost is not None else None,
+        analysis_plan=plan_from_options(analysis_plan, min_response_time, block_list),
     )
     plan = prepare(run_dir, request, env)
 
@@ -141,6 +146,8 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
         click.echo(f"HIT items: the existing {run_dir / 'hit_items.csv'} (--attention-rate and "
                    "--seed only apply when it is first built)")
     click.echo(f"Estimated cost: {plan.estimate.describe()}")
+    for line in plan_lines(run_dir, request.analysis_plan, plan.n_attention):
+        click.echo(line, err=line.startswith("WARNING"))
     if plan.created:
         click.echo(f"Still to publish: {plan.remaining.hits} HITs, ${plan.remaining.total:.2f}")
     reqs = qualification_requirements(settings.qualifications, env)
@@ -276,7 +283,8 @@ def collect(run, concurrency, profile, endpoint_url, region, retry_mode):
 @click.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--reject-failed-attention", is_flag=True,
-              help="Reject assignments that failed an attention check (approve the rest).")
+              help="Reject failed attention checks of workers who failed at least the frozen "
+                   "plan's reject_min_failed_checks (2: the fair-rejection rule); approve the rest.")
 @click.option("--feedback", default=None, help="Reason shown to rejected workers (required to reject).")
 @click.option("--dry-run", is_flag=True, help="Show the decisions; approve or reject nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -286,7 +294,10 @@ def review(run, reject_failed_attention, feedback, dry_run, yes, concurrency, pr
            region, retry_mode):
     """Approve submitted assignments, or reject those that failed an attention check.
 
-    Only Submitted assignments are touched. Approvals that MTurk is not ready for yet are retried.
+    Rejections follow the frozen plan's fair-rejection rule: a failed check is rejected only when
+    its worker failed at least two (the plan's reject_min_failed_checks) of the run's checks; a
+    single failure is approved, and the analysis plan decides whether the answers count. Only
+    Submitted assignments are touched. Approvals that MTurk is not ready for yet are retried.
 
     \b
     Example:
@@ -302,12 +313,19 @@ def review(run, reject_failed_attention, feedback, dry_run, yes, concurrency, pr
     decisions = plan_review(run_dir, client, reject_failed_attention=reject_failed_attention,
                             concurrency=concurrency)
     rejects = [d for d in decisions if d.action == REJECT]
+    spared = [d for d in decisions if d.action != REJECT and d.verdict == "return"
+              and d.reason.startswith("attention check failed")]
     if not dry_run:
         check_feedback(decisions, feedback)
     click.echo(f"Submitted assignments: {len(decisions)} ({len(decisions) - len(rejects)} to approve, "
                f"{len(rejects)} to reject)")
     for d in rejects:
         click.echo(f"  reject {d.assignment_id} (worker {d.worker_id}, HIT {d.hit_id}): {d.reason}")
+    if reject_failed_attention:
+        click.echo(f"Fair-rejection rule: {len(rejects)} failed check(s) rejected, {len(spared)} "
+                   "approved because their worker failed too few checks to be rejected")
+    for d in spared:
+        click.echo(f"  approve {d.assignment_id} (worker {d.worker_id}, HIT {d.hit_id}): {d.reason}")
     if dry_run or not decisions:
         if dry_run:
             click.echo("Dry run: nothing was approved or rejected.")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-# cage.config needs only the standard library: importing it here keeps `--help` fast.
-from cage.config import DEFAULT_EXPERIMENT, auto_n_null
+# cage.config.experiment needs only the standard library: importing it here keeps `--help` fast.
+from cage.config.experiment import DEFAULT_EXPERIMENT, auto_n_null
 
 
 @click.command("generate")
@@ -54,8 +54,8 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
       cage-eval generate -e my_experiment.toml --force
       cage-eval generate -e celebahq_stylegan2 --device cuda   # docs/generators.md
     """
-    from cage.config import builtin_experiments, load_experiment
-    from cage.pipeline import run_experiment
+    from cage.config.experiment import builtin_experiments, load_experiment
+    from cage.run.pipeline import run_experiment
 
     if list_only:
         for name in builtin_experiments():
@@ -73,8 +73,9 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
                               "no [generator] section; it runs on the CPU, drop --device")
         config = load_experiment(experiment, overrides=(*overrides, f"generator.device={device}"),
                                  seed=seed)
+    _check_hit_domain(config)
     out = out if out is not None else Path("runs") / config.name
-    from cage.runtime import set_threads
+    from cage.compute.runtime import set_threads
 
     set_threads(threads)
     started = time.perf_counter()
@@ -108,8 +109,8 @@ RULE_LINES = {
 
 def summary(result, out: Path, elapsed: float) -> str:
     """The readable end-of-run summary (classifiers, one line per pair and outcome, plots)."""
-    from cage.explain import sentence
     from cage_eval import runs
+    from report.explain import sentence
 
     manifest = runs.read_manifest(out)
     cc = result.config.cage
@@ -217,3 +218,19 @@ def _pair_lines(pairs, out: Path) -> list[str]:
 
 
 COMMANDS: list[click.Command] = [generate]
+
+
+def _check_hit_domain(config) -> None:
+    """``[hits] domain`` names a wording that hitgen has (the numerics never import hitgen)."""
+    hits = config.kind_options.get("hits")
+    if not isinstance(hits, dict) or "domain" not in hits:
+        return
+    from hitgen.texts import DOMAIN_TEXTS
+
+    domain = hits["domain"]
+    if domain not in DOMAIN_TEXTS:
+        from cage_eval.errors import ConfigError
+
+        raise ConfigError(f"{config.source}: [hits] domain = {domain!r}: choose one of "
+                          f"{', '.join(sorted(DOMAIN_TEXTS))} (other wordings: cage-eval hits "
+                          "--texts FILE)")

@@ -1,6 +1,6 @@
 """``cage-eval report``: one self-contained HTML page about a run.
 
-Thin over :mod:`cage.report_html` (which never imports torch); :func:`refresh_report` is the hook
+Thin over :mod:`report.html` (which never imports torch); :func:`refresh_report` is the hook
 ``generate`` and ``analyze`` call to keep ``RUN/report.html`` up to date.
 """
 
@@ -32,8 +32,8 @@ def report(run, out):
       cage-eval report runs/digits
       cage-eval report runs/digits --out digits-report.html
     """
-    from cage.report_html import write_report
-    from mturk.published import spending
+    from cage_eval.cli.published import spending
+    from report.html import write_report
 
     path, data = write_report(run, out=out, spending=spending)
     click.echo(f"Wrote {path}: {data.outline()}")
@@ -47,10 +47,10 @@ def refresh_report(run: Path, *, required: bool = True) -> Path | None:
     neither CAGE's results nor a report (crowd files only: nothing to show, nothing gone stale)
     is skipped without a word.
     """
-    from cage.report_html import write_report
     from cage_eval import runs
+    from cage_eval.cli.published import spending
     from cage_eval.errors import CageEvalError
-    from mturk.published import spending
+    from report.html import write_report
 
     if not required and not any((Path(run) / n).is_file() for n in (runs.REPORT,
                                                                     runs.DIRECTIONS)):

@@ -48,8 +48,8 @@ def simulate(run, preferences, annotators, workers, annotator_sd, pair_sd, spamm
     """
     from cage_eval import runs
     from cage_eval.errors import ConfigError, RunDirError
+    from crowds.simulated import CrowdModel, ResultsTaken, parse_preferences, simulate_results
     from hitgen.items import read_hit_items
-    from mturk.simulation import CrowdModel, ResultsTaken, parse_preferences, simulate_results
 
     runs.read_manifest(run)
     try:

@@ -28,20 +28,20 @@ def train(experiment, out, seed, overrides, cache_dir):
     weights. Kind 'digits': the VAE bundle digits_vae.pt, digits_obs.pt, digits_weights.json.
     Kind 'morphomnist': the Glow flow and the CNN, morphomnist_flow_<key>.pt/.json and
     morphomnist_obs_<key>.pt/.json (the flow takes 30-40 minutes on 2 cores). With the built-in
-    settings this reproduces the weights shipped in cage/digits/weights/ and says so.
+    settings this reproduces the weights shipped in cage/experiments/digits/weights/ and says so.
 
     \b
     Example:
       cage-eval train                       # into the cache, used by `cage-eval generate`
-      cage-eval train --out cage/digits/weights    # regenerate the shipped weights
+      cage-eval train --out cage/experiments/digits/weights    # regenerate the shipped weights
       cage-eval train --seed 3 --out w3/    # another seed
-      cage-eval train -e morphomnist --out cage/digits/weights
+      cage-eval train -e morphomnist --out cage/experiments/mnist/weights
     """
     from pathlib import Path
 
-    from cage.config import default_cache_dir, load_experiment
-    from cage.digits.models import cache_bundle_dir, read_shipped_meta, train_and_write
-    from cage.experiments.digits import parse_options
+    from cage.config.experiment import default_cache_dir, load_experiment
+    from cage.experiments.digits.kind import parse_options
+    from cage.experiments.digits.models import cache_bundle_dir, read_shipped_meta, train_and_write
     from cage_eval.errors import ConfigError
 
     items = list(overrides)
@@ -76,8 +76,8 @@ def train(experiment, out, seed, overrides, cache_dir):
 
 
 def _train_morphomnist(config, out, cache):
-    from cage.digits.mnist_models import cache_dir_for, shipped_meta, train_and_write
-    from cage.experiments.morphomnist import parse_options
+    from cage.experiments.mnist.kind import parse_options
+    from cage.experiments.mnist.models import cache_dir_for, shipped_meta, train_and_write
 
     configs = parse_options(config).models
     target = out if out else cache_dir_for(cache)

@@ -1,7 +1,7 @@
 """``cage-eval turkle ...``: run a local Turkle server and crowdsource a run in the lab.
 
-Thin commands over :mod:`mturk.turkle_server` (the server process and accounts) and
-:mod:`mturk.turkle_backend` (publish, status, collect). Turkle is an optional extra, imported only
+Thin commands over :mod:`crowds.turkle.server` (the server process and accounts) and
+:mod:`crowds.turkle.backend` (publish, status, collect). Turkle is an optional extra, imported only
 inside command bodies. Secrets (admin password, API token, worker passwords) live only in
 ``HOME/credentials.json`` (mode 0600); no command prints them.
 """
@@ -13,6 +13,8 @@ import signal
 from pathlib import Path
 
 import click
+
+from cage_eval.cli.quality import plan_from_options, quality_options
 
 TOKEN_ENV = "CAGE_EVAL_TURKLE_TOKEN"
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
@@ -38,8 +40,8 @@ def _api(home: Path, url: str | None):
     """A TurkleAPI for ``url`` (or the server running from ``home``) with the token from the
     env or ``home``. The token goes only to one of those two, never to a URL read from a run."""
     from cage_eval.errors import ConfigError
-    from mturk.turkle_api import TurkleAPI
-    from mturk.turkle_server import read_credentials, recorded_url
+    from crowds.turkle.api import TurkleAPI
+    from crowds.turkle.server import read_credentials, recorded_url
 
     url = url or recorded_url(home)
     if not url:
@@ -76,7 +78,11 @@ def turkle() -> None:
               help="TCP port; 0 picks a free one.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True,
               help="Host name workers use to reach a non-loopback server (repeatable).")
-def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> None:
+@click.option("--behind-https-proxy", is_flag=True,
+              help="An HTTPS reverse proxy forwards the --allowed-host names to this loopback "
+              "server (docs/prolific.md): secure cookies, X-Forwarded-Proto trusted.")
+def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...],
+          behind_https_proxy: bool) -> None:
     """Start a Turkle server in the foreground until Ctrl-C.
 
     Creates the home on first use (SQLite database, secret key, admin account and API token;
@@ -86,7 +92,7 @@ def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> N
     Example: cage-eval turkle serve --home lab --port 8000
     """
     from cage_eval.errors import BackendError
-    from mturk.turkle_server import (
+    from crowds.turkle.server import (
         CREDENTIALS_FILE,
         EXPIRE_INTERVAL_S,
         LOG_FILE,
@@ -95,7 +101,13 @@ def serve(home: Path, host: str, port: int, allowed_hosts: tuple[str, ...]) -> N
         start_server,
     )
 
-    server = start_server(home, host=host, port=port, allowed_hosts=allowed_hosts)
+    if behind_https_proxy and not allowed_hosts:
+        from cage_eval.errors import ConfigError
+
+        raise ConfigError("--behind-https-proxy: name the public host name(s) the proxy serves "
+                          "with --allowed-host")
+    server = start_server(home, host=host, port=port, allowed_hosts=allowed_hosts,
+                          behind_proxy=behind_https_proxy)
 
     def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
         raise KeyboardInterrupt
@@ -142,7 +154,7 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
     Example: cage-eval turkle add-workers --home lab alice bob carol
     """
     from cage_eval.errors import ConfigError
-    from mturk.turkle_server import CREDENTIALS_FILE, add_workers, require_turkle
+    from crowds.turkle.server import CREDENTIALS_FILE, add_workers, require_turkle
 
     require_turkle()
     wanted = list(names) + [f"{prefix}{i}" for i in range(1, count + 1)]
@@ -179,9 +191,11 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
               help="Placement seed, used only if RUN/hit_items.csv does not exist yet.")
 @click.option("--attention-rate", type=float, default=0.0, show_default=True,
               help="Attention checks per pair, used only if RUN/hit_items.csv does not exist yet.")
+@quality_options
 def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours: int,
                 images: str, domain: str, templates_dir: Path | None, seed: int,
-                attention_rate: float) -> None:
+                attention_rate: float, analysis_plan: Path | None,
+                min_response_time: float | None, block_list: Path | None) -> None:
     """Publish RUN's HITs as one Turkle project and batch (idempotent: a rerun creates nothing).
 
     Freezes the analysis plan (RUN/analysis_plan.json) and records the batch in
@@ -189,13 +203,15 @@ def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours:
 
     Example: cage-eval turkle publish runs/digits --home lab --assignments 3
     """
-    from mturk.turkle_backend import TurklePublishOptions, publish
-    from mturk.turkle_server import require_turkle
+    from crowds.turkle.backend import TurklePublishOptions, publish
+    from crowds.turkle.server import require_turkle
 
     require_turkle()
     options = TurklePublishOptions(assignments=assignments, hours=hours, images=images,
                                    domain=domain, templates_dir=templates_dir, seed=seed,
-                                   attention_rate=attention_rate)
+                                   attention_rate=attention_rate,
+                                   analysis_plan=plan_from_options(
+                                       analysis_plan, min_response_time, block_list))
     api = _api(home, url)
     result = publish(run, api, options, server_home=home if images == "server" else None,
                      on_step=click.echo)
@@ -217,7 +233,7 @@ def status_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle status runs/digits --home lab
     """
-    from mturk.turkle_backend import published, status
+    from crowds.turkle.backend import published, status
 
     published(run)  # a clear error for an unpublished or MTurk-published run, before any URL
     p = status(run, _api(home, url))
@@ -238,7 +254,7 @@ def collect_cmd(run: Path, home: Path, url: str | None) -> None:
 
     Example: cage-eval turkle collect runs/digits --home lab
     """
-    from mturk.turkle_backend import collect, published
+    from crowds.turkle.backend import collect, published
 
     published(run)  # a clear error for an unpublished or MTurk-published run, before any URL
     r = collect(run, _api(home, url))

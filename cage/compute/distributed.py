@@ -1,0 +1,536 @@
+"""One study over many processes: the torch.distributed process group and work dealt over it.
+
+Under ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``) :func:`session` joins the process group; anywhere else it
+creates nothing and every helper here is a no-op on one process. The backend follows the device
+the generator computes on: ``nccl`` on CUDA (each rank on the GPU of its ``LOCAL_RANK``), ``gloo``
+on the CPU (or where torch has no NCCL).
+
+Rank 0 runs the study (classifier fits, the closed-form eq. 8 GATE, MMD, baselines, every file);
+the other ranks serve it. :class:`Workers` is the whole protocol: rank 0 calls :meth:`Workers.map`
+with a list of independent units of work (a probe of eq. 9 on one prior block, one batch of
+counterfactual manipulations), every rank computes the units it owns, and rank 0 receives the
+results in unit order; the other ranks sit in :meth:`Workers.serve` until rank 0 stops them.
+Nothing floating-point is ever summed across ranks: a unit's result is computed entirely on one
+rank, exactly as one process computes it, and rank 0 reassembles the pieces in global order, so
+1, 2 or 4 processes write the same bytes.
+
+Failure. Every collective waits at most ``CAGE_EVAL_DIST_TIMEOUT`` seconds (default 1800); the
+one wait that covers rank 0's setup (which may train a model) waits at least a day. A process
+that dies closes its connections, so the others fail at their next collective at once (and
+``torchrun`` stops the rest); the error becomes a :class:`~cage_eval.errors.DistributedError`.
+Results of units are saved as they complete in a :class:`~cage.compute.checkpoints.CheckpointStore`, so
+a rerun resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from cage.compute import checkpoints
+from cage_eval import errors, progress
+from cage_eval.errors import CageEvalError, DistributedError
+
+#: Seconds a collective waits for the other ranks unless ``CAGE_EVAL_DIST_TIMEOUT`` says otherwise.
+DEFAULT_TIMEOUT_S = 1800.0
+#: The least the other ranks wait for rank 0's setup (training a generator can take hours).
+SETUP_TIMEOUT_S = 24 * 3600.0
+#: The environment variables torchrun sets for every process.
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass
+class Group:
+    """The facts of this process's place in the job.
+
+    Attributes
+    ----------
+    rank, world_size, local_rank : int
+        ``0, 1, 0`` on a single process.
+    backend : str or None
+        ``"nccl"`` or ``"gloo"``; None on a single process.
+    timeout_s : float
+        How long a collective waits for the other ranks.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    control: Any = field(default=None, repr=False)
+
+    @property
+    def leader(self) -> bool:
+        """True on rank 0, the process that writes the run directory."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+
+def launched() -> bool:
+    """True when this process is one of several started by torchrun (``WORLD_SIZE > 1``)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def timeout_s() -> float:
+    """``CAGE_EVAL_DIST_TIMEOUT`` in seconds, or :data:`DEFAULT_TIMEOUT_S`."""
+    raw = os.environ.get("CAGE_EVAL_DIST_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise errors.ConfigError(f"CAGE_EVAL_DIST_TIMEOUT = {raw!r}: give a number of seconds") \
+            from None
+    if value <= 0:
+        raise errors.ConfigError(f"CAGE_EVAL_DIST_TIMEOUT = {raw!r}: must be positive")
+    return value
+
+
+def backend_for(device: str) -> str:
+    """``"nccl"`` for a CUDA device when torch has NCCL, else ``"gloo"``."""
+    import torch
+    import torch.distributed as dist
+
+    try:
+        cuda = torch.device(device).type == "cuda"
+    except (RuntimeError, TypeError):
+        cuda = False
+    return "nccl" if cuda and dist.is_nccl_available() else "gloo"
+
+
+@contextlib.contextmanager
+def session(device: str = "cpu") -> Iterator[Group]:
+    """Join torchrun's process group for the block (a single-process :class:`Group` otherwise).
+
+    Parameters
+    ----------
+    device : str
+        Where the generator computes (``"cpu"``, ``"cuda"``); picks the backend. With NCCL the
+        process's current CUDA device is set to ``LOCAL_RANK`` first, so ``device = "cuda"``
+        means a GPU of its own for every rank.
+
+    A group that someone else initialised (a script that called ``init_process_group``) is used
+    as it is and left open.
+    """
+    if not launched():
+        yield Group()
+        return
+    import torch
+    import torch.distributed as dist
+
+    limit = timeout_s()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    owned = not dist.is_initialized()
+    if owned:
+        backend = backend_for(device)
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=limit))
+        except (RuntimeError, ValueError) as exc:
+            raise DistributedError(f"cannot join the torchrun job ({_first_line(exc)}); check "
+                                   "MASTER_ADDR, MASTER_PORT and the rendezvous flags") from None
+    control = dist.new_group(backend="gloo", timeout=datetime.timedelta(
+        seconds=max(limit, SETUP_TIMEOUT_S)))
+    group = Group(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
+                  backend=dist.get_backend(), timeout_s=limit, control=control)
+    try:
+        yield group
+    finally:
+        # Also after a failure: a process group left to the interpreter's exit aborts the
+        # process (SIGABRT from its threads). Shutting down aborts NCCL communicators too.
+        if owned:
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- collectives
+
+
+def _lost(group: Group, exc: BaseException, waited: float | None = None) -> DistributedError:
+    """The error of a collective that failed: a peer died, hung, or the network broke."""
+    error = DistributedError(
+        f"rank {group.rank} of {group.world_size}: another process of this job stopped or did "
+        f"not answer within {waited or group.timeout_s:g} s ({_first_line(exc)}); nothing was "
+        "published, and a rerun of the same command resumes from the checkpoints")
+    error.lost = True  # type: ignore[attr-defined]  # no use telling the others anything
+    return error
+
+
+def _broadcast(group: Group, obj: Any = None, *, control: bool = False) -> Any:
+    """``obj`` from rank 0 to every rank (pickled)."""
+    import torch.distributed as dist
+
+    box = [obj]
+    try:
+        dist.broadcast_object_list(box, src=0, group=group.control if control else None)
+    except RuntimeError as exc:
+        raise _lost(group, exc, max(group.timeout_s, SETUP_TIMEOUT_S) if control else None) \
+            from None
+    return box[0]
+
+
+def _gather(group: Group, obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` on rank 0, in rank order (None elsewhere)."""
+    import torch.distributed as dist
+
+    out: list[Any] | None = [None] * group.world_size if group.leader else None
+    try:
+        dist.gather_object(obj, out, dst=0)
+    except RuntimeError as exc:
+        raise _lost(group, exc) from None
+    return out
+
+
+# --------------------------------------------------------------------------- work
+
+
+class Unit(Protocol):
+    """A unit of work: picklable, with ``key``, a digest of everything its result depends on
+    (the checkpoint key; empty when it is never checkpointed)."""
+
+    key: str
+
+
+Handler = Callable[[Any], dict[str, np.ndarray]]
+
+
+@dataclass
+class WorkStats:
+    """Units of one kind of work, over all ranks and all maps.
+
+    Attributes
+    ----------
+    units, computed, resumed : int
+        Units asked for; computed this run; read back from checkpoints.
+    decoded : int
+        Rows decoded by the computed units (units that say, through ``decodes``).
+    """
+
+    units: int = 0
+    computed: int = 0
+    resumed: int = 0
+    decoded: int = 0
+
+
+class Workers:
+    """Units of work dealt over the ranks of ``group`` (see the module docstring).
+
+    Parameters
+    ----------
+    group : Group
+    store : cage.compute.checkpoints.CheckpointStore, optional
+        Where results of checkpointed units are saved and found again.
+
+    Every rank registers the same handlers (:meth:`register`); rank 0 calls :meth:`map`, the
+    others :meth:`serve`. On one process :meth:`map` simply computes every unit.
+    """
+
+    def __init__(self, group: Group | None = None, store: Any = None) -> None:
+        self.group = group if group is not None else Group()
+        self.store = store
+        self.handlers: dict[str, Handler] = {}
+        self.stats: dict[str, WorkStats] = {}
+        self.run_key = ""
+        self.on_ready: Callable[[Any, Any], None] | None = None
+        self._phase = "setup"
+
+    @property
+    def world_size(self) -> int:
+        return self.group.world_size
+
+    def register(self, name: str, handler: Handler) -> None:
+        """The function that computes units of kind ``name`` on this rank."""
+        self.handlers[name] = handler
+
+    # ------------------------------------------------------------------ rank 0
+
+    def map(self, name: str, units: Sequence[Unit], owners: Sequence[int] | None = None, *,
+            checkpoint: bool = True) -> list[dict[str, np.ndarray]]:
+        """Compute ``units`` over the ranks; their results, in unit order (rank 0 only).
+
+        ``owners[i]`` is the rank that computes unit ``i`` (default: dealt round-robin). Rank 0's
+        torch thread count and deterministic-algorithms setting hold on every rank meanwhile.
+        An error on any rank is raised here once every rank has answered.
+        """
+        if not self.group.leader:
+            raise RuntimeError("Workers.map is for rank 0; the other ranks serve()")
+        n = len(units)
+        owners = list(owners) if owners is not None else [i % self.world_size for i in range(n)]
+        if self.group.distributed:
+            _broadcast(self.group, ("map", name, list(units), owners, checkpoint, _settings()))
+        mine = self._share(name, units, owners, checkpoint)
+        answers = _gather(self.group, mine) if self.group.distributed else [mine]
+        assert answers is not None
+        results: list[dict[str, np.ndarray] | None] = [None] * n
+        stats = self.stats.setdefault(name, WorkStats())
+        stats.units += n
+        for rank, answer in enumerate(answers):
+            if answer["error"] is not None:
+                raise _rebuild(answer["error"], rank, self.group)
+            for i, (value, resumed) in answer["results"].items():
+                results[i] = value
+                stats.resumed += int(resumed)
+                stats.computed += int(not resumed)
+                stats.decoded += 0 if resumed else int(getattr(units[i], "decodes", 0))
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise DistributedError(f"{len(missing)} units of {name!r} came back from no rank")
+        return results  # type: ignore[return-value]
+
+    def announce_setup(self, ok: bool) -> None:
+        """Tell the other ranks whether rank 0's setup succeeded (they set up after it, so what
+        it trained is in the cache for them)."""
+        if self.group.distributed and self._phase == "setup":
+            _broadcast(self.group, ok, control=True)
+        self._phase = "handshake" if ok else "stopped"
+
+    def handshake(self, facts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every rank's ``facts`` (what it makes of a fixed input: decoded images, classifier
+        outputs) must agree with rank 0's to within 0.01; return rank 0's."""
+        answers = _gather(self.group, ("ok", facts)) if self.group.distributed else [("ok", facts)]
+        assert answers is not None
+        self._phase = "handshaken"
+        for rank, (status, value) in enumerate(answers):
+            if status == "error":
+                raise _rebuild(value, rank, self.group)
+        for rank, (_, theirs) in enumerate(answers[1:], start=1):
+            for name, mine in facts.items():
+                other = theirs.get(name)
+                if other is None or np.shape(other) != np.shape(mine) \
+                        or float(np.max(np.abs(np.asarray(other) - mine), initial=0.0)) > 1e-2:
+                    raise DistributedError(
+                        f"rank {rank} decodes or classifies differently from rank 0 ({name}); "
+                        "every rank must load the same generator and observation classifier: "
+                        "put the cache directory on storage every node shares, or fill the cache "
+                        "with a run on one process first")
+        return facts
+
+    def start(self, run_key: str) -> None:
+        """Send the run's checkpoint key and directory; the other ranks start serving."""
+        self.run_key = run_key
+        directory = str(self.store.directory) if self.store is not None else None
+        if self.group.distributed:
+            _broadcast(self.group, ("start", run_key, directory))
+        self._phase = "serving"
+
+    @contextlib.contextmanager
+    def leading(self, directory: str | os.PathLike[str]) -> Iterator[None]:
+        """Rank 0's side of a run: checkpoints in ``directory`` for the block. On success the
+        other ranks are stopped and the checkpoints deleted; on an error the others are stopped
+        too (unless they are gone already) and the checkpoints kept for a rerun."""
+        self.store = checkpoints.CheckpointStore(directory, rank=self.group.rank)
+        try:
+            yield
+        except BaseException as exc:
+            # Interrupted (torchrun stops every rank) or contact lost: no use telling the others.
+            if not isinstance(exc, KeyboardInterrupt) and not getattr(exc, "lost", False):
+                with contextlib.suppress(DistributedError):
+                    self.stop("failed")
+            raise
+        finally:
+            self.store.close()
+        self.stop("done")
+        checkpoints.remove(directory)
+
+    def stop(self, status: str) -> None:
+        """End the job on every rank, whatever phase it is in (``status``: ``"done"``,
+        ``"failed"``). Safe to call twice; the second call does nothing."""
+        phase, self._phase = self._phase, "stopped"
+        if not self.group.distributed or phase == "stopped":
+            return
+        if phase == "setup":
+            _broadcast(self.group, False, control=True)
+            return
+        if phase == "handshake":
+            _gather(self.group, ("ok", None))
+        _broadcast(self.group, ("stop", status))
+
+    # ------------------------------------------------------------------ ranks > 0
+
+    def wait_setup(self) -> bool:
+        """Wait for rank 0's setup; False when it failed (nothing more to do)."""
+        ok = bool(_broadcast(self.group, control=True))
+        self._phase = "handshake" if ok else "stopped"
+        return ok
+
+    def answer_handshake(self, facts: Any = None, error: BaseException | None = None
+                         ) -> tuple[str, str | None] | None:
+        """Send this rank's ``facts`` (or its setup ``error``); return rank 0's ``(run_key,
+        checkpoint directory)``, or None when rank 0 stopped the job instead."""
+        _gather(self.group, ("error", _portable(error)) if error is not None else ("ok", facts))
+        msg = _broadcast(self.group)
+        if msg[0] != "start":
+            self._phase = "stopped"
+            return None
+        self.run_key = msg[1]
+        self._phase = "serving"
+        return msg[1], msg[2]
+
+    def follow(self, prepare: Callable[[], dict[str, np.ndarray]]) -> None:
+        """The life of a rank > 0: wait for rank 0's setup; ``prepare()`` (set up, register the
+        handlers, return the handshake's facts); serve until stopped; delete the checkpoints when
+        the run was published. An error in ``prepare`` goes to rank 0, which reports it."""
+        if not self.wait_setup():
+            return
+        try:
+            facts = prepare()
+        except Exception as exc:  # noqa: BLE001 - rank 0 raises it
+            self.answer_handshake(error=exc)
+            return
+        started = self.answer_handshake(facts)
+        if started is None:
+            return
+        directory = started[1]
+        self.store = checkpoints.CheckpointStore(directory, rank=self.group.rank) \
+            if directory else None
+        try:
+            status = self.serve()
+        finally:
+            if self.store is not None:
+                self.store.close()
+        if status == "done" and directory:
+            checkpoints.remove(directory)
+
+    def serve(self) -> str:
+        """Compute this rank's share of every :meth:`map` until rank 0 stops the job; return the
+        status it stopped with."""
+        while True:
+            msg = _broadcast(self.group)
+            if msg[0] == "stop":
+                self._phase = "stopped"
+                return str(msg[1])
+            _, name, units, owners, checkpoint, settings = msg
+            with _applied(settings):
+                mine = self._share(name, units, owners, checkpoint)
+            _gather(self.group, mine)
+
+    # ------------------------------------------------------------------ both
+
+    def _share(self, name: str, units: Sequence[Unit], owners: Sequence[int],
+               checkpoint: bool) -> dict[str, Any]:
+        """This rank's units: ``{"results": {i: (result, resumed)}, "error": None | portable}``.
+
+        Completed results are saved (``checkpoint``) before the answer goes back, so what a rank
+        finished survives the failure of any other.
+        """
+        store = self.store if checkpoint else None
+        results: dict[int, tuple[dict[str, np.ndarray], bool]] = {}
+        error = None
+        mine = sum(1 for owner in owners if owner == self.group.rank)
+        try:
+            handler = self.handlers[name]
+            with progress.bar(mine, _UNIT_WORDS.get(name, name), "unit") as bar:
+                for i, unit in enumerate(units):
+                    if owners[i] != self.group.rank:
+                        continue
+                    saved = store.get(unit.key) if store is not None and unit.key else None
+                    if saved is not None:
+                        results[i] = (saved, True)
+                        bar.update(1)
+                        continue
+                    value = handler(unit)
+                    results[i] = (value, False)
+                    if store is not None and unit.key:
+                        store.put(unit.key, value)
+                    bar.update(1)
+        except Exception as exc:  # noqa: BLE001 - sent to rank 0, which raises it
+            error = _portable(exc)
+        finally:
+            if store is not None:
+                store.flush()
+        return {"results": {} if error else results, "error": error}
+
+
+def _settings() -> tuple[int, bool]:
+    import torch
+
+    return torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+
+
+@contextlib.contextmanager
+def _applied(settings: tuple[int, bool]) -> Iterator[None]:
+    """Rank 0's torch threads and deterministic-algorithms setting for the block."""
+    import torch
+
+    old = _settings()
+    if old == settings:  # the first use_deterministic_algorithms call costs seconds
+        yield
+        return
+    torch.set_num_threads(settings[0])
+    torch.use_deterministic_algorithms(settings[1])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old[0])
+        torch.use_deterministic_algorithms(old[1])
+
+
+#: How progress bars name each kind of unit of work.
+_UNIT_WORDS = {"score": "decoding and scoring (eq. 9)", "label": "labelling prior samples",
+               "manipulate": "manipulating and checking pair images"}
+
+
+def _portable(exc: BaseException | None) -> tuple[str, str, bool] | None:
+    """An exception as ``(class name, message, user-facing)``: every exception pickles so."""
+    if exc is None:
+        return None
+    return type(exc).__name__, str(exc), isinstance(exc, CageEvalError)
+
+
+def _rebuild(error: tuple[str, str, bool], rank: int, group: Group) -> Exception:
+    """The exception rank ``rank`` sent: a user-facing one as the same class (its message says
+    what to do), anything else as a :class:`DistributedError` naming the rank."""
+    name, message, user_facing = error
+    cls = getattr(errors, name, None)
+    if user_facing and isinstance(cls, type) and issubclass(cls, CageEvalError):
+        return cls(message)
+    return DistributedError(f"rank {rank} of {group.world_size} failed: {name}: {message}")
+
+
+# --------------------------------------------------------------------------- the active workers
+
+_ACTIVE: list[Workers] = []
+
+
+@contextlib.contextmanager
+def active(workers: Workers) -> Iterator[Workers]:
+    """Make ``workers`` what :func:`current` returns for the block (code deep in an experiment
+    kind, such as pair making, shards through them)."""
+    _ACTIVE.append(workers)
+    try:
+        yield workers
+    finally:
+        _ACTIVE.remove(workers)
+
+
+def current() -> Workers | None:
+    """The workers of the run in progress in this process, or None."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def ready(generator: Any, observation_classifier: Any) -> None:
+    """Say that the generator and the observation classifier are loaded (an experiment kind's
+    setup calls it before it labels samples with them): the other ranks set up and serve from
+    here on, so that the labelling is dealt over them too. Outside a run, or called again, it does
+    nothing; the pipeline calls it itself after ``setup`` when the kind did not."""
+    workers = current()
+    if workers is None or workers.on_ready is None:
+        return
+    hook, workers.on_ready = workers.on_ready, None
+    hook(generator, observation_classifier)
