@@ -96,11 +96,15 @@ def run(names: list[str], seeds: int, overrides: list[str], cache_dir: str | Non
                     counts.setdefault((name, d.outcome, method), Counter())[
                         _verdict(call, truth)] += 1
                 if d.outcome == "observation":
-                    print(f"  {name} seed {seed}: eq. 9 dtau {d.delta_tau:+.3f}, controlled "
-                          f"{d.direction_controlled} ({d.reason_controlled or 'arrow'}), paper "
-                          f"{d.direction_paper}, calibration {d.delta_tau_calibration_min:+.3f}.."
-                          f"{d.delta_tau_calibration_max:+.3f}, "
-                          f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+                    print(f"  {name} seed {seed}: eq. 9 dtau {d.delta_tau:+.3f} (p centred "
+                          f"{d.p_delta_tau_centred:.3f}, rotation {d.p_delta_tau_rotation:.3f}; "
+                          f"balance {d.delta_tau_balanced:+.3f}/{d.delta_tau_m1_rare:+.3f}/"
+                          f"{d.delta_tau_m2_rare:+.3f}; alpha-stable {d.sign_stable}; calibration "
+                          f"{d.delta_tau_calibration_min:+.3f}..{d.delta_tau_calibration_max:+.3f})"
+                          f", controlled {d.direction_controlled} "
+                          f"({d.reason_controlled or 'arrow'}), paper {d.direction_paper}, "
+                          f"baselines {', '.join(f'{b.method} {b.verdict}' for b in d.baselines)}"
+                          f", {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return counts, runs
 
 
@@ -115,6 +119,8 @@ def table(counts, names: list[str], seeds: int) -> tuple[list[str], list[str]]:
         coupling, truth = EXPERIMENTS[name]
         truth_text = {"->": "thick -> bright", "<-": "bright -> thick", "none": "none"}[truth]
         for outcome in ("latent", "observation"):
+            if not any(key[:2] == (name, outcome) for key in counts):
+                continue
             cells = []
             for m in methods:
                 c = counts.get((name, outcome, m))
