@@ -33,7 +33,8 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     lines = res.stdout.splitlines()  # the result; progress lines go to stderr
     assert lines[0].startswith("mog: run ") and f"written to {out}" in lines[0]
     table = [line for line in lines if line.startswith("m_c / m_e")
-             and "p(centred)" not in line and "LiNGAM" not in line]
+             and "p(centred)" not in line and "LiNGAM" not in line
+             and "hard labels" not in line]
     assert [line.split()[3] for line in table] == ["latent", "observation"]
     assert f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)" in lines
     assert lines[-1].startswith("call rule (controlled): an arrow needs a significant GATE")
