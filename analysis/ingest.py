@@ -30,8 +30,6 @@ Errors are :class:`~cage_eval.errors.InputFileError` naming the file, line, colu
 from __future__ import annotations
 
 import ast
-import csv
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +40,12 @@ import pandas as pd
 
 from cage_eval import runs
 from cage_eval.errors import InputFileError
+from cage_eval.textfiles import CsvTable, decode_text, read_csv_table
 
 FORMATS = ("mturk", "batch", "turkle", "tidy")
+#: ``DataFrame.attrs`` key of :func:`read_annotations`' note about rows set aside (more fields
+#: than the header; :attr:`cage_eval.textfiles.CsvTable.extra_note`).
+SET_ASIDE_NOTE = "set_aside"
 TIDY_COLUMNS = ("dag", "setting", "pair_id", "worker_id", "preferred")
 TIDY_OPTIONAL = ("assignment_id", "cause_position", "work_time_s", "study_id", "ip_hash")
 #: The columns every MTurk-style layout must have (docs/platforms.md §2.12: "key the
@@ -89,6 +91,7 @@ class CsvHeader:
     path: Path
     columns: tuple[str, ...]
     encoding: str
+    table: CsvTable
 
 
 def read_header(path: str | Path) -> CsvHeader:
@@ -99,33 +102,21 @@ def read_header(path: str | Path) -> CsvHeader:
     if not path.is_file():
         raise InputFileError(f"{path}: is not a file; give the results CSV to analyse")
     try:
-        with path.open("rb") as fh:
-            head = fh.read(65536)
+        data = path.read_bytes()
     except OSError as exc:
         raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from None
+    head = data[:65536]
     if not head.strip():
         raise InputFileError(f"{path}: the file is empty; download the results again")
     if b"\x00" in head:
         raise InputFileError(f"{path}: not a CSV file (binary content at the start); "
                              "give the results CSV, not a spreadsheet or archive")
-    encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
-    try:
-        text = head.decode(encoding)
-    except UnicodeDecodeError:
-        try:
-            text = head.decode("cp1252")
-            encoding = "cp1252"
-        except UnicodeDecodeError:
-            raise InputFileError(f"{path}: not a text CSV file (undecodable bytes); "
-                                 "save it as UTF-8 CSV") from None
-    if text.lstrip().startswith(("{", "[", "<")):
+    text = decode_text(path, data, fix="save it as UTF-8 CSV")
+    if text.text.lstrip().startswith(("{", "[", "<")):
         raise InputFileError(f"{path}: line 1: not a CSV file (it looks like JSON/HTML/XML); "
                              "give the results CSV")
-    first = text.splitlines()[0] if text.splitlines() else ""
-    try:
-        columns = tuple(c.strip() for c in next(csv.reader(io.StringIO(first))))
-    except (csv.Error, StopIteration):
-        raise InputFileError(f"{path}: line 1: not a CSV header; give the results CSV") from None
+    table = read_csv_table(path, text=text)
+    columns = table.columns
     if len(columns) < 2:
         raise InputFileError(
             f"{path}: line 1: not a CSV results file (header has {len(columns)} column); "
@@ -134,7 +125,7 @@ def read_header(path: str | Path) -> CsvHeader:
     if dupes:
         raise InputFileError(f"{path}: line 1: column(s) {', '.join(dupes)} appear twice; "
                              "remove the duplicate columns")
-    return CsvHeader(path=path, columns=columns, encoding=encoding)
+    return CsvHeader(path=path, columns=columns, encoding=text.encoding, table=table)
 
 
 def detect_format(header: CsvHeader) -> str:
@@ -163,23 +154,14 @@ def detect_format(header: CsvHeader) -> str:
 
 
 def _read_columns(header: CsvHeader, usecols: list[str], nrows: int | None = None) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(
-            header.path, usecols=usecols, dtype=str, keep_default_na=False, na_filter=False,
-            encoding=header.encoding, nrows=nrows, index_col=False,
-        )
-    except pd.errors.EmptyDataError:
-        raise InputFileError(f"{header.path}: the file is empty; download the results again") from None
-    except pd.errors.ParserError as exc:
-        raise InputFileError(f"{header.path}: not a well-formed CSV ({_first_line(exc)}); "
-                             "repair the file or download it again") from None
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"{header.path}: undecodable text at byte {exc.start}; "
-                             "save it as UTF-8 CSV") from None
-    except ValueError as exc:  # usecols not found (header stripped differently)
-        raise InputFileError(f"{header.path}: line 1: {_first_line(exc)}") from None
-    df.columns = [c.strip() for c in df.columns]
-    return df
+    """The ``usecols`` columns of the file's rows (all, or the first ``nrows``) as strings."""
+    table = header.table
+    missing = [c for c in usecols if c not in table.columns]
+    if missing:
+        raise InputFileError(f"{header.path}: line 1: missing column(s) {', '.join(missing)}")
+    rows = table.rows if nrows is None else table.rows[:nrows]
+    data = {c: [row[table.columns.index(c)] for row in rows] for c in usecols}
+    return pd.DataFrame(data, columns=list(usecols), dtype=object)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -194,8 +176,9 @@ def _require(header: CsvHeader, required: tuple[str, ...], fmt: str) -> None:
             f"{fmt} layout; give the unmodified results file, or --format to choose another layout")
 
 
-def _lines(n: int) -> np.ndarray:
-    return np.arange(2, n + 2, dtype=np.int64)
+def _lines(header: CsvHeader, n: int) -> np.ndarray:
+    """The line each of the first ``n`` rows starts on (the header is line 1)."""
+    return np.asarray(header.table.lines[:n], dtype=np.int64)
 
 
 #: A list repr longer than this is not an answer (and is never parsed).
@@ -218,7 +201,7 @@ def _literal_list(raw: str) -> object:
         return None
 
 
-def _unwrap_list_repr(values: pd.Series, path: Path, column: str) -> pd.Series:
+def _unwrap_list_repr(values: pd.Series, path: Path, column: str, lines: list[int]) -> pd.Series:
     """Turkle writes repeated form fields as a Python list repr: ``['top']`` -> ``top``."""
     mask = values.str.startswith("[")
     if not mask.any():
@@ -232,18 +215,18 @@ def _unwrap_list_repr(values: pd.Series, path: Path, column: str) -> pd.Series:
         raw = values.iloc[idx]
         parsed = _literal_list(raw)
         if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-            raise InputFileError(f"{path}: line {idx + 2}: column {column}: unreadable value "
+            raise InputFileError(f"{path}: line {lines[idx]}: column {column}: unreadable value "
                                  f"{_cut(raw)}; expected top or bottom")
         distinct = sorted(set(parsed))
         if len(distinct) != 1:
             raise InputFileError(
-                f"{path}: line {idx + 2}: column {column}: several answers {_cut(raw)} in one "
+                f"{path}: line {lines[idx]}: column {column}: several answers {_cut(raw)} in one "
                 "assignment; fix or remove the row")
         out.iloc[idx] = distinct[0]
     return out
 
 
-def _task_answers_choice(values: pd.Series, path: Path) -> pd.Series:
+def _task_answers_choice(values: pd.Series, path: Path, lines: list[int]) -> pd.Series:
     """``Answer.taskAnswers`` (crowd-form JSON) -> the chosen ``top``/``bottom``."""
     out = []
     for i, raw in enumerate(values.tolist()):
@@ -251,7 +234,7 @@ def _task_answers_choice(values: pd.Series, path: Path) -> pd.Series:
         try:
             data = json.loads(raw) if raw else []
         except (json.JSONDecodeError, RecursionError):
-            raise InputFileError(f"{path}: line {i + 2}: column Answer.taskAnswers: not JSON "
+            raise InputFileError(f"{path}: line {lines[i]}: column Answer.taskAnswers: not JSON "
                                  f"({_cut(raw)}); give the unmodified batch results") from None
         entry = data[0] if isinstance(data, list) and data else data
         value = entry.get(runs.ANSWER_FIELD) if isinstance(entry, dict) else None
@@ -315,9 +298,9 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
     n = len(df)
 
     if has_answer:
-        choice = _unwrap_list_repr(col(answer_col), header.path, answer_col)
+        choice = _unwrap_list_repr(col(answer_col), header.path, answer_col, header.table.lines)
     else:
-        choice = _task_answers_choice(df["Answer.taskAnswers"], header.path)
+        choice = _task_answers_choice(df["Answer.taskAnswers"], header.path, header.table.lines)
     run_id = col("Input.run_id")
     annotation = col("RequesterAnnotation")
     if "Input.run_id" not in df.columns and "RequesterAnnotation" in df.columns:
@@ -330,7 +313,7 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
     work_time = pd.to_numeric(col("WorkTimeInSeconds"), errors="coerce") if (
         "WorkTimeInSeconds" in df.columns) else pd.Series(np.nan, index=df.index)
     out = pd.DataFrame({
-        "line": _lines(n),
+        "line": _lines(header, n),
         "source": fmt,
         "hit_id": col("HITId"),
         "assignment_id": col("AssignmentId"),
@@ -342,7 +325,8 @@ def read_mturk_layout(header: CsvHeader, fmt: str) -> pd.DataFrame:
         "work_time_s": work_time.astype(float),
         "run_id": run_id,
         "item_id": col("Input.item_id"),
-        "answer_item_id": _unwrap_list_repr(col("Answer.item_id"), header.path, "Answer.item_id"),
+        "answer_item_id": _unwrap_list_repr(col("Answer.item_id"), header.path, "Answer.item_id",
+                                            header.table.lines),
         "choice": choice,
         "dag": empty, "setting": empty, "pair_id": empty, "preferred": empty,
         "cause_position": empty, "max_assignments": col("MaxAssignments"),
@@ -370,7 +354,7 @@ def read_tidy(header: CsvHeader) -> pd.DataFrame:
         blank = (col(name) == "").to_numpy()
         if blank.any():
             i = int(np.flatnonzero(blank)[0])
-            raise InputFileError(f"{header.path}: line {i + 2}: column {name} is empty; "
+            raise InputFileError(f"{header.path}: line {header.table.lines[i]}: column {name} is empty; "
                                  "every judgement needs dag, setting, pair_id, worker_id, preferred")
     if "work_time_s" in df.columns:
         raw = col("work_time_s")
@@ -378,13 +362,13 @@ def read_tidy(header: CsvHeader) -> pd.DataFrame:
         bad = (work_time.isna() & (raw != "")).to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputFileError(f"{header.path}: line {i + 2}: column work_time_s: "
+            raise InputFileError(f"{header.path}: line {header.table.lines[i]}: column work_time_s: "
                                  f"{raw.iloc[i]!r} is not a number of seconds")
     else:
         work_time = pd.Series(np.nan, index=df.index)
     assignment = col("assignment_id")
     return pd.DataFrame({
-        "line": _lines(n),
+        "line": _lines(header, n),
         "source": "tidy",
         "hit_id": empty,
         "assignment_id": assignment,
@@ -422,6 +406,7 @@ def read_annotations(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame,
         fmt = detect_format(header)
     elif fmt not in FORMATS:
         raise InputFileError(f"--format {fmt!r}: must be auto or one of {', '.join(FORMATS)}")
-    if fmt == "tidy":
-        return read_tidy(header), fmt
-    return read_mturk_layout(header, fmt), fmt
+    raw = read_tidy(header) if fmt == "tidy" else read_mturk_layout(header, fmt)
+    if header.table.extra_lines:
+        raw.attrs[SET_ASIDE_NOTE] = header.table.extra_note
+    return raw, fmt

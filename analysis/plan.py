@@ -35,12 +35,16 @@ CORRECTIONS = ("bonferroni", "holm", "none")
 FAMILIES = ("setting", "all")
 DUPLICATE_POLICIES = ("keep-first", "keep-all")
 PARTICIPANT_POLICIES = ("exclude-later", "keep")
+#: What ``review`` does with a participant who failed attention checks, too few to be rejected:
+#: approve the work, or (Prolific) ask the participant to return the submission.
+BELOW_REJECTION_POLICIES = ("approve", "ask-return")
 #: Prolific's fair-rejection rule: a submission may be rejected for attention only after this
 #: many failed checks.
 FAIR_REJECTION_MIN_FAILED = 2
 #: The quality-control fields a version-1 plan lacks, and the values that reproduce its analysis.
 LEGACY_QUALITY = {"min_response_time_s": 0.0, "duplicate_participants": "keep",
-                  "blocked_participants": (), "reject_min_failed_checks": 1, "catch_trials": None}
+                  "blocked_participants": (), "reject_min_failed_checks": 1, "catch_trials": None,
+                  "below_rejection": "approve"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ class AnalysisPlan:
         The fair-rejection rule of ``review``: work is rejected for failed attention checks only
         when the participant failed at least this many of them (Prolific requires 2); with fewer
         it is approved, and the analysis rules alone decide whether it counts.
+    below_rejection : str
+        What ``review`` does with a participant who failed attention checks, but fewer than
+        ``reject_min_failed_checks``: ``"approve"`` the work (the analysis rules decide whether it
+        counts), or ``"ask-return"``: on Prolific, ask the participant to return the submission
+        (a returned submission is unpaid, its tasks go to someone else and its answers never
+        reach the results); crowds without returns (MTurk, Turkle) approve.
     catch_trials : int or None
         How many catch-trial (attention-check) items the run's HITs hold, recorded at publish
         time; ``analyze`` warns when ``hit_items.csv`` no longer has that many. ``None``: not
@@ -109,6 +119,7 @@ class AnalysisPlan:
     blocked_participants: tuple[str, ...] = ()
     reject_min_failed_checks: int = FAIR_REJECTION_MIN_FAILED
     catch_trials: int | None = None
+    below_rejection: str = "approve"
 
     def __post_init__(self) -> None:
         _choice("test", self.test, TESTS)
@@ -126,6 +137,7 @@ class AnalysisPlan:
         if not isinstance(self.exclude_rejected, bool):
             raise ConfigError(f"exclude_rejected={self.exclude_rejected!r}: must be true or false")
         _choice("duplicate_participants", self.duplicate_participants, PARTICIPANT_POLICIES)
+        _choice("below_rejection", self.below_rejection, BELOW_REJECTION_POLICIES)
         t = self.min_response_time_s
         if (not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t)
                 or t < 0):

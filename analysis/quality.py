@@ -94,7 +94,12 @@ def describe_rules(plan: AnalysisPlan) -> list[str]:
          "A participant judging the same pair twice: every judgement counts."),
         (f"Payment (fair rejection): work is rejected for attention only after "
          f"{plan.reject_min_failed_checks} or more failed checks; otherwise it is approved (or "
-         "a return is asked for) and excluded by the rules above only."),
+         "a return is asked for) and excluded by the rules above only."
+         if plan.below_rejection == "approve" else
+         f"Payment (fair rejection): work is rejected for attention only after "
+         f"{plan.reject_min_failed_checks} or more failed checks; with fewer failed checks the "
+         "participant is asked to return the submission (Prolific; MTurk and Turkle approve), "
+         "and the answers of a returned submission never count."),
         (f"Catch trials: {plan.catch_trials} attention-check item(s) among the HITs."
          if plan.catch_trials is not None else "Catch trials: not recorded in the plan."),
     ]
@@ -345,7 +350,8 @@ def read_block_list(path: str | Path) -> tuple[str, ...]:
 def publish_plan(base: AnalysisPlan | None = None, *, catch_trials: int | None = None,
                  min_response_time_s: float | None = None,
                  block_list: str | Path | None = None,
-                 reject_min_failed_checks: int | None = None) -> AnalysisPlan:
+                 reject_min_failed_checks: int | None = None,
+                 below_rejection: str | None = None) -> AnalysisPlan:
     """The plan a ``publish`` command freezes: ``base`` (the defaults when omitted) with the
     quality-control options given on its command line and the number of catch trials in the
     HITs about to be published. ``None`` leaves a field as ``base`` has it."""
@@ -360,6 +366,8 @@ def publish_plan(base: AnalysisPlan | None = None, *, catch_trials: int | None =
             set(plan.blocked_participants) | set(read_block_list(block_list))))
     if reject_min_failed_checks is not None:
         changes["reject_min_failed_checks"] = reject_min_failed_checks
+    if below_rejection is not None:
+        changes["below_rejection"] = below_rejection
     try:
         return plan.replace(**changes) if changes else plan
     except ConfigError as exc:

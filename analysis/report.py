@@ -142,6 +142,7 @@ def analyze_file(
     options = options or AnalysisOptions()
     path = Path(path)
     raw, fmt = ingest.read_annotations(path, options.fmt)
+    set_aside = raw.attrs.get(ingest.SET_ASIDE_NOTE, "")
     if raw.empty:
         raise InputFileError(_no_answers(path, fmt, run_dir, planned))
     judgements, jrep = join.join_judgements(raw, fmt, path, run_dir,
@@ -177,7 +178,7 @@ def analyze_file(
     table["simulated"] = bool(simulated.any())
     workers = worker_summary(annotated)
     workers["simulated"] = workers["worker_id"].str.startswith(runs.SIMULATED_WORKER_PREFIX)
-    notes = []
+    notes = [set_aside.replace(f"{path}: ", "", 1)] if set_aside else []
     if ex.rejected_kept:
         notes.append(f"{ex.rejected_kept} rejected assignment(s) kept (plan: exclude_rejected "
                      "is false)")

@@ -20,6 +20,13 @@ class InputFileError(CageEvalError):
     """A user-supplied file is missing, unreadable or malformed."""
 
 
+class UserCodeError(ConfigError):
+    """The user's own code (a generator, its factory, a classifier or an encoder named in the
+    config) raised an exception or returned the wrong thing. The message names the config key,
+    the callable and the exception; ``cage-eval --debug`` prints the traceback too (kept as
+    ``__cause__``)."""
+
+
 class RunDirError(CageEvalError):
     """A run directory is missing, incomplete, or inconsistent with the request."""
 
@@ -42,3 +49,12 @@ class CageEvalWarning(UserWarning):
 
 class CacheWarning(CageEvalWarning):
     """A cache file could not be used (truncated, tampered, stale) and is rebuilt."""
+
+
+class CheckpointWarning(CageEvalWarning):
+    """Checkpoints of a run were not used (another run's, unreadable) or discarded (a unit does
+    not hold what computing it gives); the work is done again."""
+
+
+class CacheError(CageEvalError):
+    """A cache directory or entry that another user owns or could write: refused, never read."""

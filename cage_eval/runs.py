@@ -20,7 +20,8 @@ A run directory is what ``cage-eval generate`` writes and every later command re
       turkle_ledger.sqlite local Turkle server publishing ledger
       results.csv          collected answers, MTurk batch-results layout
       raw_answers/         raw answers archived by collect
-      .cage-eval.lock      lock of publish/collect/review/expire while one runs
+      .cage-eval.lock      lock of publish/collect/review/expire/report (and generate --force)
+      .cage-eval-run       marker: cage-eval made this directory (which command, run id, entries)
       analysis/            cage-eval analyze's outputs (table2.*, workers.csv, analysis.json)
       report.html          cage-eval report: everything above on one self-contained page
 
@@ -52,15 +53,36 @@ HIT_ITEMS = "hit_items.csv"
 ANALYSIS_PLAN = "analysis_plan.json"
 LEDGER = "ledger.sqlite"
 TURKLE_LEDGER = "turkle_ledger.sqlite"
+PROLIFIC_LEDGER = "prolific_ledger.sqlite"
 RESULTS = "results.csv"
 RAW_ANSWERS_DIR = "raw_answers"
 LOCK = ".cage-eval.lock"
+#: The marker every directory cage-eval builds carries (JSON: ``made_by``, ``run_id``,
+#: ``entries``): ``--force`` replaces only a directory that carries one (cage_eval.files).
+RUN_MARKER = ".cage-eval-run"
+#: ``PARENT/.<name>.cage-eval.lock``: the lock a command holds on a directory it is building
+#: (``generate --out``, ``export-batch --out``) from its first step to the last.
+TARGET_LOCK_SUFFIX = ".cage-eval.lock"
+HITS_PREVIEW_DIR = "hits_preview"
+INVALID_ANSWERS = "invalid_answers.csv"
 
-#: What makes a directory a study that no command may replace: a publishing ledger (MTurk or
-#: Turkle), the blinding map, the frozen analysis plan, or collected answers.
-STUDY_FILES = (LEDGER, TURKLE_LEDGER, HIT_ITEMS, ANALYSIS_PLAN, RESULTS, RAW_ANSWERS_DIR)
+#: What makes a directory a study that no command may replace: a publishing ledger (MTurk,
+#: Turkle or Prolific), the blinding map, the frozen analysis plan, or collected answers.
+STUDY_FILES = (LEDGER, TURKLE_LEDGER, HIT_ITEMS, ANALYSIS_PLAN, RESULTS, RAW_ANSWERS_DIR,
+               PROLIFIC_LEDGER)
 ANALYSIS_DIR = "analysis"
 REPORT = "report.html"
+
+#: What ``generate`` writes at the top of a run (a run made before the marker existed is
+#: recognised by its complete manifest and may hold these and :data:`LATER_ENTRIES`, no more).
+RUN_ENTRIES = (MANIFEST, CLASSIFIERS, DIRECTIONS, ALPHA_SWEEP, NULL_DRAWS, ARTIFACTS, PLOTS_DIR,
+               PAIRS, IMAGES_DIR, SHEETS_DIR, RUN_MARKER)
+#: What later commands add to a run (hits, publish, collect, analyze, report, the locks).
+LATER_ENTRIES = (HIT_ITEMS, HITS_PREVIEW_DIR, ANALYSIS_PLAN, LEDGER, TURKLE_LEDGER,
+                 PROLIFIC_LEDGER, RESULTS, RAW_ANSWERS_DIR, INVALID_ANSWERS, LOCK, ANALYSIS_DIR,
+                 REPORT)
+#: The names no command may write a report over, wherever they are.
+RUN_FILE_NAMES = frozenset(RUN_ENTRIES + LATER_ENTRIES) - {REPORT}
 
 SETTINGS = ("same_source", "same_destination")
 ROLES = ("cause", "effect")
@@ -153,7 +175,8 @@ def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any]:
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory; run `cage-eval generate --out {run}` first")
     if not path.is_file():
-        raise RunDirError(f"{path}: missing; {run} is not a complete cage-eval run directory")
+        raise RunDirError(f"{path}: missing; {run} is not a cage-eval run directory. "
+                          + _what_to_do(run))
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -166,9 +189,41 @@ def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def _what_to_do(run: Path) -> str:
+    """For a directory that is not a run: name the runs inside it, or how to make one."""
+    try:
+        inside = sorted(p for p in run.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+    except OSError:
+        inside = []
+    if inside:
+        names = ", ".join(str(p) for p in inside[:5]) + (", ..." if len(inside) > 5 else "")
+        return f"It holds the run(s) {names}: name one of them, e.g. {inside[0]}"
+    return (f"Name a directory made by `cage-eval generate --out DIR`, or make one with "
+            f"`cage-eval generate --out {run}`")
+
+
 def require_file(run: str | os.PathLike[str], name: str, *, made_by: str) -> Path:
     """Return ``RUN/name``, or raise :class:`RunDirError` saying which command makes it."""
     path = Path(run) / name
     if not path.exists():
         raise RunDirError(f"{path}: missing; run `{made_by}` first")
     return path
+
+
+#: The name of every p-value column of ``directions.csv`` (``{m1}``, ``{m2}``: the attributes),
+#: said by what it tests and the same everywhere: the report, the sentences, the plots, the
+#: ``generate`` summary (docs/report.md lists them).
+P_VALUE_NAMES = {
+    "p_gate_12": "p(GATE {m1}→{m2})",
+    "p_gate_21": "p(GATE {m2}→{m1})",
+    "p_delta_tau": "p(Δτ ≠ 0)",
+    "p_delta_tau_centred": "p(Δτ off-centre)",
+    "p_delta_tau_rotation": "p(Δτ rotation)",
+    "p_mmd": "p(MMD)",
+}
+
+
+def p_value_name(column: str, m1: str = "m1", m2: str = "m2") -> str:
+    """The name of the p-value in ``column`` (:data:`P_VALUE_NAMES`)."""
+    return P_VALUE_NAMES[column].format(m1=m1, m2=m2)

@@ -12,6 +12,7 @@ value.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ from cage_eval import files, runs
 MAX_ANSWER_CHARS = 64
 #: How much of an offending value messages show.
 SHOWN_CHARS = 40
-INVALID_ANSWERS = "invalid_answers.csv"
+INVALID_ANSWERS = runs.INVALID_ANSWERS
 _ITEM_ID = re.compile(r"h[0-9a-f]{15}")
 _ELAPSED = re.compile(r"[0-9]{1,12}")
 
@@ -104,3 +105,80 @@ def mturk_time(value: Any) -> str:
         value = value.replace(tzinfo=timezone.utc)
     v = value.astimezone(timezone.utc)
     return f"{_DAYS[v.weekday()]} {_MONTHS[v.month - 1]} {v:%d %H:%M:%S} UTC {v.year}"
+
+
+# --------------------------------------------------------------------------- earlier results
+
+#: What an existing ``results.csv`` holds, as :func:`results_origin` names it.
+ORIGIN_WORDS = {"simulated": "simulated answers", "turkle": "answers collected from Turkle",
+                "mturk": "answers collected from MTurk",
+                "prolific": "answers collected from Prolific",
+                "unknown": "answers of unknown origin"}
+
+
+def results_origin(path: Path) -> tuple[str | None, int]:
+    """Where the answers in ``path`` came from, and how many rows it holds: ``simulated`` (every
+    worker id ``SIM-``), ``prolific`` (Turkle's layout with Prolific's columns), ``turkle``
+    (Turkle's layout), ``mturk`` (MTurk's batch-results layout),
+    ``unknown``, or ``None`` when there is no file or it holds no answer."""
+    import csv
+    import io
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None, 0
+    except (OSError, UnicodeDecodeError):
+        return "unknown", 0
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        rows = list(reader)
+        header = reader.fieldnames or []
+    except csv.Error:
+        return "unknown", 0
+    if not rows:
+        return None, 0
+    if all(str(r.get("WorkerId") or "").startswith(runs.SIMULATED_WORKER_PREFIX) for r in rows):
+        return "simulated", len(rows)
+    if "Prolific.PID" in header:
+        return "prolific", len(rows)
+    if "Turkle.Username" in header:
+        return "turkle", len(rows)
+    if "AssignmentStatus" in header:
+        return "mturk", len(rows)
+    return "unknown", len(rows)
+
+
+@dataclass(frozen=True)
+class KeptAside:
+    """An earlier ``results.csv`` of another origin, moved beside the new one."""
+
+    path: Path
+    origin: str
+    rows: int
+
+    def describe(self, new_origin: str) -> str:
+        """One line for the user: what was kept, where, and what ``results.csv`` holds now."""
+        return (f"the earlier {self.path.parent / runs.RESULTS} ({self.rows} rows of "
+                f"{ORIGIN_WORDS.get(self.origin, self.origin)}) is kept as {self.path}; "
+                f"{runs.RESULTS} now holds the {ORIGIN_WORDS[new_origin]}")
+
+
+def keep_other_origin(run_dir: Path, origin: str) -> KeptAside | None:
+    """Before a crowd backend writes ``RUN/results.csv`` with answers of ``origin``: move an
+    existing file of another origin (simulated answers, another backend's, or one not recognised)
+    to ``RUN/results.<its origin>.csv`` (``.2``, ``.3``, ... if taken), never replacing it.
+    A file of the same origin (a repeated collect) or without answers is left to be replaced.
+    """
+    path = Path(run_dir) / runs.RESULTS
+    before, rows = results_origin(path)
+    if before is None or before == origin:
+        return None
+    n = 1
+    while True:
+        target = path.with_name(f"results.{before}{'' if n == 1 else f'.{n}'}.csv")
+        if not target.exists():
+            break
+        n += 1
+    os.replace(path, target)  # a rename: the answers are never without a name
+    return KeptAside(target, before, rows)

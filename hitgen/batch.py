@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cage_eval import files
+from cage_eval import files, runs
 from cage_eval.errors import ConfigError
 from hitgen.hosting import ImageHost, ImageReader, check_substitution_value
 from hitgen.items import HitItem
@@ -23,6 +23,10 @@ from hitgen.texts import HitTexts
 BATCH_TEMPLATE_FILE = "batch_template.html"
 BATCH_INPUT_FILE = "batch_input.csv"
 BATCH_IMAGES_DIR = "images"
+#: ``cage-eval export-batch`` and the directories it builds (``--force`` replaces only those).
+EXPORT = files.Maker("cage-eval export-batch",
+                     frozenset({BATCH_TEMPLATE_FILE, BATCH_INPUT_FILE, BATCH_IMAGES_DIR,
+                                runs.RUN_MARKER}), key=BATCH_INPUT_FILE)
 
 
 def input_rows(items: Sequence[HitItem], host: ImageHost) -> list[dict[str, str]]:

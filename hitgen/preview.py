@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cage_eval import runs
 from hitgen.hosting import ImageHost
 from hitgen.items import HitItem
 from hitgen.render import html_question, render_mturk_page
 from hitgen.texts import HitTexts
 
 #: Default preview directory inside the run directory.
-PREVIEW_DIR = "hits_preview"
+PREVIEW_DIR = runs.HITS_PREVIEW_DIR
 
 
 @dataclass(frozen=True)

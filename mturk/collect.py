@@ -23,7 +23,14 @@ from typing import Any
 
 from cage_eval import files, progress, runs
 from cage_eval.errors import RunDirError
-from crowds.answers import InvalidAnswer, answer_problem, mturk_time, write_invalid_answers
+from crowds.answers import (
+    InvalidAnswer,
+    KeptAside,
+    answer_problem,
+    keep_other_origin,
+    mturk_time,
+    write_invalid_answers,
+)
 from mturk import aws
 from mturk.ledger import CREATED, Ledger
 
@@ -94,6 +101,7 @@ class CollectReport:
     malformed: list[str] = field(default_factory=list)
     invalid: list[InvalidAnswer] = field(default_factory=list)
     results_path: Path | None = None
+    kept_aside: KeptAside | None = None
 
 
 def _row(hit: dict[str, Any], a: dict[str, Any], item: Any, run_id: str, lifetime_s: Any,
@@ -215,6 +223,7 @@ def _write_results(run_dir: Path, run_id: str, items: dict[str, Any], rows: list
             out_rows.append(_row(hit, a, items[row.item_id], run_id, lifetime_s, answers))
     write_invalid_answers(run_dir, report.invalid)
     path = run_dir / runs.RESULTS
+    report.kept_aside = keep_other_origin(run_dir, "mturk")
     files.atomic_write_csv(path, out_rows, runs.RESULTS_COLUMNS)
     report.results_path = path
     return report

@@ -9,7 +9,6 @@ to the run and is not older than the answers. Standard library only: the analysi
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cage_eval import runs
+from cage_eval.errors import InputFileError
+from cage_eval.textfiles import read_csv_table
 
 #: The file the report reads, written by ``cage-eval analyze`` into the run by default.
 ANALYSIS_JSON = f"{runs.ANALYSIS_DIR}/analysis.json"
@@ -40,7 +41,7 @@ COVERAGE_KEYS = ("dag", "setting", "pairs_answered", "pairs_in_run", "assignment
 PLAN_KEYS = ("test", "correction", "family", "alpha", "null_p", "confidence_level",
              "attention_min_accuracy", "exclude_rejected", "duplicates", "min_response_time_s",
              "duplicate_participants", "blocked_participants", "reject_min_failed_checks",
-             "catch_trials")
+             "catch_trials", "below_rejection")
 
 
 @dataclass(frozen=True)
@@ -228,12 +229,9 @@ def analysed_answers(data: Mapping[str, Any], message: str = "", results_rows: i
 
 def _results_rows(path: Path) -> tuple[int, int]:
     """Rows of a results file and how many of them are simulated (``SIM-`` workers)."""
-    rows = simulated = 0
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            rows += 1
-            simulated += str(row.get("WorkerId") or "").startswith(runs.SIMULATED_WORKER_PREFIX)
-    return rows, simulated
+    table = read_csv_table(path, warn=False)  # the reader and limits analyze uses
+    workers = table.column("WorkerId")
+    return len(table.rows), sum(w.startswith(runs.SIMULATED_WORKER_PREFIX) for w in workers)
 
 
 def read_answers(run: Path, run_id: str) -> Answers:
@@ -243,7 +241,7 @@ def read_answers(run: Path, run_id: str) -> Answers:
     if results.is_file():
         try:
             n_rows, n_sim = _results_rows(results)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        except InputFileError as exc:
             return Answers("stale", f"{runs.RESULTS} is unreadable ({exc}).")
     if not analysis.is_file():
         if n_rows is None:

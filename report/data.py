@@ -28,7 +28,7 @@ from cage_eval import runs
 from cage_eval.errors import CageEvalError, RunDirError
 from report.answers import Answers, read_answers
 from report.explain import COLUMNS as SENTENCE_COLUMNS
-from report.explain import DirectionRow, sentence
+from report.explain import P_NAMES, DirectionRow, reasons_of, sentence
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -49,6 +49,10 @@ NUMBER_COLUMNS = (
 )
 CLASSIFIER_COLUMNS = ("attribute", "space", "accuracy", "separable")
 BASELINES = (("lingam", "LiNGAM"), ("anm", "ANM"), ("notears", "NOTEARS"))
+#: A baseline column's value when its package was not installed.
+UNAVAILABLE = "unavailable"
+#: The one install line for the baselines (the same in the README and docs/baselines.md).
+BASELINES_INSTALL = "pip install -e '.[baselines]'"
 
 #: What a contact sheet of each setting shows, row by row.
 SHEET_WORDS = {
@@ -165,10 +169,21 @@ class Separability:
 class Direction:
     """One row of ``directions.csv``: ``values`` holds every column the report shows (text,
     yes/no as bool, numbers as float, ``None`` when blank or absent), ``sentence`` the verdict in
-    words (:func:`report.explain.sentence`)."""
+    words (:func:`report.explain.sentence`).
+
+    ``accuracies`` are the held-out accuracies of the two *outcome* classifiers of this variant,
+    from ``classifiers.csv`` in :attr:`space` (eq. 8: the latent classifiers; eq. 9: the
+    observation classifier on decoded images), ``None`` when that file lacks one.
+    """
 
     values: dict[str, Any]
     sentence: str
+    accuracies: tuple[float | None, float | None] = (None, None)
+
+    @property
+    def space(self) -> str:
+        """Where this variant's outcome classifiers read: ``latent`` or ``observation``."""
+        return "latent" if self.values["outcome"] == "latent" else "observation"
 
     @property
     def variant(self) -> str:
@@ -190,15 +205,23 @@ class Direction:
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        return tuple(r for r in (self.values["reason"] or "").split("+") if r)
+        """The reasons of the rule in force, in this version's names."""
+        return tuple(reasons_of(self.values["reason"], self.values["outcome"]))
+
+    @property
+    def reasons_controlled(self) -> tuple[str, ...]:
+        """Why the controlled rule drew no arrow (``rotation-null`` for eq. 9's rotation null,
+        also in runs that called it ``geometry-only``)."""
+        return tuple(reasons_of(self.values["reason_controlled"], self.values["outcome"]))
 
     @property
     def baselines(self) -> tuple[tuple[str, str], ...]:
-        """``(method, verdict in words)`` for each baseline computed (empty when none was)."""
+        """``(method, verdict in words)`` for each baseline computed (empty when none was;
+        a method whose package was missing is left out: :attr:`ReportData.baselines_missing`)."""
         out = []
         for column, name in BASELINES:
             verdict = self.values.get(column) or ""
-            if verdict:
+            if verdict and verdict != UNAVAILABLE:
                 out.append((name, call_text(verdict, self.values["m1"], self.values["m2"])
                             if verdict in ("->", "<-", "?", "⊥") else verdict))
         return tuple(out)
@@ -211,6 +234,12 @@ class PairSummary:
     m1: str
     m2: str
     directions: tuple[Direction, ...]
+
+    @property
+    def latent(self) -> dict[str, Any]:
+        """The values every variant of this pair shares, all in the latent space: the latent
+        classifiers' geometry, the MMD of conditioning vs intervening (the first row's)."""
+        return self.directions[0].values
 
     @property
     def headline(self) -> str:
@@ -316,6 +345,25 @@ class ReportData:
     @property
     def has_baselines(self) -> bool:
         return any(d.baselines for d in self.directions)
+
+    @property
+    def baselines_missing(self) -> tuple[str, ...]:
+        """The baselines the run asked for but could not compute (their package was not
+        installed when it ran), in the order of :data:`BASELINES`."""
+        return tuple(name for column, name in BASELINES
+                     if any(d.values.get(column) == UNAVAILABLE for d in self.directions))
+
+    @property
+    def baselines_note(self) -> str:
+        """Why some baselines are missing and how to get them, said once (empty when none is)."""
+        names = self.baselines_missing
+        if not names:
+            return ""
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        return (f"{listed} {'was' if len(names) == 1 else 'were'} not computed: their packages "
+                f"(causal-learn for LiNGAM and ANM, gcastle for NOTEARS) were not installed when "
+                f"this run was made. Install them with {BASELINES_INSTALL} from the root of "
+                "your clone and generate the run again (docs/baselines.md).")
 
     @property
     def figures(self) -> tuple[Figure, ...]:
@@ -455,36 +503,50 @@ def read_separability(run: Path, min_accuracy: float | None) -> Separability:
     return Separability(tuple(rows), min_accuracy)
 
 
-def parse_direction(row: Mapping[str, str]) -> Direction:
-    """One ``directions.csv`` row as a :class:`Direction` (with its sentence)."""
+def parse_direction(row: Mapping[str, str],
+                    accuracy: Mapping[tuple[str, str], float | None] | None = None) -> Direction:
+    """One ``directions.csv`` row as a :class:`Direction` (with its sentence); ``accuracy``
+    maps ``(attribute, space)`` to the held-out accuracy in ``classifiers.csv``."""
     values: dict[str, Any] = {c: row.get(c, "") for c in TEXT_COLUMNS}
     values.update({c: row.get(c) == "yes" for c in BOOL_COLUMNS})
     values.update({c: _num(row.get(c)) for c in NUMBER_COLUMNS})
-    return Direction(values, sentence(DirectionRow.from_csv(row)))
+    space = "latent" if values["outcome"] == "latent" else "observation"
+    accuracy = accuracy or {}
+    accs = (accuracy.get((values["m1"], space)), accuracy.get((values["m2"], space)))
+    return Direction(values, sentence(DirectionRow.from_csv(row)), accs)
 
 
-def read_directions(run: Path) -> tuple[PairSummary, ...]:
-    """Paper Table 3 from ``directions.csv``, grouped by attribute pair (file order)."""
+def read_directions(run: Path, separability: Separability | None = None
+                    ) -> tuple[PairSummary, ...]:
+    """Paper Table 3 from ``directions.csv``, grouped by attribute pair (file order); each
+    variant's outcome accuracies from ``separability`` (``classifiers.csv``)."""
     rows = _read_csv(run, runs.DIRECTIONS, SENTENCE_COLUMNS)
+    accuracy = {} if separability is None else {
+        (c.attribute, c.space): c.accuracy for c in separability.rows}
     groups: dict[tuple[str, str], list[Direction]] = {}
     for row in rows:
-        groups.setdefault((row["m1"], row["m2"]), []).append(parse_direction(row))
+        groups.setdefault((row["m1"], row["m2"]), []).append(parse_direction(row, accuracy))
     return tuple(PairSummary(m1, m2, tuple(ds)) for (m1, m2), ds in groups.items())
 
 
 def plot_caption(kind: str, m1: str, m2: str, outcome: str = "") -> str:
     """What one of the engine's plots shows."""
     if kind == "delta_tau":
-        return (f"Δτ = |GATE({m1}→{m2})| − |GATE({m2}→{m1})| over α for every outcome variant, "
-                "with the decision null's central 95 % band (latent) and what the two "
-                "hyperplanes' geometry alone predicts (dotted); the GATEs underneath.")
+        return (f"Δτ = |GATE({m1}→{m2})| − |GATE({m2}→{m1})| over α, one panel per outcome "
+                "variant, each against its own decision null: eq. 8 (latent) as a central 95 % "
+                "band at every α with what the two hyperplanes' geometry alone predicts "
+                "(dotted); eq. 9 (observation), whose nulls are drawn at the headline α only, "
+                "as the central 95 % of its decision null and of its rotation null there. The "
+                "GATEs underneath.")
     if kind == "null":
         variant = VARIANT_SHORT.get(outcome, outcome)
         return (f"Null distributions ({variant}) of GATE({m1}→{m2}), GATE({m2}→{m1}) and Δτ at "
-                "the headline α, the observed value in red, every null kind's p-value above "
-                "each panel.")
+                "the headline α, the observed value in red; above each panel its p-values by "
+                f"null kind, named as in the tables ({P_NAMES['p_delta_tau']}, "
+                f"{P_NAMES['p_delta_tau_centred']}, {P_NAMES['p_delta_tau_rotation']}).")
     return (f"MMD² between conditioning on and intervening on {m1} and on {m2} over α "
-            "(latent space), the permutation p-value at each point.")
+            f"(latent space); underneath, the permutation {P_NAMES['p_mmd']} of each point "
+            "against the level.")
 
 
 def read_plots(run: Path, pairs: Iterable[PairSummary]
@@ -589,7 +651,7 @@ def read_report(run: str | Path, *, spending: SpendingReader | None = None) -> R
     facts = read_facts(run, manifest)
     min_accuracy = (facts.config.get("cage") or {}).get("min_accuracy")
     separability = read_separability(run, min_accuracy)
-    pairs_tested = read_directions(run)
+    pairs_tested = read_directions(run, separability)
     plots, other_plots, missing = read_plots(run, pairs_tested)
     money, money_note = None, ""
     if spending is not None:

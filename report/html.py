@@ -24,6 +24,7 @@ import jinja2
 from cage_eval import files, runs
 from cage_eval.errors import RunDirError
 from report.data import Figure, ReportData, SpendingReader, read_report
+from report.explain import P_TESTS, REASON_WORDS, p_name
 
 TEMPLATE_PACKAGE = "cage_eval_templates"
 #: ``.j2``, not ``.jinja``: :func:`hitgen.render.template_digest` hashes every ``*.jinja`` template
@@ -57,9 +58,14 @@ def fmt_int(x: Any) -> str:
     return "–" if _missing(x) else f"{int(round(float(x))):,}"
 
 
-def fmt_money(x: Any) -> str:
-    """Dollars: ``$1,234.50``."""
-    return "–" if x is None else f"${Decimal(x):,.2f}"
+_SYMBOLS = {"USD": "$", "GBP": "£"}
+
+
+def fmt_money(x: Any, currency: str = "USD") -> str:
+    """Dollars (``$1,234.50``), or pounds (``£1,234.50``) with ``currency="GBP"``."""
+    if x is None:
+        return "–"
+    return f"{_SYMBOLS.get(currency, currency + ' ')}{Decimal(x):,.2f}"
 
 
 def fmt_pct(x: Any, digits: int = 0) -> str:
@@ -88,7 +94,8 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(num=fmt_num, signed=fmt_signed, p=fmt_p, int=fmt_int, money=fmt_money,
                        pct=fmt_pct, json=fmt_json)
-    env.globals.update(ci=fmt_ci, missing=_missing)
+    env.globals.update(ci=fmt_ci, missing=_missing, p_name=p_name, p_tests=P_TESTS,
+                       reason_words=REASON_WORDS)
     return env
 
 
@@ -112,19 +119,25 @@ def write_report(run: str | os.PathLike[str], *, out: str | os.PathLike[str] | N
                  spending: SpendingReader | None = None) -> tuple[Path, ReportData]:
     """Read the run ``run``, render its report and write it (default ``RUN/report.html``).
 
-    Returns the path written and what it shows. Nothing is written when reading fails.
+    Returns the path written and what it shows. Nothing is written when reading fails. The
+    run's lock is held while the report reads and writes (no publish or collect meanwhile), and
+    ``out`` must be new or a previous report (:func:`cage_eval.files.check_report_target`).
 
     Raises
     ------
     RunDirError
         See :func:`report.data.read_report`; or ``out`` cannot be written.
     """
-    data = read_report(run, spending=spending)
-    html = render_report(data)
-    path = Path(out) if out is not None else Path(run) / runs.REPORT
-    try:
-        files.atomic_write_text(path, html)
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot write the report ({exc.strerror or exc}); choose a "
-                          "writable place") from None
+    if not Path(run).is_dir():
+        runs.read_manifest(run)  # says what to do
+    path = files.check_report_target(Path(out) if out is not None else Path(run) / runs.REPORT)
+    with files.run_lock(run, "reported"):
+        data = read_report(run, spending=spending)
+        html = render_report(data)
+        files.check_report_target(path)  # nothing may have taken its place meanwhile
+        try:
+            files.atomic_write_text(path, html)
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot write the report ({exc.strerror or exc}); choose "
+                              "a writable place") from None
     return path, data

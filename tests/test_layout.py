@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("cage", "report", "hitgen", "mturk", "crowds", "analysis")
 FOUNDATION = ("cage_eval/errors.py", "cage_eval/runs.py", "cage_eval/files.py", "cage_eval/progress.py",
+              "cage_eval/cache.py",
               "cage_eval/__init__.py")
 
 

@@ -19,15 +19,24 @@ Failure. Every collective waits at most ``CAGE_EVAL_DIST_TIMEOUT`` seconds (defa
 one wait that covers rank 0's setup (which may train a model) waits at least a day. A process
 that dies closes its connections, so the others fail at their next collective at once (and
 ``torchrun`` stops the rest); the error becomes a :class:`~cage_eval.errors.DistributedError`.
-Results of units are saved as they complete in a :class:`~cage.compute.checkpoints.CheckpointStore`, so
-a rerun resumes instead of starting over.
+Results of units are saved as they complete in a
+:class:`~cage.compute.checkpoints.CheckpointStore`, so a rerun resumes instead of starting over.
+What a rerun reads back is checked first: only files bound to this run, every unit's digest, the
+names, dtypes and shapes of its arrays, finite values, and a random sample of the resumed units
+(at least 2 %, at least one per rank and map) is recomputed and compared bit for bit. Any
+mismatch discards every checkpoint of the run (a :class:`~cage_eval.errors.CheckpointWarning`)
+and :meth:`Workers.map` raises :class:`~cage.compute.checkpoints.Mismatch`, on which the pipeline
+computes everything again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
+import secrets
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,7 +45,7 @@ import numpy as np
 
 from cage.compute import checkpoints
 from cage_eval import errors, progress
-from cage_eval.errors import CageEvalError, DistributedError
+from cage_eval.errors import CageEvalError, CheckpointWarning, DistributedError
 
 #: Seconds a collective waits for the other ranks unless ``CAGE_EVAL_DIST_TIMEOUT`` says otherwise.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -218,6 +227,8 @@ class WorkStats:
     ----------
     units, computed, resumed : int
         Units asked for; computed this run; read back from checkpoints.
+    verified : int
+        Resumed units recomputed and found identical (the spot check).
     decoded : int
         Rows decoded by the computed units (units that say, through ``decodes``).
     """
@@ -225,6 +236,7 @@ class WorkStats:
     units: int = 0
     computed: int = 0
     resumed: int = 0
+    verified: int = 0
     decoded: int = 0
 
 
@@ -247,6 +259,10 @@ class Workers:
         self.handlers: dict[str, Handler] = {}
         self.stats: dict[str, WorkStats] = {}
         self.run_key = ""
+        self.binding = ""
+        self.spot_seed = 0
+        self.ignored_files = 0
+        self.discarded: str | None = None
         self.on_ready: Callable[[Any, Any], None] | None = None
         self._phase = "setup"
 
@@ -278,11 +294,20 @@ class Workers:
         answers = _gather(self.group, mine) if self.group.distributed else [mine]
         assert answers is not None
         results: list[dict[str, np.ndarray] | None] = [None] * n
-        stats = self.stats.setdefault(name, WorkStats())
-        stats.units += n
         for rank, answer in enumerate(answers):
             if answer["error"] is not None:
                 raise _rebuild(answer["error"], rank, self.group)
+        self._note_ignored(max(int(a.get("ignored", 0)) for a in answers))
+        mismatch = next((f"rank {rank}: {a['mismatch']}" if self.group.distributed
+                         else a["mismatch"] for rank, a in enumerate(answers)
+                         if a.get("mismatch")), None)
+        if mismatch is not None:
+            self._discard(mismatch)
+            raise checkpoints.Mismatch(mismatch)
+        stats = self.stats.setdefault(name, WorkStats())
+        stats.units += n
+        for answer in answers:
+            stats.verified += int(answer.get("verified", 0))
             for i, (value, resumed) in answer["results"].items():
                 results[i] = value
                 stats.resumed += int(resumed)
@@ -292,6 +317,35 @@ class Workers:
         if missing:
             raise DistributedError(f"{len(missing)} units of {name!r} came back from no rank")
         return results  # type: ignore[return-value]
+
+    def _note_ignored(self, count: int) -> None:
+        """Warn (once a run) about checkpoint files that were not used."""
+        if count > self.ignored_files:
+            warnings.warn(CheckpointWarning(
+                f"{self.store.directory}: {count} checkpoint file(s) cannot be read or belong to "
+                "another run (another config, code version or output directory); not used"),
+                stacklevel=3)
+            self.ignored_files = count
+
+    def _discard(self, reason: str) -> None:
+        """Every checkpoint of the run is discarded: the ranks forget what they read, rank 0
+        deletes the files (every rank is idle between maps)."""
+        self.discarded = reason
+        if self.group.distributed:
+            _broadcast(self.group, ("forget",))
+        gone = self.store.discard() if self.store is not None else 0
+        warnings.warn(CheckpointWarning(
+            f"{self.store.directory if self.store is not None else 'checkpoints'}: a checkpoint "
+            f"does not hold what its unit computes ({reason}); all {gone} checkpoint file(s) of "
+            "this run discarded, everything is computed again"), stacklevel=3)
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """manifest.json's ``checkpoints``: units resumed and re-verified, files not used, and
+        whether (and why) the run's checkpoints were discarded."""
+        return {"resumed": sum(s.resumed for s in self.stats.values()),
+                "verified": sum(s.verified for s in self.stats.values()),
+                "spot_check_share": checkpoints.SPOT_CHECK_SHARE,
+                "ignored_files": self.ignored_files, "discarded": self.discarded}
 
     def announce_setup(self, ok: bool) -> None:
         """Tell the other ranks whether rank 0's setup succeeded (they set up after it, so what
@@ -321,12 +375,16 @@ class Workers:
                         "with a run on one process first")
         return facts
 
-    def start(self, run_key: str) -> None:
-        """Send the run's checkpoint key and directory; the other ranks start serving."""
-        self.run_key = run_key
+    def start(self, run_key: str, binding: str = "") -> None:
+        """Send the run's checkpoint key, binding (:mod:`cage.compute.checkpoints`) and directory, and
+        the seed of the spot checks (drawn here, unpredictable); the other ranks start serving."""
+        self.run_key, self.binding = run_key, binding
+        self.spot_seed = secrets.randbits(63)
+        if self.store is not None:
+            self.store.bind(binding)
         directory = str(self.store.directory) if self.store is not None else None
         if self.group.distributed:
-            _broadcast(self.group, ("start", run_key, directory))
+            _broadcast(self.group, ("start", run_key, directory, binding, self.spot_seed))
         self._phase = "serving"
 
     @contextlib.contextmanager
@@ -378,7 +436,7 @@ class Workers:
         if msg[0] != "start":
             self._phase = "stopped"
             return None
-        self.run_key = msg[1]
+        self.run_key, self.binding, self.spot_seed = msg[1], msg[3], msg[4]
         self._phase = "serving"
         return msg[1], msg[2]
 
@@ -397,8 +455,8 @@ class Workers:
         if started is None:
             return
         directory = started[1]
-        self.store = checkpoints.CheckpointStore(directory, rank=self.group.rank) \
-            if directory else None
+        self.store = checkpoints.CheckpointStore(directory, rank=self.group.rank,
+                                                 binding=self.binding) if directory else None
         try:
             status = self.serve()
         finally:
@@ -415,6 +473,10 @@ class Workers:
             if msg[0] == "stop":
                 self._phase = "stopped"
                 return str(msg[1])
+            if msg[0] == "forget":
+                if self.store is not None:
+                    self.store.forget()
+                continue
             _, name, units, owners, checkpoint, settings = msg
             with _applied(settings):
                 mine = self._share(name, units, owners, checkpoint)
@@ -424,14 +486,17 @@ class Workers:
 
     def _share(self, name: str, units: Sequence[Unit], owners: Sequence[int],
                checkpoint: bool) -> dict[str, Any]:
-        """This rank's units: ``{"results": {i: (result, resumed)}, "error": None | portable}``.
+        """This rank's units: ``{"results": {i: (result, resumed)}, "error": None | portable,
+        "mismatch": None | why, "verified": n, "ignored": files}``.
 
         Completed results are saved (``checkpoint``) before the answer goes back, so what a rank
-        finished survives the failure of any other.
+        finished survives the failure of any other. Resumed results are checked
+        (:meth:`_verify`) before they go back.
         """
         store = self.store if checkpoint else None
         results: dict[int, tuple[dict[str, np.ndarray], bool]] = {}
-        error = None
+        error = mismatch = None
+        verified = 0
         mine = sum(1 for owner in owners if owner == self.group.rank)
         try:
             handler = self.handlers[name]
@@ -449,12 +514,84 @@ class Workers:
                     if store is not None and unit.key:
                         store.put(unit.key, value)
                     bar.update(1)
+            if store is not None:
+                mismatch, verified = self._verify(name, units, results, handler, store)
         except Exception as exc:  # noqa: BLE001 - sent to rank 0, which raises it
             error = _portable(exc)
         finally:
             if store is not None:
                 store.flush()
-        return {"results": {} if error else results, "error": error}
+        return {"results": {} if error or mismatch else results, "error": error,
+                "mismatch": mismatch, "verified": verified,
+                "ignored": store.ignored if store is not None else 0}
+
+    def _verify(self, name: str, units: Sequence[Unit],
+                results: dict[int, tuple[dict[str, np.ndarray], bool]], handler: Handler,
+                store: checkpoints.CheckpointStore) -> tuple[str | None, int]:
+        """Check this rank's resumed results of one map: ``(why not, units recomputed)``.
+
+        The store's digests first; then every resumed result against what the units computed
+        here give (the names per kind of unit, each array's dtype and trailing shape), its
+        rows against the unit's ``rows`` (when it has them), finite values; then a random sample (seeded by the run's spot
+        seed, :func:`cage.compute.checkpoints.spot_check_count`) is recomputed and compared bit for bit.
+        """
+        if store.tampered:
+            return store.tampered, 0
+        resumed = sorted(i for i, (_, was) in results.items() if was)
+        if not resumed:
+            return None, 0
+        seed = hashlib.sha256(f"{self.spot_seed}:{name}:{self.group.rank}:"
+                              f"{units[resumed[0]].key}:{len(resumed)}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(seed[:8], "little"))
+        sample = sorted(rng.choice(len(resumed), checkpoints.spot_check_count(len(resumed)),
+                                   replace=False).tolist())
+        fresh = {resumed[j]: handler(units[resumed[j]]) for j in sample}
+        names: dict[str, set[str]] = {}
+        arrays: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        for i, value in [*((i, v) for i, (v, was) in results.items() if not was),
+                         *fresh.items()]:
+            names.setdefault(_kind_of(units[i]), set(value))
+            for k, a in value.items():
+                arrays.setdefault(k, (np.asarray(a).dtype, np.shape(a)[1:]))
+        for i in resumed:
+            why = _invalid(results[i][0], units[i], names.get(_kind_of(units[i])), arrays)
+            if why:
+                return f"unit {units[i].key[:12]}: {why}", len(fresh)
+        for i, value in fresh.items():
+            if not checkpoints.same_arrays(results[i][0], value):
+                return (f"unit {units[i].key[:12]} differs from its recomputation "
+                        f"(spot check of {len(fresh)} of {len(resumed)} resumed units)"), len(fresh)
+        return None, len(fresh)
+
+
+def _kind_of(unit: Unit) -> str:
+    """Units of one map that return the same names: those with the same ``attrs`` (if any)."""
+    return repr(getattr(unit, "attrs", None))
+
+
+def _invalid(value: dict[str, np.ndarray], unit: Unit, names: set[str] | None,
+             arrays: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> str | None:
+    """Why a resumed result cannot be what ``unit`` computes, or None."""
+    if not value:
+        return "no arrays"
+    if names is not None and set(value) != names:
+        return f"arrays {sorted(value)}, not {sorted(names)}"
+    attrs = getattr(unit, "attrs", None)
+    if attrs is not None and not set(value) <= set(attrs):
+        return f"arrays {sorted(value)} for the attributes {list(attrs)}"
+    rows = getattr(unit, "rows", None)  # units that say how many rows they compute
+    for k, a in value.items():
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            return f"{k} of dtype {a.dtype}"
+        if k in arrays and (a.dtype, a.shape[1:]) != arrays[k]:
+            return f"{k} of dtype {a.dtype} and shape {a.shape}, not {arrays[k][0]} (n, " \
+                   f"{', '.join(map(str, arrays[k][1]))})"
+        if rows is not None and (a.ndim == 0 or a.shape[0] != rows):
+            return f"{k} of shape {a.shape} for {rows} rows"
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            return f"{k} holds NaN or infinite values"
+    return None
 
 
 def _settings() -> tuple[int, bool]:

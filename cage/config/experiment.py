@@ -62,6 +62,8 @@ RULES = ("controlled", "paper")
 CORRECTIONS = ("bonferroni", "none")
 OUTCOME_SCALES = ("probability", "label")
 
+#: An experiment name: the default run directory is ``runs/<name>``, so never a path.
+_EXPERIMENT_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -332,6 +334,10 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "<memory>") -> Exp
     known_exp = {"name", "kind", "seed", "description"}
     _unknown_keys(exp, known_exp, "experiment", source)
     name = _get(exp, "name", str, "experiment", source)
+    if not _EXPERIMENT_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{source}: [experiment] name = {name!r}: must be a simple name "
+                          "(letters, digits, '-', '_' and '.', not starting with '.'): it names "
+                          "the run directory runs/<name>; e.g. name = \"my-study_2\"")
     kind = _get(exp, "kind", str, "experiment", source)
     if not _NAME_RE.match(kind):
         raise ConfigError(f"{source}: [experiment] kind = {kind!r} is not a valid kind name; "

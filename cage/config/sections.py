@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cage.config.experiment import ExperimentConfig
-from cage_eval.errors import ConfigError, InputFileError
+from cage_eval.errors import ConfigError, InputFileError, UserCodeError
 
 _MISSING: Any = object()
 
@@ -270,6 +270,11 @@ def import_object(spec: str, where: str) -> Any:
         raise ConfigError(f"{where} = {spec!r}: cannot import module {module_name!r} ({why}); "
                           "install its package or list the folder that holds it in python_path") \
             from None
+    except (ConfigError, InputFileError):
+        raise
+    except Exception as exc:  # the user's module itself fails: a syntax error, a raise at import
+        raise UserCodeError(f"{where} = {spec!r}: cannot import module {module_name!r} "
+                            f"({type(exc).__name__}: {exc}); fix the module") from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -321,7 +326,7 @@ def call_with_options(func: Callable[..., Any], options: Mapping[str, Any], wher
     except (ConfigError, InputFileError):
         raise
     except Exception as exc:  # the user's factory failed: say where, keep its reason
-        raise ConfigError(f"{where}: {name}(...) raised {type(exc).__name__}: {exc}") from None
+        raise UserCodeError(f"{where}: {name}(...) raised {type(exc).__name__}: {exc}") from exc
 
 
 def build_object(obj: Any, options: Mapping[str, Any], where: str,

@@ -14,8 +14,11 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
     - ``geometry-only``: eq. 8 (a latent outcome). Its GATEs depend only on the marginal law of
       each outcome logit and on ``alpha (w_e . u_c)``, so delta tau is fixed by the two
       hyperplanes' offsets and norms (:mod:`cage.engine.geometry`) and cannot tell a cause from an
-      effect. For eq. 9: delta tau is not outside the rotation null (the same pair geometry in a
-      randomly rotated latent space);
+      effect;
+    - ``rotation-null``: eq. 9 (an observation outcome). Delta tau is not outside the rotation
+      null (the same pair geometry in a randomly rotated latent space). Runs written before this
+      reason had its own name call it ``geometry-only`` on eq. 9 rows
+      (:func:`cage.explain.reason_name` reads them);
     - ``not-significant``: delta tau is not outside its decision null *around the null's own
       centre* (:func:`centred_p_value`; the null of delta tau is not centred at 0);
     - ``balance-driven``: the sign of delta tau changes when the outcome classifiers' thresholds
@@ -49,12 +52,12 @@ import numpy as np
 from cage.config.experiment import RULES
 from cage.engine.effects import ARROW_12, ARROW_21, INDEPENDENT, UNDETERMINED, decide
 
-__all__ = ["CALIBRATION_TEMPERATURES", "RULES", "REASONS", "Evidence", "centred_p_value", "decide_all", "decide_controlled",
-           "decide_paper", "reason_text"]
+__all__ = ["CALIBRATION_TEMPERATURES", "RULES", "REASONS", "Evidence", "centred_p_value",
+           "decide_all", "decide_controlled", "decide_paper", "reason_text"]
 
 #: Every reason :func:`decide_controlled` can give, in the order they are checked.
-REASONS = ("no-effect", "geometry-only", "not-significant", "balance-driven", "calibration-driven",
-           "alpha-unstable", "falsified")
+REASONS = ("no-effect", "geometry-only", "rotation-null", "not-significant", "balance-driven",
+           "calibration-driven", "alpha-unstable", "falsified")
 #: Temperatures of the calibration control (each outcome on its own; ``0`` stands for hard labels
 #: ``1[p > 0.5]``, the limit ``T -> 0``). The range covers over- and under-confidence by up to a
 #: factor of 4 on the logit scale; fitted temperatures of trained classifiers are typically 1-3
@@ -132,8 +135,10 @@ def decide_controlled(ev: Evidence, level: float) -> tuple[str, tuple[str, ...]]
     if ev.p_gate_12 > level and ev.p_gate_21 > level:
         return INDEPENDENT, ("no-effect",)
     reasons: list[str] = []
-    if ev.latent_outcome or not (ev.p_geometry <= level):
+    if ev.latent_outcome:
         reasons.append("geometry-only")
+    elif not (ev.p_geometry <= level):
+        reasons.append("rotation-null")
     if ev.delta_tau == 0 or ev.p_delta_tau_centred > level:
         reasons.append("not-significant")
     if any(np.sign(b) != np.sign(ev.delta_tau) for b in ev.balance_delta_tau):

@@ -36,6 +36,7 @@ from cage.engine.geometry import (
     rotated_frames,
 )
 from cage.engine.rules import CALIBRATION_TEMPERATURES
+from cage_eval.errors import ConfigError
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before taking logits (balance control only).
 EPS = 1e-12
@@ -329,6 +330,12 @@ class ObservationScorer:
                 zb = zb + shift
             with torch.no_grad():
                 x = self.generator.decode(zb)
+                bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+                if bad:
+                    raise ConfigError(
+                        f"eq. 9: the generator's decode returned NaN or infinite values for {bad} "
+                        f"of {zb.shape[0]} latents of prior block {unit.block}; every decoded "
+                        "image counts in a GATE, so none can be set aside: fix the decode")
                 probs = self.outcome(x.detach().to("cpu"))
             self.decoded += int(zb.shape[0])
             for name, values in probs.items():

@@ -103,6 +103,8 @@ def parse_options(config: ExperimentConfig) -> GeneratorOptions:
         check_threshold=p.number("check_threshold", defaults.check_threshold, minimum=0.0,
                                  maximum=0.999, exclusive_minimum=True),
         batch=p.integer("batch", defaults.batch, minimum=1),
+        max_invalid_share=p.number("max_invalid_share", defaults.max_invalid_share,
+                                   minimum=0.0, maximum=1.0),
         seed=config.seed)
     out_defaults = OutputOptions()
     output = OutputOptions(
@@ -216,7 +218,8 @@ def finish(setup: GeneratorSetup, result: Any, run_dir: Path, config: Experiment
     pool_images = labels.images.take(order)
     maker = PairMaker(setup.generator, labels.latents[order], pool_images,
                       {a: v[order] for a, v in labels.attributes.items()}, labels.ids[order],
-                      setup.observation_classifier, store, options.pairs)  # type: ignore[arg-type]
+                      setup.observation_classifier, store, options.pairs,  # type: ignore[arg-type]
+                      generator_name=_generator_name(config))
     sets = make_pairs(maker, store, result, config, dags, options.pairs, np.arange(n), run_dir,
                       context=deterministic_torch() if _on_cpu(setup) else None)
     entry = write_pairs(run_dir, sets, dags, records, skipped, store, options.output,
@@ -226,3 +229,12 @@ def finish(setup: GeneratorSetup, result: Any, run_dir: Path, config: Experiment
                               else "decoded latents")
     entry["hit_domain"] = options.hit_domain
     return {"pairs": entry}
+
+
+def _generator_name(config: ExperimentConfig) -> str:
+    """``<source>: [generator] factory = 'my_models:make'`` (or the key that names it)."""
+    for key in ("factory", "adapter"):
+        value = config.option("generator", key, None)
+        if isinstance(value, str) and value:
+            return f"{config.where('generator', key)} = {value!r}"
+    return f"{config.source}: [generator]"

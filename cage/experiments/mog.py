@@ -38,6 +38,7 @@ from cage.config.sections import Section
 from cage.experiments.base import ExperimentSetup
 from cage.generators.flow import FlowGenerator, MAFSpec, build_maf, train_maf
 from cage_eval import progress
+from cage_eval.cache import check_cache_path
 from cage_eval.errors import CacheWarning, ConfigError
 from cage_eval.files import content_key
 
@@ -155,6 +156,7 @@ def _load_cached(path: Path, spec: MAFSpec) -> tuple[torch.nn.Module, list[float
 
 def _load_or_train(x: np.ndarray, spec: MAFSpec, seed: int, path: Path
                    ) -> tuple[torch.nn.Module, list[float], bool, float]:
+    check_cache_path(path)
     if path.is_file():
         try:
             flow, losses = _load_cached(path, spec)

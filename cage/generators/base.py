@@ -36,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from cage_eval.errors import ConfigError
+from cage_eval.errors import CageEvalError, ConfigError, UserCodeError
 
 #: Rows per decode call when a generator does not say.
 DEFAULT_BATCH_SIZE = 256
@@ -118,7 +118,8 @@ def check_generator(generator: Any, where: str, *, need_encode: bool = False,
     if need_encode and not hasattr(generator, "encode"):
         missing.append("encode")
     if missing:
-        raise ConfigError(f"{where}: the generator ({type(generator).__name__}) has no "
+        own = generator.inner if isinstance(generator, GuardedGenerator) else generator
+        raise ConfigError(f"{where}: the generator ({type(own).__name__}) has no "
                           f"{', '.join(missing)}; it must provide latent_dim, sample(n, seed) and "
                           "decode(z) (see docs/generators.md)")
     for name in ("sample", "decode") + (("encode",) if need_encode else ()):
@@ -140,6 +141,9 @@ def check_generator(generator: Any, where: str, *, need_encode: bool = False,
     if not isinstance(x, torch.Tensor):
         raise ConfigError(f"{where}: decode(z) returned {type(x).__name__}; expected a torch tensor")
     shape = tuple(x.shape[1:])
+    if x.ndim < 2 or 0 in x.shape[1:]:
+        raise ConfigError(f"{where}: decode(z) returned shape {tuple(x.shape)}; expected images "
+                          "(n, C, H, W) or vectors (n, F), every size at least 1")
     if x.shape[0] != 2:
         raise ConfigError(f"{where}: decode(z) on 2 latents returned {x.shape[0]} rows; expected 2")
     is_image = len(shape) == 3
@@ -160,3 +164,96 @@ def check_generator(generator: Any, where: str, *, need_encode: bool = False,
                           f"{float(xf.max()):.3g}]; images must be in [0, 1] (a generator with "
                           "outputs in [-1, 1] needs output_range = [-1, 1] in its adapter)")
     return shape
+
+
+#: The generator methods whose calls :class:`GuardedGenerator` checks.
+GUARDED_METHODS = ("sample", "decode", "encode")
+
+
+def guarded_call(where: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, the user's code: any exception it raises becomes one
+    :class:`UserCodeError` ``WHERE: NAME raised TYPE: message`` (the original kept as its cause,
+    for ``cage-eval --debug``). cage-eval's own errors and Ctrl-C pass through."""
+    try:
+        return fn(*args, **kwargs)
+    except CageEvalError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(f"{where}: {name} raised {type(exc).__name__}: {exc}") from exc
+
+
+class GuardedGenerator:
+    """The user's generator as CAGE calls it: every ``sample``, ``decode`` and ``encode`` call is
+    guarded (:func:`guarded_call`) and its result checked, on every batch, for what a later step
+    needs: a torch tensor, of ``(n, latent_dim)`` latents or of observations shaped like the
+    first ones (``obs_shape``, once known). Everything else is the user's object itself
+    (attributes, ``isinstance``).
+    """
+
+    def __init__(self, inner: Any, where: str) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_where", where)
+        object.__setattr__(self, "_obs_shape", None)
+
+    @property
+    def inner(self) -> Any:
+        """The user's own generator object."""
+        return self._inner
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance(guarded, TheirClass) holds, as for the object
+        return type(self._inner)
+
+    def set_obs_shape(self, shape: tuple[int, ...]) -> None:
+        object.__setattr__(self, "_obs_shape", tuple(shape))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_inner", "_where", "_obs_shape"):  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        value = getattr(self._inner, name)
+        if name in GUARDED_METHODS and callable(value):
+            return _GuardedMethod(self, name, value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)
+
+    def _check(self, name: str, args: tuple, out: Any) -> Any:
+        where = self._where
+        if not isinstance(out, torch.Tensor):
+            raise UserCodeError(f"{where}: {name} returned {type(out).__name__}; expected a torch "
+                                "tensor")
+        rows = _rows(args[0]) if args else None
+        if rows is not None and (out.ndim == 0 or out.shape[0] != rows):
+            raise UserCodeError(f"{where}: {name} returned shape {tuple(out.shape)} for {rows} "
+                                f"row(s); expected {rows} rows")
+        if name in ("sample", "encode"):
+            dim = getattr(self._inner, "latent_dim", None)
+            if isinstance(dim, int) and (out.ndim != 2 or out.shape[1] != dim):
+                raise UserCodeError(f"{where}: {name} returned shape {tuple(out.shape)}; expected "
+                                    f"(n, {dim}) latents (latent_dim = {dim})")
+        elif self._obs_shape is not None and tuple(out.shape[1:]) != self._obs_shape:
+            raise UserCodeError(f"{where}: decode returned shape {tuple(out.shape)}; expected "
+                                f"(n, {', '.join(map(str, self._obs_shape))}) as on its first "
+                                "call")
+        return out
+
+
+def _rows(first: Any) -> int | None:
+    if isinstance(first, torch.Tensor) and first.ndim >= 1:
+        return int(first.shape[0])
+    if isinstance(first, int) and not isinstance(first, bool):
+        return first
+    return None
+
+
+class _GuardedMethod:
+    """A bound ``sample``/``decode``/``encode`` of :class:`GuardedGenerator`."""
+
+    def __init__(self, owner: GuardedGenerator, name: str, fn: Any) -> None:
+        self.owner, self.name, self.fn = owner, name, fn
+        self.__name__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = guarded_call(self.owner._where, self.name, self.fn, *args, **kwargs)
+        return self.owner._check(self.name, args, out)

@@ -34,7 +34,7 @@ from importlib import metadata
 from typing import Any
 
 from cage.config.sections import Section, call_with_options, import_object
-from cage.generators.base import batch_size_of, check_generator
+from cage.generators.base import GuardedGenerator, batch_size_of, check_generator
 from cage.generators.device import AUTOCAST_CHOICES, Compute, resolve_device
 from cage_eval.errors import ConfigError
 
@@ -136,7 +136,9 @@ def load_generator(section: Section, *, images: bool | None = True, need_encode:
             factory = _entry_point(name, section)
             how["entry_point"] = f"{factory.__module__}:{getattr(factory, '__qualname__', '?')}"
             generator, compute = _from_factory(section, factory, device_override)
+    generator = GuardedGenerator(generator, where)  # every later call of the user's code too
     obs_shape = check_generator(generator, where, need_encode=need_encode, images=images)
+    generator.set_obs_shape(obs_shape)
     describe = getattr(generator, "describe", None)
     info = {**how, "latent_dim": int(generator.latent_dim), "obs_shape": list(obs_shape),
             "encode": hasattr(generator, "encode"), **compute.describe(),
@@ -157,7 +159,8 @@ def _from_factory(section: Section, factory: Any, device_override: str | None) -
         raise ConfigError(f"{section.where('device')} = {device_name!r}: expected \"cpu\" or "
                           "\"cuda\"")
     device = resolve_device(device_name, section.where("device"))
-    where = section.where("factory" if section.has("factory") else "adapter")
+    key = "factory" if section.has("factory") else "adapter"
+    where = f"{section.where(key)} = {section.body[key]!r}"
     generator = call_with_options(factory, options, where, extra={"device": device_name})
     batch = options.get("batch_size")
     compute = Compute(device=device, batch_size=batch if isinstance(batch, int) and batch > 0

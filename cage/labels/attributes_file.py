@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cage_eval.errors import InputFileError
+from cage_eval.textfiles import read_text_file
 
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "-1", "false", "no"}
@@ -79,10 +80,7 @@ def read_attribute_table(path: Path, *, names: bool) -> AttributeTable:
         columns, no attribute column, no rows.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{path}: cannot read the attributes file ({exc})") from None
+    text = read_text_file(path, fix="save it as UTF-8").text  # UTF-8, else cp1252 with a warning
     lines = text.splitlines()
     if lines and lines[0].strip().isdigit():
         header, rows, first_line, fmt = _celeba_rows(path, lines)

@@ -9,6 +9,13 @@ On the CPU training is deterministic (one thread, deterministic algorithms, seed
 the same folder and settings give the same weights; they are cached under the cache directory,
 keyed by the attribute file's bytes, the image names and sizes, and every setting.
 
+A cached model is checked before it is used: ``meta.json`` must be the object the training wrote,
+``model.pt`` must match its checksum there and load as plain tensors of the exact architecture
+with finite values, and the held-out accuracy is computed again on the held-out images (never
+copied from ``meta.json``); when it differs from the one recorded at training by more than one
+image, the cache is not used. Anything else is a :class:`cage_eval.errors.CacheWarning` and the
+model is trained again.
+
 It is trained on real images only; decoded images may look different (blur, artefacts), so check
 its accuracy on your generator's outputs before trusting eq. 9 outcomes.
 
@@ -33,6 +40,7 @@ import contextlib
 import hashlib
 import io
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,11 +55,13 @@ from cage.generators.device import resolve_device
 from cage.labels.attributes_file import read_attribute_table
 from cage.labels.folder import ImageFolder, open_image_folder
 from cage.labels.observation import ObservationClassifier
-from cage_eval.errors import ConfigError
+from cage_eval.cache import check_cache_path
+from cage_eval.errors import CacheWarning, CageEvalError, ConfigError
 from cage_eval.files import atomic_write_bytes
 
-#: Bump when :class:`AttributeNet` or the training changes, so old cached weights are not used.
-VERSION = 1
+#: Bump when :class:`AttributeNet`, the training or the cache layout changes, so old cached
+#: weights are not used.
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -143,10 +153,32 @@ def train_cnn(images: torch.Tensor, labels: dict[str, np.ndarray], config: CNNCo
             logits = torch.cat([model(images[test[s:s + 256]].to(device)).cpu()
                                 for s in range(0, len(test), 256)]) if len(test) else None
     if logits is not None:
-        pred = (logits > 0).to(torch.float32)
-        for j, a in enumerate(names):
-            report.accuracy[a] = float((pred[:, j] == y_all[test, j]).float().mean())
+        report.accuracy = _accuracy(logits, y_all[test], names)
     return model.cpu().eval(), report
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor, names: list[str]) -> dict[str, float]:
+    pred = (logits > 0).to(torch.float32)
+    return {a: float((pred[:, j] == y[:, j]).float().mean()) for j, a in enumerate(names)}
+
+
+def held_out_rows(n: int, config: CNNConfig) -> np.ndarray:
+    """Positions (into the training images) of the held-out split :func:`train_cnn` draws."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
+    n_test = max(1, int(round(n * config.test_fraction))) if n > 1 else 0
+    return order[:n_test].numpy()
+
+
+def held_out_accuracy(model: AttributeNet, images: torch.Tensor, labels: dict[str, np.ndarray],
+                      ) -> dict[str, float]:
+    """``model``'s accuracy per attribute on ``images`` (held out) and their 0/1 ``labels``."""
+    names = list(labels)
+    if len(images) == 0:
+        return {}
+    y = torch.as_tensor(np.stack([labels[a] for a in names], axis=1), dtype=torch.float32)
+    with torch.no_grad():
+        logits = torch.cat([model(images[s:s + 256]) for s in range(0, len(images), 256)])
+    return _accuracy(logits, y, names)
 
 
 def _cache_key(table_bytes: bytes, folder: ImageFolder, config: CNNConfig, rows: np.ndarray,
@@ -162,18 +194,73 @@ def _cache_key(table_bytes: bytes, folder: ImageFolder, config: CNNConfig, rows:
     return h.hexdigest()[:16]
 
 
-def _read_cache(directory: Path, channels: int, names: list[str],
-                config: CNNConfig) -> tuple[AttributeNet, CNNReport] | None:
+class _Unusable(Exception):
+    """A cache entry that exists but cannot be used (the message says why)."""
+
+
+def _read_cache(directory: Path, channels: int, names: list[str], config: CNNConfig,
+                held_out: tuple[torch.Tensor, dict[str, np.ndarray]]
+                ) -> tuple[AttributeNet, CNNReport] | None:
+    """The cached model and its report (accuracy computed again on ``held_out``), or None when
+    there is none, or (after a :class:`CacheWarning`) when it cannot be trusted."""
+    if not (directory / "meta.json").exists() and not (directory / "model.pt").exists():
+        return None
+    try:
+        check_cache_path(directory)
+        return _checked_cache(directory, channels, names, config, held_out)
+    except CageEvalError:
+        raise  # a cache another user could write: refused
+    except _Unusable as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - untrusted input: never a traceback, never used
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+    warnings.warn(CacheWarning(f"{directory}: unusable cached classifier ({reason}); training "
+                               "it again"), stacklevel=3)
+    return None
+
+
+def _checked_cache(directory: Path, channels: int, names: list[str], config: CNNConfig,
+                   held_out: tuple[torch.Tensor, dict[str, np.ndarray]]
+                   ) -> tuple[AttributeNet, CNNReport]:
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-        state = torch.load(io.BytesIO((directory / "model.pt").read_bytes()), weights_only=True)
+        blob = (directory / "model.pt").read_bytes()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Unusable(f"unreadable ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("report"), dict):
+        raise _Unusable("meta.json is not the object the training writes")
+    if meta.get("attributes") != names:
+        raise _Unusable("meta.json lists other attributes")
+    if meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+        raise _Unusable("model.pt does not match its checksum in meta.json")
+    try:
+        state = torch.load(io.BytesIO(blob), weights_only=True)
         model = AttributeNet(channels, len(names), config.width)
         model.load_state_dict(state)
-    except (OSError, ValueError, RuntimeError, KeyError, EOFError):
-        return None  # absent or unusable: train again (never trusted, never executed)
-    if meta.get("attributes") != names:
-        return None
-    return model.eval(), CNNReport(**meta["report"])
+    except Exception as exc:  # UnpicklingError, RuntimeError (shapes, zip), ...
+        raise _Unusable(f"model.pt does not load as weights ({type(exc).__name__})") from None
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()):
+        raise _Unusable("model.pt holds non-finite weights")
+    model.eval()
+    images, labels = held_out
+    accuracy = held_out_accuracy(model, images, labels)
+    recorded = meta["report"].get("accuracy")
+    tolerance = 1.5 / max(len(images), 1)  # one held-out image (another device may round so)
+    if not isinstance(recorded, dict) or set(recorded) != set(accuracy) or any(
+            not isinstance(recorded[a], (int, float))
+            or abs(float(recorded[a]) - accuracy[a]) > tolerance for a in accuracy):
+        raise _Unusable(f"held-out accuracy computed again {_fmt(accuracy)} differs from the "
+                        f"recorded {recorded if not isinstance(recorded, dict) else _fmt(recorded)}")
+    losses = meta["report"].get("losses", [])
+    report = CNNReport(accuracy=accuracy, n_train=int(meta["report"].get("n_train", 0)),
+                       n_test=len(images),
+                       losses=[float(v) for v in losses] if isinstance(losses, list) else [])
+    return model, report
+
+
+def _fmt(accuracy: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{a}: {float(v):.3f}" if isinstance(v, (int, float)) else f"{a}: ?"
+                           for a, v in accuracy.items()) + "}"
 
 
 def from_section(section: Section, *, generator_device: str, channels: int,
@@ -219,7 +306,10 @@ def from_section(section: Section, *, generator_device: str, channels: int,
                           "needs both 0 and 1 labels")
     key = _cache_key(table_path.read_bytes(), folder, config, rows, names)
     cache = Path(cache_dir) / f"obs-cnn-{key}"
-    found = _read_cache(cache, channels, names, config)
+    test = rows[held_out_rows(len(rows), config)]
+    held_out = (load_training_images(folder, test, config.input_size),
+                {a: table.attributes[a][test] for a in names})
+    found = _read_cache(cache, channels, names, config, held_out)
     origin = "cache"
     if found is None:
         x = load_training_images(folder, rows, config.input_size)
@@ -229,9 +319,10 @@ def from_section(section: Section, *, generator_device: str, channels: int,
         buf = io.BytesIO()
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, buf)
         try:
-            cache.mkdir(parents=True, exist_ok=True)
+            cache.mkdir(mode=0o755, parents=True, exist_ok=True)
             atomic_write_bytes(cache / "model.pt", buf.getvalue())
-            meta = {"attributes": names, "report": asdict(report), "config": asdict(config)}
+            meta = {"attributes": names, "report": asdict(report), "config": asdict(config),
+                    "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
             atomic_write_bytes(cache / "meta.json", json.dumps(meta, indent=1).encode())
         except OSError:
             origin = "trained (cache not writable)"

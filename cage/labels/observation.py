@@ -35,6 +35,7 @@ from scipy.special import expit
 from torch.nn import functional as F
 
 from cage.config.sections import Section, build_object, import_object
+from cage.generators.base import guarded_call
 from cage.generators.device import resolve_device
 from cage_eval.errors import ConfigError, InputFileError
 
@@ -230,4 +231,18 @@ def from_section(section: Section, *, generator_device: str) -> tuple[Observatio
                               f"{type(fn).__name__}, not callable")
         what = f"callable {spec}"
     section.finish()
-    return ObservationClassifier(fn, **options), what
+    classifier = ObservationClassifier(fn, **options)
+    if kind != "torchscript":
+        classifier.fn = _guarded(classifier.fn, f"{section.where('callable')} = {spec!r}")
+    return classifier, what
+
+
+def _guarded(fn: Any, where: str) -> Any:
+    """The user's classifier, its exceptions turned into one error line naming it
+    (:func:`cage.generators.base.guarded_call`)."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return guarded_call(where, name, fn, *args, **kwargs)
+
+    return call

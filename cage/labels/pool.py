@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cage.pairs.images import to_uint8
+from cage.pairs.images import invalid_images, to_uint8
 
 
 class DecodedImages:
@@ -45,6 +45,7 @@ class DecodedImages:
         self.keep = keep
         self.decoded = 0
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._invalid: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -57,16 +58,29 @@ class DecodedImages:
 
     def __getitem__(self, index: int) -> np.ndarray:
         block, offset = divmod(int(index), self.chunk)
+        return self._chunk(block)[0][offset]
+
+    def valid(self, index: int) -> bool:
+        """False when the decode of image ``index`` held NaN, infinite or out-of-range values
+        (:func:`cage.pairs.images.invalid_images`; its uint8 image is not what the generator made)."""
+        block, offset = divmod(int(index), self.chunk)
+        return not bool(self._chunk(block)[1][offset])
+
+    def _chunk(self, block: int) -> tuple[np.ndarray, np.ndarray]:
         images = self._cache.get(block)
         if images is None:
             z = torch.from_numpy(self.latents[block * self.chunk:(block + 1) * self.chunk])
             with torch.no_grad():
                 x = self.generator.decode(z).detach().to("cpu", torch.float32).numpy()
             self.decoded += x.shape[0]
+            self._invalid[block] = invalid_images(x)
+            x = np.nan_to_num(x)
             images = to_uint8(x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1))
             self._cache[block] = images
             while len(self._cache) > self.keep:
+                self._invalid.pop(next(iter(self._cache)), None)
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(block)
-        return images[offset]
+            self._invalid.move_to_end(block)
+        return images, self._invalid[block]

@@ -89,7 +89,14 @@ class BlockLabeller:
             z = torch.as_tensor(self.generator.sample(BLOCK, block_seed(unit.seed, unit.block)))
             z = z.to("cpu", torch.float32)[:unit.rows]
             for s in range(0, unit.rows, unit.batch):
-                probs.append(self.psi(self.generator.decode(z[s:s + unit.batch])))
+                x = self.generator.decode(z[s:s + unit.batch])
+                bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+                if bad:
+                    raise ConfigError(
+                        f"labelling prior samples: the generator's decode returned NaN or "
+                        f"infinite values for {bad} of {x.shape[0]} latents of block "
+                        f"{unit.block}; their labels would mean nothing: fix the decode")
+                probs.append(self.psi(x))
         return {"z": z.numpy(), **{f"p:{a}": np.concatenate([np.asarray(part[a]) for part in probs])
                                    for a in probs[0]}}
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from cage.config.sections import Section, build_object, import_object
+from cage.generators.base import guarded_call
 from cage.generators.registry import LoadedGenerator
 from cage.labels.attributes_file import read_attribute_table
 from cage.labels.folder import open_image_folder
@@ -253,9 +254,11 @@ def _encoder(section: Section, name: str, loaded: LoadedGenerator, seed: int) ->
         raise ConfigError(f"{where} = {name!r}: is a {type(user).__name__}, not callable; "
                           "use \"generator\", \"inversion\" or a \"module:callable\" encoder")
 
+    name_of = getattr(user, "__qualname__", None) or type(user).__name__
+
     def by_user(x: torch.Tensor) -> tuple[Any, None]:
         with torch.no_grad():
-            return user(x), None
+            return guarded_call(f"{where} = {name!r}", name_of, user, x), None
     return by_user, None
 
 

@@ -41,6 +41,20 @@ _IDAT_CRC = zlib.crc32(b"IDAT")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
+#: How far outside [0, 1] a decoded value may lie before its image is invalid (float rounding).
+RANGE_TOLERANCE = 1e-4
+
+
+def invalid_images(x: np.ndarray) -> np.ndarray:
+    """``(m,)`` bool: which decoded images ``x`` ``(m, ...)`` hold a NaN or infinite value, or
+    a value outside ``[0, 1]`` by more than :data:`RANGE_TOLERANCE`."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flat).all(axis=1)
+        bad |= (flat < -RANGE_TOLERANCE).any(axis=1) | (flat > 1 + RANGE_TOLERANCE).any(axis=1)
+    return bad
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Float images in [0, 1] (any leading shape, last two axes H, W) to uint8 by rounding (half to
     even, in float64, where ``x * 255`` is exact for float32 ``x``)."""

@@ -41,7 +41,7 @@ import torch
 
 from cage.compute import distributed
 from cage.compute.distributed import Workers
-from cage.pairs.images import ImageStore, to_uint8
+from cage.pairs.images import ImageStore, invalid_images, to_uint8
 from cage_eval.errors import ConfigError
 from cage_eval.runs import dag_name
 
@@ -61,6 +61,7 @@ class PairConfig:
     alpha_steps: int = 3
     check_threshold: float = 0.5
     batch: int = 256
+    max_invalid_share: float = 0.01
     seed: int = 0
 
 
@@ -97,6 +98,7 @@ class Manipulation:
     ok: np.ndarray  # bool
     tries: np.ndarray  # alpha levels tried (1 .. alpha_steps)
     target: np.ndarray  # the 0/1 value aimed at
+    invalid: np.ndarray  # decodes refused: non-finite or outside [0, 1] (never written)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ class Manipulator:
                                             alpha=np.zeros(m), check=np.zeros(m),
                                             ok=np.zeros(m, dtype=bool),
                                             tries=np.zeros(m, dtype=np.int64),
-                                            target=np.asarray(job.targets, dtype=np.int64)))
+                                            target=np.asarray(job.targets, dtype=np.int64),
+                                            invalid=np.zeros(m, dtype=np.int64)))
         if m:
             pending.decoded = self._decode(pending, np.arange(m), 0)
         return pending
@@ -202,22 +205,28 @@ class Manipulator:
         return self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
 
     def _check(self, decoded: torch.Tensor, attr: LinearAttribute,
-               targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Quantise decoded images to 8 bits and return them with psi's probability of the
-        target value (what is written is what is checked). Greyscale images are kept as
-        ``(m, H, W)``, colour ones as ``(m, H, W, 3)``."""
+        target value (what is written is what is checked) and which are invalid (NaN or
+        infinite values, or values outside [0, 1] by more than :data:`cage.pairs.images.RANGE_TOLERANCE`: they
+        fail the check, whatever psi says). Greyscale images are kept as ``(m, H, W)``, colour
+        ones as ``(m, H, W, 3)``."""
         x = decoded.detach().to("cpu", torch.float32).numpy()
-        quantised = to_uint8(x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1))
+        invalid = invalid_images(x)
+        quantised = to_uint8(np.nan_to_num(x[:, 0] if x.shape[1] == 1
+                                           else x.transpose(0, 2, 3, 1)))
         planes = quantised[:, None] if quantised.ndim == 3 else quantised.transpose(0, 3, 1, 2)
         prob = self.psi(torch.as_tensor(planes, dtype=torch.float32) / 255.0)
-        return quantised, np.where(targets == 1, prob[attr.name], 1.0 - prob[attr.name])
+        p_target = np.where(targets == 1, prob[attr.name], 1.0 - prob[attr.name])
+        return quantised, np.where(invalid, 0.0, p_target), invalid
 
-    def _check_first(self, job: _Pending) -> tuple[np.ndarray, np.ndarray]:
+    def _check_first(self, job: _Pending) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert job.decoded is not None
         return self._check(job.decoded, job.attr, job.targets)
 
     def _finish(self, job: _Pending,
-                first: tuple[np.ndarray, np.ndarray] | None = None) -> Manipulation:
+                first: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                ) -> Manipulation:
         """Check the first decode (unless ``first``, its check, is given), then escalate alpha
         for the latents that failed."""
         cfg, out = job.config, job.out
@@ -226,15 +235,18 @@ class Manipulator:
             if pending.size == 0:
                 break
             if level == 0:
-                quantised, p_target = first if first is not None else self._check_first(job)
+                quantised, p_target, invalid = first if first is not None \
+                    else self._check_first(job)
             else:
                 decoded = self._decode(job, pending, level)
-                quantised, p_target = self._check(decoded, job.attr, job.targets[pending])
+                quantised, p_target, invalid = self._check(decoded, job.attr,
+                                                           job.targets[pending])
+            out.invalid[pending] += invalid
             out.images[pending] = quantised
             out.alpha[pending] = job.base[pending] * cfg.alpha_growth**level
             out.check[pending] = p_target
             out.tries[pending] = level + 1
-            passed = p_target >= cfg.check_threshold
+            passed = (p_target >= cfg.check_threshold) & ~invalid
             out.ok[pending] = passed
             pending = pending[~passed]
         return out
@@ -260,12 +272,15 @@ class PairMaker(Manipulator):
     store : ImageStore
         Where PNGs go.
     config : PairConfig
+    generator_name : str
+        How errors name the generator (its config key and value).
     """
 
     def __init__(self, generator: Any, latents: np.ndarray, images: np.ndarray,
                  labels: dict[str, np.ndarray], ids: np.ndarray, psi: ObsClassifier,
-                 store: ImageStore, config: PairConfig) -> None:
+                 store: ImageStore, config: PairConfig, *, generator_name: str = "") -> None:
         super().__init__(generator, psi)
+        self.generator_name = generator_name or f"the generator ({type(generator).__name__})"
         self.latents = np.asarray(latents, dtype=np.float32)
         self.images = images
         self.labels = labels
@@ -345,6 +360,7 @@ class PairMaker(Manipulator):
             result.rows.append(row)
             result.sheet_rows.append(sheet)
             result.sheet_labels.append(label)
+        self._guard(dag, "same_source", stats, final=True)
         result.stats = stats.summary(n, int(tries.sum()), n)
         return result
 
@@ -357,6 +373,7 @@ class PairMaker(Manipulator):
         while len(done) < n:
             waiting = [j for j in range(n) if j not in done]
             if len(queue) < len(waiting):
+                self._guard(dag, "same_source", stats, final=True)
                 raise ConfigError(
                     f"{dag} same_source: only {len(done)} of {n} pairs passed the classifier checks "
                     f"after trying {int(tries.sum())} source images; lower [pairs] n_same_source "
@@ -382,7 +399,8 @@ class PairMaker(Manipulator):
                     self._close_chunk(*last)
                 mc = self._finish(job_c, check_c.result())
                 early = {int(k): (self.store.add(self.images[idx[k]]),
-                                  self.store.add(mc.images[k])) for k in np.flatnonzero(mc.ok)}
+                                  self.store.add(mc.images[k])) for k in np.flatnonzero(mc.ok)
+                         if self._source_ok(int(idx[k]), stats)}
                 job_e = self._start(idx, effect, 1 - self.labels[effect.name][idx])
                 last = (dag, cause, effect, chunk, idx, mc, early, job_e,
                         helper.submit(self._check_first, job_e), tries, stats, done)
@@ -438,7 +456,7 @@ class PairMaker(Manipulator):
         for (chunk, idx), mc, me in zip(chunks, made[0::2], made[1::2], strict=True):
             stats.add(mc, me)
             for k, j in enumerate(chunk):
-                if mc.ok[k] and me.ok[k]:
+                if mc.ok[k] and me.ok[k] and self._source_ok(int(idx[k]), stats):
                     name_src = self.store.add(self.images[idx[k]])
                     names = (name_src, name_src, self.store.add(mc.images[k]),
                              self.store.add(me.images[k]))
@@ -482,6 +500,7 @@ class PairMaker(Manipulator):
                 for j in waiting:
                     queue = queues[key_of(*combos[j])]
                     if not queue:
+                        self._guard(dag, "same_destination", stats, final=True)
                         raise ConfigError(
                             f"{dag} same_destination: only {min(len(ok_a), len(ok_b))} of {n} "
                             f"pairs passed the classifier checks after trying {tried} source "
@@ -502,7 +521,7 @@ class PairMaker(Manipulator):
             for (chunk, idx, accepted), m in zip(chunks, self._run(jobs), strict=True):
                 stats.add(m)
                 for k, j in enumerate(chunk):
-                    if m.ok[k]:
+                    if m.ok[k] and self._source_ok(int(idx[k]), stats):
                         accepted[j] = (_take(m, k), self.store.add(self.images[idx[k]]),
                                        self.store.add(m.images[k]))
         for j in range(n):
@@ -514,8 +533,34 @@ class PairMaker(Manipulator):
             result.sheet_rows.append([self.images[a], ma.images[0], self.images[b], mb.images[0]])
             result.sheet_labels.append(
                 f"-> {cause.name}={combos[j][0]}, {effect.name}={combos[j][1]}")
+        self._guard(dag, "same_destination", stats, final=True)
         result.stats = stats.summary(n, tried, 2 * n)
         return result
+
+    def _source_ok(self, index: int, stats: _Counter) -> bool:
+        """Whether pool image ``index`` may be a pair's source: real images always; decoded
+        ones (:class:`cage.labels.pool.DecodedImages`) only when their decode was valid (a
+        refused one counts as an invalid image, and another source is tried)."""
+        valid = getattr(self.images, "valid", None)
+        if valid is None:
+            return True
+        stats.decoded += 1
+        if valid(index):
+            return True
+        stats.invalid += 1
+        return False
+
+    def _guard(self, dag: str, setting: str, stats: _Counter, *, final: bool) -> None:
+        """End the run when more than ``[pairs] max_invalid_share`` of the images decoded for
+        one DAG and setting were invalid (:func:`invalid_images`; none of them is ever written)."""
+        share = stats.invalid / max(stats.decoded, 1)
+        if stats.invalid and share > self.config.max_invalid_share:
+            raise ConfigError(
+                f"{self.generator_name}: {stats.invalid} of {stats.decoded} images decoded for "
+                f"the {dag} {setting} pairs ({share:.1%}) held NaN, infinite or out-of-range "
+                f"values (outside [0, 1]), more than [pairs] max_invalid_share = "
+                f"{self.config.max_invalid_share:g}; no pair was written from them: fix the "
+                "generator's decode, or raise max_invalid_share to accept the loss")
 
     # ------------------------------------------------------------------ rows
 
@@ -551,7 +596,8 @@ class PairMaker(Manipulator):
 
 def _take(m: Manipulation, k: int) -> Manipulation:
     return Manipulation(images=m.images[k:k + 1], alpha=m.alpha[k:k + 1], check=m.check[k:k + 1],
-                        ok=m.ok[k:k + 1], tries=m.tries[k:k + 1], target=m.target[k:k + 1])
+                        ok=m.ok[k:k + 1], tries=m.tries[k:k + 1], target=m.target[k:k + 1],
+                        invalid=m.invalid[k:k + 1])
 
 
 class _Counter:
@@ -561,12 +607,16 @@ class _Counter:
         self.total = 0
         self.first = 0
         self.passed = 0
+        self.decoded = 0
+        self.invalid = 0
 
     def add(self, *ms: Manipulation) -> None:
         for m in ms:
             self.total += len(m.ok)
             self.first += int(np.sum(m.ok & (m.tries == 1)))
             self.passed += int(np.sum(m.ok))
+            self.decoded += int(np.sum(m.tries))
+            self.invalid += int(np.sum(m.invalid))
 
     def summary(self, n: int, tried: int, needed: int) -> dict[str, Any]:
         return {
@@ -576,6 +626,8 @@ class _Counter:
             "success_first_alpha": round(self.first / max(self.total, 1), 4),
             "success_after_escalation": round(self.passed / max(self.total, 1), 4),
             "replaced_sources": tried - needed,
+            "decoded_images": self.decoded,
+            "invalid_images": self.invalid,
         }
 
 

@@ -17,7 +17,7 @@ NOTEARS (Zheng et al. 2018)
     ``|w| >= 0.3``, the reference values).
 
 All three come from maintained packages behind the optional extra ``baselines``
-(``pip install 'cage-eval[baselines]'``); docs/baselines.md says why these packages. Without the
+(``pip install -e '.[baselines]'``); docs/baselines.md says why these packages. Without the
 extra every method returns a record with ``available=False`` and the install hint, so a caller
 never has to special-case it. The numbers in, plain records out; nothing here prints or writes.
 """
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 METHODS = ("LiNGAM", "ANM", "NOTEARS")
-INSTALL_HINT = "pip install 'cage-eval[baselines]' (causal-learn, gcastle)"
+INSTALL_HINT = "pip install -e '.[baselines]' (causal-learn, gcastle)"
 #: ANM fits two Gaussian processes (cubic in the sample size): this many samples, drawn by seed.
 ANM_SAMPLES = 400
 #: The reference NOTEARS settings (Zheng et al. 2018, notears/linear.py).

@@ -60,6 +60,7 @@ from cage.generators.base import LatentGenerator, batch_size_of
 from cage.run.result import CageResult, PairDirection
 from cage.run.tables import jsonable, versions, write_engine_files
 from cage_eval import files, progress, runs
+from cage_eval.cache import check_cache_path
 from cage_eval.errors import ConfigError
 
 #: What each outcome variant's stage line says it does.
@@ -517,26 +518,24 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, force: bool = F
     """
     module = load_kind(config.kind)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_cache_path(cache)
     with distributed.session(str(config.option("generator", "device", "cpu"))) as group:
         workers = Workers(group)
         if not group.leader:
             _serve(module, config, cache, workers)
             return None
-        with workers.leading(checkpoints.checkpoint_dir(out)), distributed.active(workers):
+        with files.target_lock(out, "generated"), \
+                workers.leading(checkpoints.checkpoint_dir(out)), distributed.active(workers):
             return _write_run(module, config, out, force, cache, workers)
 
 
 def _write_run(module: Kind, config: ExperimentConfig, out: str | Path, force: bool, cache: Path,
                workers: Workers) -> CageResult:
     """Rank 0's run: set up, compute (with ``workers``), write the staged run directory."""
-    with files.staged_run_dir(out, force=force) as stage:
-        workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers)
-        with progress.stage(f"setting up {config.name!r} (kind {config.kind}: data, generator, "
-                            "encoding)"):
-            setup = module.setup(config, cache_dir=cache)  # may call distributed.ready itself
-            distributed.ready(setup.generator, setup.observation_classifier)
-        with progress.stage("CAGE"):
-            result = run_cage(setup, config, workers=workers)
+    run_id = uuid.uuid4().hex[:12]
+    with files.staged_run_dir(out, force=force, run_id=run_id) as stage:
+        workers.on_ready = lambda gen, psi: _start(gen, psi, config, workers, out)
+        setup, result = _compute(module, config, cache, workers)
         with progress.stage("writing tables and plots"):
             written = write_engine_files(result, setup, stage)
         extra: dict[str, Any] = {}
@@ -545,7 +544,7 @@ def _write_run(module: Kind, config: ExperimentConfig, out: str | Path, force: b
                 extra = module.finish(setup, result, stage, config)
         manifest = {
             "schema_version": runs.SCHEMA_VERSION,
-            "run_id": uuid.uuid4().hex[:12],
+            "run_id": run_id,
             "complete": True,
             "created_by": "cage-eval generate",
             "experiment": config.name,
@@ -555,6 +554,7 @@ def _write_run(module: Kind, config: ExperimentConfig, out: str | Path, force: b
             "setup": jsonable(setup.info),
             "files": written,
             "distributed": _work_record(workers),
+            "checkpoints": workers.checkpoint_record(),
             "directions": [{"m1": d.m1, "m2": d.m2, "outcome": d.outcome, "direction": d.direction,
                             "rule": d.rule, "reason": d.reason,
                             "direction_paper": d.direction_paper,
@@ -571,6 +571,26 @@ def _write_run(module: Kind, config: ExperimentConfig, out: str | Path, force: b
     return result
 
 
+def _compute(module: Any, config: ExperimentConfig, cache: Path, workers: Workers
+             ) -> tuple[ExperimentSetup, CageResult]:
+    """Set up and run CAGE. When a checkpoint read back turns out not to hold what its unit
+    computes (:class:`cage.compute.checkpoints.Mismatch`), every checkpoint of the run has been discarded
+    (:meth:`cage.compute.distributed.Workers.map`) and everything is computed again, from the setup on."""
+    for attempt in (1, 2):
+        try:
+            with progress.stage(f"setting up {config.name!r} (kind {config.kind}: data, "
+                                "generator, encoding)"):
+                setup = module.setup(config, cache_dir=cache)  # may call distributed.ready
+                distributed.ready(setup.generator, setup.observation_classifier)
+            with progress.stage("CAGE"):
+                return setup, run_cage(setup, config, workers=workers)
+        except checkpoints.Mismatch:
+            if attempt == 2:  # nothing is read back after a discard: cannot happen twice
+                raise
+            workers.stats.clear()
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------- ranks (torchrun)
 
 #: Config sections that change neither decoding nor labelling (left out of the checkpoint key).
@@ -578,16 +598,17 @@ CHECKPOINT_NEUTRAL = ("experiment", "cage", "pairs", "hits")
 
 
 def _start(generator: LatentGenerator, psi: Any, config: ExperimentConfig,
-           workers: Workers) -> None:
+           workers: Workers, out: str | Path) -> None:
     """Rank 0, its generator and classifier loaded (:func:`cage.compute.distributed.ready`): the other
     ranks set up (from the cache rank 0 filled) and show that they decode and classify as rank 0
-    does; then every rank gets the run's checkpoint key."""
+    does; then every rank gets the run's checkpoint key and binding."""
     setup = ExperimentSetup(generator=generator, data_latents=np.zeros((0, 0)), attributes={},
                             observation_classifier=psi)
     workers.announce_setup(True)
     facts = workers.handshake(_fingerprint(setup))
     _register_handlers(workers, setup)
-    workers.start(_run_key(config, facts))
+    run_key = _run_key(config, facts)
+    workers.start(run_key, run_binding(config, out, run_key))
 
 
 def _serve(module: Kind, config: ExperimentConfig, cache: Path, workers: Workers) -> None:
@@ -641,6 +662,41 @@ def _run_key(config: ExperimentConfig, facts: dict[str, np.ndarray]) -> str:
     for name in sorted(facts):
         h.update(name.encode() + np.ascontiguousarray(facts[name]).tobytes())
     return h.hexdigest()[:32]
+
+
+def run_binding(config: ExperimentConfig, out: str | Path, run_key: str) -> str:
+    """What binds a checkpoint file to this run (:mod:`cage.compute.checkpoints`): a digest of the
+    resolved config (every section that can change a checkpointed result: all but
+    :data:`CHECKPOINT_NEUTRAL`, so that fixing ``[pairs]`` after a failure still resumes), the
+    kind and seed, the code (:func:`code_digest`), the package versions, the run's checkpoint key
+    (which covers the fingerprint of the generator and classifier) and the absolute output
+    directory. Checkpoints of another run, or planted next to a fresh ``--out`` from elsewhere,
+    are bound to something else and never read."""
+    sections = {k: v for k, v in config.to_dict().items() if k not in CHECKPOINT_NEUTRAL}
+    blob = json.dumps({"config": sections, "kind": config.kind, "seed": config.seed,
+                       "code": code_digest(), "versions": versions(), "run_key": run_key,
+                       "out": str(Path(out).absolute())}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def code_digest() -> str:
+    """A digest of the Python source of the ``cage`` and ``cage_eval`` packages as installed."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        import cage
+        import cage_eval
+
+        h = hashlib.sha256()
+        for package in (Path(cage.__file__).resolve().parent,
+                        Path(cage_eval.__file__).resolve().parent):
+            for path in sorted(package.rglob("*.py")):
+                h.update(str(path.relative_to(package.parent)).encode() + b"\0")
+                h.update(path.read_bytes())
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
+_CODE_DIGEST: str | None = None
 
 
 def _work_record(workers: Workers) -> dict[str, Any]:

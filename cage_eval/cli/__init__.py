@@ -8,6 +8,7 @@ only assembles them and turns user-facing errors into ``Error: ...`` and exit co
 from __future__ import annotations
 
 import sys
+import traceback
 import warnings
 
 import click
@@ -42,11 +43,17 @@ def _warning_printer(previous):
     return show
 
 
+#: Set by ``cage-eval --debug`` for the command being run: errors come with their traceback.
+_DEBUG = {"on": False}
+
+
 class CageGroup(click.Group):
-    """A click group that reports every user mistake as ``Error: ...`` with exit code 1, and
-    every :class:`CageEvalWarning` of the libraries as one ``Warning: ...`` line."""
+    """A click group that reports every user mistake as ``Error: ...`` with exit code 1 (after
+    its traceback, with ``--debug``), and every :class:`CageEvalWarning` of the libraries as one
+    ``Warning: ...`` line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _DEBUG["on"] = False
         with warnings.catch_warnings():
             warnings.simplefilter("always", CageEvalWarning)
             warnings.showwarning = _warning_printer(warnings.showwarning)
@@ -62,6 +69,8 @@ class CageGroup(click.Group):
             exc.show()
             sys.exit(1)
         except CageEvalError as exc:
+            if _DEBUG["on"]:
+                click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
@@ -76,25 +85,36 @@ class CageGroup(click.Group):
 @click.version_option(__version__, prog_name="cage-eval")
 @click.option("--quiet", "-q", is_flag=True, default=False,
               help="No progress lines or bars on stderr (results and errors still print).")
+@click.option("--debug", is_flag=True, default=False,
+              help="Print the traceback above an Error: line (e.g. of your own generator's "
+                   "exception).")
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool) -> None:
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """CAGE end to end: probe a generator for causal directions, make counterfactual image
     pairs, ask people which looks more real, and analyse their answers.
 
     Long steps report progress on stderr: a line per stage with its elapsed time, and bars when
-    stderr is a terminal; --quiet silences both.
+    stderr is a terminal; --quiet silences both. A mistake is one Error: line; --debug adds the
+    traceback above it (for an exception of your own generator, classifier or encoder).
 
     \b
     Typical session:
-      cage-eval generate --out runs/digits        # CAGE + counterfactual pairs
-      cage-eval publish runs/digits --sandbox     # HITs on the MTurk sandbox
+      cage-eval generate --out runs/digits        # CAGE + pairs + runs/digits/report.html
+      cage-eval publish runs/digits --sandbox --reward 0.05 --lifetime 3d \\
+          --duration 10m --auto-approve 3d        # HITs on the MTurk sandbox
       cage-eval collect runs/digits               # answers -> runs/digits/results.csv
       cage-eval analyze runs/digits/results.csv   # Table 2
       cage-eval report runs/digits                # everything on one HTML page
+
+    \b
+    Without MTurk: `cage-eval simulate RUN` (simulated answers, to try the analysis) or
+    `cage-eval turkle ...` (a local server for in-lab studies). Every command's --help has
+    examples that run as written.
     """
     from cage_eval import progress
     from cage_eval.cli.console import Console
 
+    _DEBUG["on"] = debug
     ctx.with_resource(progress.use(Console(quiet=quiet)))
 
 

@@ -77,10 +77,12 @@ def analyze(results, run_dir, fmt, correction, family, alpha, attention_min_accu
     `cage-eval simulate` are flagged with a SIMULATED DATA banner in every output.
 
     \b
-    Example:
-      cage-eval analyze runs/digits/results.csv
+    Examples:
+      cage-eval analyze runs/digits/results.csv    # what `collect` wrote
       cage-eval analyze Batch_5012345_batch_results.csv --run runs/digits --correction holm
+                                                   # a download from the requester website
       cage-eval analyze prolific.csv --format tidy --out tables/
+                                                   # answers from elsewhere, tidy columns
     """
     from analysis.report import AnalysisOptions, analyze_file
     from analysis.tables import render_text, write_outputs

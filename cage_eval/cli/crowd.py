@@ -103,7 +103,9 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
     created, so rerunning the same command after any failure creates exactly the missing HITs.
 
     \b
-    Example:
+    Examples:
+      cage-eval publish runs/digits --dry-run --reward 0.05 --lifetime 3d \\
+          --duration 10m --auto-approve 3d    # the cost and the study's power; calls nothing
       cage-eval publish runs/digits --sandbox --reward 0.05 --assignments 3 \\
           --lifetime 3d --duration 10m --auto-approve 3d --attention-rate 0.1
     """
@@ -257,7 +259,9 @@ def status(run, offline, concurrency, profile, endpoint_url, region, retry_mode)
 def collect(run, concurrency, profile, endpoint_url, region, retry_mode):
     """Download every assignment into RUN/results.csv (MTurk batch-results columns).
 
-    Raw answers are archived under RUN/raw_answers/. Safe to run repeatedly.
+    Raw answers are archived under RUN/raw_answers/. Safe to run repeatedly. A results.csv of
+    another origin (simulated answers, Turkle's) is never replaced: it is kept beside the new
+    one as RUN/results.<origin>.csv, and a line says so.
 
     \b
     Example:
@@ -278,6 +282,8 @@ def collect(run, concurrency, profile, endpoint_url, region, retry_mode):
                    f"{run_dir / 'raw_answers' / 'invalid_answers.csv'}, raw answers in "
                    f"{run_dir / 'raw_answers'}/", err=True)
     click.echo(f"Wrote {report.results_path}")
+    if report.kept_aside is not None:
+        click.echo(f"Note: {report.kept_aside.describe('mturk')}", err=True)
 
 
 @click.command()

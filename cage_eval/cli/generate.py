@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -43,16 +44,29 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
 
     Trains (or loads from the cache) the experiment's generator, fits the latent attribute
     classifiers, computes GATE in both directions, delta tau over the alpha grid, null
-    distributions with p-values, MMD and diagnostics, and writes directions.csv, classifiers.csv,
-    alpha_sweep.csv, null_draws.csv, artifacts.npz, plots/*.png and manifest.json.
+    distributions with p-values, MMD and diagnostics, and makes the counterfactual pairs
+    (experiments with a [pairs] section).
+
+    \b
+    Writes into the run directory (built aside, moved into place only when complete):
+      report.html          everything below on one self-contained page: open it first
+      directions.csv       CAGE's calls, GATEs, delta tau and their p-values per pair
+      classifiers.csv      held-out accuracy of every attribute classifier (paper Table 1)
+      alpha_sweep.csv, null_draws.csv, artifacts.npz    every number behind them
+      plots/*.png          delta tau over alpha with its nulls, null histograms, MMD
+      pairs.csv, images/   the counterfactual pairs (what `publish` shows people)
+      sheets/*.png         contact sheets of the pairs, per DAG and setting
+      manifest.json        config, seeds, versions (written last)
+    Trained generators are cached in ~/.cache/cage-eval/ (--cache-dir; safe to delete).
 
     \b
     Examples:
       cage-eval generate                                  # the built-in default experiment
       cage-eval generate --experiment mog --out runs/mog
       cage-eval generate -e mog_reversed --seed 3 --set cage.k=5000
-      cage-eval generate -e my_experiment.toml --force
-      cage-eval generate -e celebahq_stylegan2 --device cuda   # docs/generators.md
+      cage-eval generate -e my_experiment.toml --force    # your own TOML file
+      cage-eval generate -e celebahq_stylegan2 --device cuda   # needs a GPU and your weights:
+                                                          # docs/generators.md
     """
     from cage.config.experiment import builtin_experiments, load_experiment
     from cage.run.pipeline import run_experiment
@@ -81,8 +95,12 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
     started = time.perf_counter()
     from cage_eval.files import sigterm_as_interrupt
 
-    with sigterm_as_interrupt():
-        result = run_experiment(config, out, force=force, cache_dir=cache_dir)
+    try:
+        with sigterm_as_interrupt():
+            result = run_experiment(config, out, force=force, cache_dir=cache_dir)
+    except KeyboardInterrupt:
+        _say_where_the_checkpoints_are(out)
+        raise
     if result is None:  # a rank > 0 of a torchrun job: rank 0 reports (docs/distributed.md)
         return
     from cage_eval.cli.report import refresh_report
@@ -92,25 +110,42 @@ def generate(experiment, out, seed, overrides, rule, force, cache_dir, device, t
     click.echo(summary(result, out, elapsed))
 
 
+def _say_where_the_checkpoints_are(out: Path) -> None:
+    """After Ctrl-C: the saved eq. 9 work, where it is and what to do with it (stderr)."""
+    from cage.compute.checkpoints import checkpoint_dir
+
+    folder = checkpoint_dir(out)
+    try:
+        parts = [p for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return
+    if not parts:
+        return
+    size = sum(p.stat().st_size for p in parts) / 1e6
+    click.echo(f"Interrupted: the eq. 9 work done so far is saved in {folder}/ ({len(parts)} "
+               f"file(s), {size:.1f} MB). Run the same command again to resume from it (it is "
+               "deleted once the run completes), or delete that folder to start over.", err=True)
+
+
 #: How the summary names the calls that are not arrows.
 CALL_NAMES = {"?": "undetermined (?)", "⊥": "independent (⊥)"}
 
 #: The last line of the summary: the rule that filled the call column.
 RULE_LINES = {
-    "controlled": ("call rule (controlled): an arrow needs a significant GATE and delta tau "
-                   "outside its null's centre, outside the rotation null (eq. 9 only: eq. 8 is "
-                   "geometry), the same sign with either label made rare, with either judge "
-                   "recalibrated (temperatures 1/4..4 and hard labels) and over the alpha grid, "
-                   "all at level {level:.4g}; [the paper's rule] in brackets"),
-    "paper": ("call rule (paper): a direction needs a significant GATE and p(dtau) <= {level:.4g}; "
-              "'undetermined (?)': a GATE is significant, dtau is not"),
+    "controlled": ("call rule (controlled): an arrow needs a significant GATE, p(Δτ off-centre) "
+                   "<= {level:.4g} and, on eq. 9, p(Δτ rotation) <= {level:.4g} (eq. 8 never: its "
+                   "Δτ is geometry), and the same sign of Δτ with either label made rare, with "
+                   "either judge recalibrated (temperatures 1/4..4 and hard labels) and over the "
+                   "α grid; [the paper's rule] in brackets"),
+    "paper": ("call rule (paper): a direction needs a significant GATE and p(Δτ ≠ 0) <= "
+              "{level:.4g}; 'undetermined (?)': a GATE is significant, Δτ is not"),
 }
 
 
 def summary(result, out: Path, elapsed: float) -> str:
     """The readable end-of-run summary (classifiers, one line per pair and outcome, plots)."""
     from cage_eval import runs
-    from report.explain import sentence
+    from report.explain import P_TESTS, p_name, reasons_of, sentence
 
     manifest = runs.read_manifest(out)
     cc = result.config.cage
@@ -123,40 +158,42 @@ def summary(result, out: Path, elapsed: float) -> str:
         flag = "" if row["separable"] == "yes" else "  NOT SEPARABLE: CAGE unreliable"
         lines.append(f"  {row['attribute']:12s} {row['space']:11s} acc={row['accuracy']:.3f}{extra}{flag}")
     lines += ["", f"{'pair':22s} {'outcome':23s} {'GATE 1->2':>9s} {'GATE 2->1':>9s} "
-                  f"{'dtau':>7s} {'geom.':>7s} {'p(G12)':>7s} {'p(G21)':>7s} {'p(dtau)':>7s} "
-                  f"{'cos':>6s}  call ({cc.rule} rule) [paper rule]"]
+                  f"{'Δτ':>7s} {'geom.':>7s} {'cos':>6s}  call ({cc.rule} rule) [paper rule]"]
     for d in result.directions:
         call = f"{d.cause} -> {d.effect}" if d.cause else CALL_NAMES[d.direction]
-        reason = f": {d.reason}" if d.reason and d.direction == "?" else ""
+        reasons = "+".join(reasons_of(d.reason, d.outcome))
+        reason = f": {reasons}" if reasons and d.direction == "?" else ""
         lines.append(
             f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.gate_12:9.3f} {d.gate_21:9.3f} "
-            f"{d.delta_tau:7.3f} {d.delta_tau_geometric:7.3f} {d.p_gate_12:7.3f} "
-            f"{d.p_gate_21:7.3f} {d.p_delta_tau:7.3f} {d.cos_normals:6.2f}  {call}{reason} "
-            f"[{d.direction_paper}]")
-    lines += ["", "controls: delta tau with the outcome thresholds moved (both balanced / m1 rare / "
-                  "m2 rare), p of delta tau around its null's centre and in the rotation null, "
-                  "sign over the alpha grid:"]
+            f"{d.delta_tau:7.3f} {d.delta_tau_geometric:7.3f} {d.cos_normals:6.2f}  "
+            f"{call}{reason} [{d.direction_paper}]")
+    names = [p_name(c) for c in P_COLUMNS]
+    lines += ["", "p-values, each named by what it tests:"]
+    lines += [f"  {p_name(c)}: {P_TESTS[c].format(null=cc.null)}" for c in P_COLUMNS[1:]]
+    lines += [f"{'pair':22s} {'outcome':23s} " + " ".join(f"{n:>{len(n)}s}" for n in names)]
+    for d in result.directions:
+        values = [getattr(d, c) for c in P_COLUMNS]
+        if d.outcome == "latent":  # eq. 8's reason is its geometry, not the rotation null
+            values[-1] = math.nan
+        lines.append(f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} " + " ".join(
+            f"{'–' if math.isnan(v) else format(v, '.3f'):>{len(n)}s}"
+            for n, v in zip(names, values, strict=True)))
+    lines += ["", "controls: Δτ with the outcome thresholds moved (both balanced / m1 rare / "
+                  "m2 rare), and its sign over the α grid:"]
     for d in result.directions:
         lines.append(
             f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.delta_tau_balanced:+7.3f} "
-            f"{d.delta_tau_m1_rare:+7.3f} {d.delta_tau_m2_rare:+7.3f}   p(centred) "
-            f"{d.p_delta_tau_centred:.3f}  p(rotation) {d.p_delta_tau_rotation:.3f}  "
-            f"alpha-stable {'yes' if d.sign_stable else 'no'}")
-    lines += ["", "calibration control: delta tau with each outcome recalibrated (temperatures "
-                  "1/4..4 and hard labels, each attribute on its own; accuracy unchanged):"]
+            f"{d.delta_tau_m1_rare:+7.3f} {d.delta_tau_m2_rare:+7.3f}   "
+            f"α-stable {'yes' if d.sign_stable else 'no'}")
+    lines += ["", "calibration control: Δτ with each outcome recalibrated (temperatures 1/4..4 and "
+                  "hard labels, each attribute on its own; accuracy unchanged):"]
     for d in result.directions:
         lines.append(
             f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.delta_tau_calibration_min:+7.3f} "
             f"({d.calibration_min_at}) .. {d.delta_tau_calibration_max:+7.3f} "
             f"({d.calibration_max_at}); hard labels {d.delta_tau_labels:+.3f}; sign kept "
             f"{'yes' if d.calibration_sign_stable else 'no'}")
-    if any(d.baselines for d in result.directions):
-        lines += ["", "causal-discovery baselines on the prior samples' attribute probabilities "
-                      "(paper Appendix D; docs/baselines.md):"]
-        for d in result.directions:
-            calls = ", ".join(f"{b.method} {b.verdict if b.available else 'unavailable'}"
-                              for b in d.baselines)
-            lines.append(f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {calls}")
+    lines += _baseline_lines(result.directions)
     lines += ["", "in words:"] + [f"  {sentence(d)}" for d in result.directions]
     lines += ["", f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)",
               f"tables: {out / runs.DIRECTIONS}, {out / runs.ALPHA_SWEEP}, {out / runs.NULL_DRAWS}"]
@@ -169,6 +206,32 @@ def summary(result, out: Path, elapsed: float) -> str:
                      "its arrows here as '?'")
     lines += _pair_lines(manifest.get("pairs"), out)
     return "\n".join(lines)
+
+
+#: The p-value columns of the summary, in the order of the report's Calls table.
+P_COLUMNS = ("p_gate_12", "p_gate_21", "p_delta_tau", "p_delta_tau_centred", "p_delta_tau_rotation")
+
+
+def _baseline_lines(directions) -> list[str]:
+    """The causal-discovery baselines: a table of those computed, and the missing ones named
+    once with why and how to install them."""
+    from cage.run.baselines import INSTALL_HINT
+
+    done = [b.method for d in directions for b in d.baselines if b.available]
+    missing = list(dict.fromkeys(b.method for d in directions for b in d.baselines
+                                 if not b.available))
+    lines: list[str] = []
+    if done:
+        lines += ["", "causal-discovery baselines on the prior samples' attribute probabilities "
+                      "(paper Appendix D; docs/baselines.md):"]
+        for d in directions:
+            calls = ", ".join(f"{b.method} {b.verdict}" for b in d.baselines if b.available)
+            lines.append(f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {calls}")
+    if missing:
+        lines += ["", f"causal-discovery baselines: {', '.join(missing)} not computed, their "
+                      f"packages are not installed; install them with {INSTALL_HINT} from the "
+                      "root of your clone and generate again (docs/baselines.md)"]
+    return lines
 
 
 def _resolution_line(cc, tests: int) -> str:
@@ -209,11 +272,11 @@ def _pair_lines(pairs, out: Path) -> list[str]:
         settings = ", ".join(f"{k} {rec['settings'][k]}" for k in order)
         sheets = ", ".join(str(out / s) for s in rec["sheets"])
         lines.append(f"  {rec['dag']:16s} {rec['source']:8s} (CAGE {rec['outcome']}: "
-                     f"{rec['cage_call']}, p(dtau)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
+                     f"{rec['cage_call']}, p(Δτ ≠ 0)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
                      f"({settings}); sheets: {sheets}")
     for skip in pairs.get("skipped", []):
         lines.append(f"  {skip['m1'] + ' / ' + skip['m2']:16s} no pairs (CAGE {skip['outcome']}: "
-                     f"{skip['cage_call']}, p(dtau)={skip['p_delta_tau']:.3f})")
+                     f"{skip['cage_call']}, p(Δτ ≠ 0)={skip['p_delta_tau']:.3f})")
     return lines
 
 

@@ -138,7 +138,7 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
     """
     from cage_eval import files, runs
     from cage_eval.errors import ConfigError
-    from hitgen.batch import export_batch
+    from hitgen.batch import EXPORT, export_batch
     from hitgen.hosting import DataUriHost, UrlPrefixHost
     from hitgen.items import read_hit_items
 
@@ -160,7 +160,8 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
         host = UrlPrefixHost(run, image_base_url)
     else:
         host = DataUriHost(run)
-    with files.staged_run_dir(out, force=force, keep=(run,)) as stage:
+    with files.staged_run_dir(out, force=force, keep=(run,), maker=EXPORT,
+                              run_id=manifest.get("run_id"), activity="exported") as stage:
         uploaded = host.upload(images) if s3_bucket is not None else 0
         result = export_batch(stage, items, host, texts, templates_dir=templates_dir,
                               copy_images_from=run if image_base_url is not None else None)

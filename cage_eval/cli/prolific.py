@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from cage_eval.cli.quality import plan_from_options, plan_lines, quality_options
 from cage_eval.cli.turkle import home_option, url_option
 
 API_URL_ENV = "CAGE_EVAL_PROLIFIC_API_URL"
@@ -44,13 +45,16 @@ def _confirm(yes: bool):
     return lambda question: yes or click.confirm(question, default=False)
 
 
-def _n_tasks(run: Path, seed: int, attention_rate: float) -> int:
+def _n_tasks(run: Path, seed: int, attention_rate: float) -> tuple[int, int]:
+    """The run's HITs and, among them, catch trials (attention checks)."""
     from cage_eval import runs
     from hitgen.items import build_hit_items, read_hit_items
 
     if (run / runs.HIT_ITEMS).exists():
-        return len(read_hit_items(run))
-    return len(build_hit_items(run, seed=seed, attention_rate=attention_rate))
+        items = read_hit_items(run)
+    else:
+        items = build_hit_items(run, seed=seed, attention_rate=attention_rate)
+    return len(items), sum(1 for it in items if it.kind == "attention")
 
 
 @click.group("prolific")
@@ -63,7 +67,8 @@ def prolific() -> None:
       cage-eval turkle serve --home lab --allowed-host study.example.org --behind-https-proxy
       cage-eval prolific publish runs/digits --home lab --public-url https://study.example.org \\
           --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20 --dry-run
-      cage-eval prolific publish runs/digits ...        # the same, without --dry-run
+      cage-eval prolific publish runs/digits --home lab --public-url https://study.example.org \\
+          --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20
       cage-eval prolific status runs/digits --home lab
       cage-eval prolific collect runs/digits --home lab # -> runs/digits/results.csv
       cage-eval prolific review runs/digits
@@ -119,20 +124,30 @@ def prolific() -> None:
               help="Placement seed (only when RUN/hit_items.csv does not exist yet).")
 @click.option("--attention-rate", type=float, default=0.0, show_default=True,
               help="Attention checks per pair (only when RUN/hit_items.csv does not exist yet).")
+@click.option("--below-rejection", type=click.Choice(["approve", "ask-return"]), default=None,
+              help="Frozen into the analysis plan: what review does with a participant who "
+                   "failed attention checks, too few to be rejected. Default: the plan's "
+                   "(approve).")
+@quality_options
 @click.option("--dry-run", is_flag=True, help="Show the study, its wage and cost; call nothing.")
 @click.option("--yes", is_flag=True, help="Publish the pilot without asking.")
 def publish_cmd(run, home, url, api_url, public_url, reward, currency, minutes, places,
                 tasks_per_participant, assignments, hours, title, description, devices,
                 auto_approve, filter_set, project, workspace, completion_page, fee_rate,
-                max_cost, allow_low_pay, images, domain, seed, attention_rate, dry_run, yes):
+                max_cost, allow_low_pay, images, domain, seed, attention_rate, below_rejection,
+                analysis_plan, min_response_time, block_list, dry_run, yes):
     """Publish RUN as a Prolific study: a draft first, published after you confirm --places.
 
     Creates the run's Turkle batch (idempotent), the draft study (idempotent: the ledger
     RUN/prolific_ledger.sqlite records it before and after), registers it with the server's
     gateway and publishes it once confirmed. Rerun with a larger --places to add participants.
+    The analysis plan (RUN/analysis_plan.json, with the quality-control rules) is frozen before
+    anything is created; a rerun with other values keeps it and warns.
 
-    Example: cage-eval prolific publish runs/digits --home lab --public-url
-    https://study.example.org --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20
+    \b
+    Example:
+      cage-eval prolific publish runs/digits --home lab --public-url https://study.example.org \\
+          --reward 1.50 --minutes 10 --places 10 --tasks-per-participant 20
     """
     from cage_eval.errors import ConfigError
     from crowds.prolific.backend import pick_workspace, prepare
@@ -159,7 +174,12 @@ def publish_cmd(run, home, url, api_url, public_url, reward, currency, minutes, 
         completion_page=completion_page, devices=tuple(devices), auto_approve=auto_approve,
         filter_set_id=filter_set, project=project)
     cap = parse_major(max_cost, what="--max-cost") if max_cost is not None else None
-    n_tasks = _n_tasks(run, seed, attention_rate)
+    n_tasks, n_catch = _n_tasks(run, seed, attention_rate)
+    requested = plan_from_options(analysis_plan, min_response_time, block_list)
+    if below_rejection is not None:
+        from analysis.quality import publish_plan
+
+        requested = publish_plan(requested, below_rejection=below_rejection)
     plan = prepare(run, settings, n_tasks=n_tasks, assignments=assignments, fee_rate=rate,
                    max_cost=cap, allow_low_pay=allow_low_pay)
     s = plan.settings
@@ -171,16 +191,24 @@ def publish_cmd(run, home, url, api_url, public_url, reward, currency, minutes, 
     click.echo(f"Estimated cost: {plan.cost.describe()} (fee rate {rate}; publish checks "
                "Prolific's own figure against the balance)")
     click.echo(f"Participants start at: {external_url(s.gateway_url)}")
+    for line in plan_lines(run, requested, n_catch):
+        click.echo(line, err=line.startswith("WARNING"))
     if dry_run:
         click.echo("Dry run: nothing was created.")
         return
+    from analysis.plan import freeze_plan
+    from analysis.quality import publish_plan
+
     host = _host(home, url, images=images)
     host.check()
     api = _prolific(api_url)
     ws = pick_workspace(api, workspace)
+    frozen = publish_plan(requested, catch_trials=n_catch)
+    freeze_plan(run, frozen)  # before the batch and the study: the rules come first
     batch = host.publish(run, TurklePublishOptions(assignments=assignments, hours=hours,
                                                    images=images, domain=domain, seed=seed,
-                                                   attention_rate=attention_rate),
+                                                   attention_rate=attention_rate,
+                                                   analysis_plan=requested),
                          on_step=click.echo)
     report = do_publish(plan, api, host, batch_id=batch.batch_id, workspace_id=ws,
                         max_cost=cap, confirm=_confirm(yes))
@@ -251,6 +279,8 @@ def collect_cmd(run, home, url, api_url):
     click.echo(f"Wrote {r.path}: {r.rows} answers from {r.participants} participant(s); "
                f"left out {r.dropped_freed} of freed submissions and {r.dropped_unknown} not "
                f"from Prolific; raw download {r.raw}")
+    if r.kept_aside is not None:
+        click.echo(f"Note: {r.kept_aside.describe('prolific')}", err=True)
     if r.invalid:
         click.echo(f"Warning: {r.invalid} assignment(s) with an invalid answer left out "
                    "(RUN/raw_answers/invalid_answers.csv)", err=True)
@@ -259,38 +289,75 @@ def collect_cmd(run, home, url, api_url):
 @prolific.command("review")
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @api_url_option
+@click.option("--reject-failed-attention", is_flag=True,
+              help="Reject participants who failed at least the frozen plan's "
+                   "reject_min_failed_checks (2) attention checks, category FAILED_CHECK.")
 @click.option("--reject", "rejects", multiple=True, metavar="SESSION_ID",
-              help="Reject this submission (repeatable); needs --category and --message.")
-@click.option("--category", default=None, help="Prolific rejection category, e.g. FAILED_CHECK.")
-@click.option("--message", default=None, help="Why (at least 100 characters; shown to them).")
+              help="Reject this submission (repeatable); needs --category and --message, and "
+                   "is refused below the fair-rejection rule.")
+@click.option("--category", default=None, help="Prolific rejection category for --reject, e.g. "
+                                               "LOW_EFFORT.")
+@click.option("--message", default=None,
+              help="Why (at least 100 characters; shown to them). For "
+                   "--reject-failed-attention the default states their failed checks.")
+@click.option("--override-fair-rejection", is_flag=True,
+              help="Let --reject reject a participant with fewer failed checks than the plan's "
+                   "fair-rejection rule needs (recorded in the ledger).")
 @click.option("--dry-run", is_flag=True, help="List the decisions; call nothing that changes.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def review_cmd(run, api_url, rejects, category, message, dry_run, yes):
-    """Approve RUN's AWAITING REVIEW submissions that answered (and reject those named).
+def review_cmd(run, api_url, reject_failed_attention, rejects, category, message,
+               override_fair_rejection, dry_run, yes):
+    """Decide RUN's AWAITING REVIEW submissions by the frozen plan's fair-rejection rule.
 
-    Only AWAITING REVIEW submissions are touched; RETURNED or TIMED-OUT ones never are.
-    Run `cage-eval prolific collect` first so the ledger knows who answered.
+    Counts each participant's failed attention checks (catch trials) in RUN/results.csv: with
+    at least the plan's reject_min_failed_checks (2) they may be rejected
+    (--reject-failed-attention); with fewer they are never rejected: approved, or asked to
+    return the submission when the plan says below_rejection: ask-return. Only AWAITING REVIEW
+    submissions are touched; RETURNED or TIMED-OUT ones never are. Run `cage-eval prolific
+    collect` first.
 
-    Example: cage-eval prolific review runs/digits --dry-run
+    Example: cage-eval prolific review runs/digits --reject-failed-attention --dry-run
     """
     from cage_eval.errors import ConfigError
-    from crowds.prolific.payments import apply_review, plan_review
+    from crowds.prolific.payments import (
+        APPROVE,
+        REJECT,
+        REQUEST_RETURN,
+        apply_review,
+        plan_review,
+    )
 
     if rejects and (not category or not message):
         raise ConfigError("--reject needs --category and --message")
+    if category and not rejects:
+        raise ConfigError("--category goes with --reject SESSION_ID (--reject-failed-attention "
+                          "uses FAILED_CHECK)")
     api = _prolific(api_url)
-    plan = plan_review(run, api, {sid: (category, message) for sid in rejects})
+    plan = plan_review(run, api, {sid: (category, message) for sid in rejects},
+                       reject_failed_attention=reject_failed_attention,
+                       message=message if reject_failed_attention else None,
+                       override_fair_rejection=override_fair_rejection)
+    n = {a: sum(1 for d in plan.decisions if d.action == a)
+         for a in (APPROVE, REJECT, REQUEST_RETURN)}
+    click.echo(f"Awaiting review: {len(plan.decisions) + len(plan.left)} submission(s) "
+               f"({n[APPROVE]} to approve, {n[REJECT]} to reject, {n[REQUEST_RETURN]} asked to "
+               f"return, {len(plan.left)} left to you)")
+    words = {APPROVE: "approve", REJECT: "reject", REQUEST_RETURN: "return"}
     for d in plan.decisions:
-        click.echo(f"{d.action.lower():8} {d.session_id} (PID {d.pid})")
+        extra = f" [{d.category}]" if d.action == REJECT else ""
+        click.echo(f"  {words[d.action]:7} {d.session_id} (PID {d.pid}){extra}: {d.reason}")
     for sid, why in plan.left:
-        click.echo(f"left     {sid}: {why}")
+        click.echo(f"  left    {sid}: {why}")
     if dry_run or not plan.decisions:
         click.echo(f"{len(plan.decisions)} decision(s); nothing was changed.")
         return
-    if not _confirm(yes)(f"Make these {len(plan.decisions)} decision(s) on Prolific?"):
+    if not _confirm(yes)(f"Approve {n[APPROVE]}, reject {n[REJECT]} and ask {n[REQUEST_RETURN]} "
+                         "to return on Prolific?"):
         click.echo("Nothing was changed.")
         return
-    click.echo(f"Reviewed {apply_review(run, api, plan)} submission(s).")
+    made = apply_review(run, api, plan)
+    click.echo(f"Reviewed {made} submission(s): approved {n[APPROVE]}, rejected {n[REJECT]}, "
+               f"asked {n[REQUEST_RETURN]} to return.")
 
 
 @prolific.command("bonus")

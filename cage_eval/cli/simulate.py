@@ -41,7 +41,7 @@ def simulate(run, preferences, annotators, workers, annotator_sd, pair_sd, spamm
     in every output it writes. Same run, options and seed: the same file.
 
     \b
-    Example:
+    Examples (in this order):
       cage-eval hits runs/digits --attention-rate 0.1
       cage-eval simulate runs/digits --p-cause 'thick->bright=0.75' --spammers 0.1
       cage-eval analyze runs/digits/results.csv

@@ -31,7 +31,7 @@ def train(experiment, out, seed, overrides, cache_dir):
     settings this reproduces the weights shipped in cage/experiments/digits/weights/ and says so.
 
     \b
-    Example:
+    Examples:
       cage-eval train                       # into the cache, used by `cage-eval generate`
       cage-eval train --out cage/experiments/digits/weights    # regenerate the shipped weights
       cage-eval train --seed 3 --out w3/    # another seed

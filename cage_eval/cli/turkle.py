@@ -66,7 +66,7 @@ def turkle() -> None:
       cage-eval turkle status runs/digits --home lab
       cage-eval turkle collect runs/digits --home lab      # -> runs/digits/results.csv
 
-    Needs the optional extra: pip install 'cage-eval[turkle]'.
+    Needs the optional extra: pip install -e '.[turkle]'.
     """
 
 
@@ -250,7 +250,8 @@ def collect_cmd(run: Path, home: Path, url: str | None) -> None:
     """Download RUN's answers into RUN/results.csv (Turkle's results layout, as served).
 
     Safe to repeat while workers are still busy: each run replaces results.csv atomically with
-    everything finished so far.
+    everything finished so far. A results.csv of another origin (simulated answers, MTurk's) is
+    never replaced: it is kept beside the new one as RUN/results.<origin>.csv, and a line says so.
 
     Example: cage-eval turkle collect runs/digits --home lab
     """
@@ -263,6 +264,8 @@ def collect_cmd(run: Path, home: Path, url: str | None) -> None:
                f"{r.items_answered}/{p.total_tasks} items "
                f"({p.finished_assignments}/{p.total_assignments} assignments"
                + (", done)" if p.complete else ")"))
+    if r.kept_aside is not None:
+        click.echo(f"Note: {r.kept_aside.describe('turkle')}", err=True)
     if r.invalid:
         click.echo(f"Warning: {len(r.invalid)} assignment(s) with an invalid answer left out of "
                    f"{r.path.name} (e.g. {r.invalid[0].describe()}); listed in "

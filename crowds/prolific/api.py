@@ -2,7 +2,7 @@
 
 Field names and paths follow Prolific's API reference as generated into the ``pyrolific``
 models (``CreateStudy``, ``StudyTransition``, ``SubmissionTransition``,
-``CreateBonusPaymentsBody``, ``StudyCostRequest``, ``WorkspaceBalance``, ``SubmissionShort``).
+``RequestSubmissionReturnBody``, ``CreateBonusPaymentsBody``, ``StudyCostRequest``, ``WorkspaceBalance``, ``SubmissionShort``).
 
 Retries: a 429 is retried after its ``Retry-After`` (capped), a 5xx or a lost connection of a
 read is retried with backoff. A write whose answer was lost (timeout, connection reset, 5xx) may
@@ -207,6 +207,11 @@ class ProlificAPI:
     def transition_submission(self, submission_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", f"/api/v1/submissions/{_id(submission_id)}/transition/",
                              json=body)
+
+    def request_return(self, submission_id: str, reasons: list[str]) -> dict[str, Any]:
+        """Ask the participant to return the submission (``RequestSubmissionReturnBody``)."""
+        return self._request("POST", f"/api/v1/submissions/{_id(submission_id)}/request-return/",
+                             json={"request_return_reasons": reasons})
 
     def create_bonus(self, study_id: str, csv_bonuses: str) -> dict[str, Any]:
         return self._request("POST", "/api/v1/submissions/bonus-payments/",

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError, SpendingRefused
+from crowds.answers import KeptAside, keep_other_origin
 from crowds.prolific.api import ApiRefused, MaybeActed, ProlificAPI
 from crowds.prolific.ledger import ProlificLedger
 from crowds.prolific.study import (
@@ -248,7 +249,10 @@ def publish(plan: PublishPlan, api: ProlificAPI, host: TaskHost, *, batch_id: in
             raise ConfigError(f"--places {plan.settings.places}: the study already has {places} "
                               "places; places are only ever raised")
         if row is None or row.state in ("creating", "draft") or plan.settings.places > places:
-            check_balance(api, workspace_id, plan, plan.settings.places, max_cost)
+            total = check_balance(api, workspace_id, plan, plan.settings.places, max_cost)
+            # Prolific's own price (rewards + fees) for the places: the report's fee figure.
+            ledger.set_meta("study_cost", _json({"places": plan.settings.places,
+                                                 "total_cost": total}))
         study_id = _ensure_study(api, ledger, plan, batch_id, report)
         report.study_id = study_id
         s = plan.settings
@@ -366,6 +370,7 @@ class CollectReport:
     dropped_unknown: int
     invalid: int
     reconciliation: Reconciliation
+    kept_aside: KeptAside | None = None
 
 
 def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
@@ -409,11 +414,12 @@ def collect(run_dir: Path, api: ProlificAPI, host: TaskHost) -> CollectReport:
                         "AssignmentStatus": ASSIGNMENT_STATUS.get(status, "Submitted")})
         columns = [c for c in header if c not in PROLIFIC_COLUMNS] + list(PROLIFIC_COLUMNS)
         path = run_dir / runs.RESULTS
+        kept = keep_other_origin(run_dir, "prolific")
         files.atomic_write_bytes(path, _write(columns, out))
         with ProlificLedger.open(run_dir) as ledger:
             ledger.log("collect", f"{len(out)} rows, {freed} freed, {unknown} not from Prolific")
     return CollectReport(path, hosted.raw, len(out), len({r["Prolific.PID"] for r in out}),
-                         freed, unknown, len(hosted.invalid), rec)
+                         freed, unknown, len(hosted.invalid), rec, kept)
 
 
 def _read(data: bytes) -> tuple[list[str], list[dict[str, str]]]:

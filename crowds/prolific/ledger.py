@@ -7,7 +7,7 @@ looks it up instead of doing it twice. It never holds the API token.
 
 Tables: ``meta`` (schema version, run id, settings JSON, digest of the HIT items), ``study`` (one
 row), ``sessions`` (one row per SESSION_ID = Prolific submission id: PID, status, what the
-gateway recorded), ``reviews``, ``bonuses``, ``events``.
+gateway recorded), ``reviews``, ``return_requests``, ``bonuses``, ``events``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cage_eval import runs
 from cage_eval.errors import RunDirError
 
-LEDGER = "prolific_ledger.sqlite"
+LEDGER = runs.PROLIFIC_LEDGER
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -54,6 +55,12 @@ CREATE TABLE IF NOT EXISTS reviews (
     state       TEXT NOT NULL CHECK (state IN ('calling', 'done')),
     category    TEXT,
     message     TEXT,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS return_requests (
+    session_id  TEXT PRIMARY KEY,
+    state       TEXT NOT NULL CHECK (state IN ('calling', 'done', 'unknown')),
+    reason      TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bonuses (
@@ -239,11 +246,36 @@ class ProlificLedger:
                            "WHERE session_id = ?", (utc_now(), session_id))
         self.log("reviewed", session_id)
 
+    def session_status(self, session_id: str, status: str) -> None:
+        """The submission's status as Prolific answered a review call."""
+        self._conn.execute("UPDATE sessions SET status = ?, updated_at = ? WHERE session_id = ?",
+                           (status, utc_now(), session_id))
+
+    # ----------------------------------------------------------------- return requests
+
+    def return_request(self, session_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT * FROM return_requests WHERE session_id = ?",
+                                 (session_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def return_request_state(self, session_id: str, state: str, reason: str = "") -> None:
+        """``calling`` before ``POST .../request-return/``, ``done`` after it answered,
+        ``unknown`` when the answer was lost (never asked again: a participant gets the request
+        at most once)."""
+        self._conn.execute(
+            "INSERT INTO return_requests VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE "
+            "SET state = excluded.state, updated_at = excluded.updated_at",
+            (session_id, state, reason, utc_now()))
+        self.log(f"return-request-{state}", session_id)
+
     # ----------------------------------------------------------------- bonuses
 
     def bonus(self, digest: str) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT * FROM bonuses WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else dict(row)
+
+    def all_bonuses(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM bonuses ORDER BY updated_at")]
 
     def bonus_state(self, digest: str, state: str, *, csv: str = "", amount: int = 0,
                     bonus_id: str | None = None, fees: str | None = None,

@@ -1,10 +1,15 @@
-"""Review (approve / reject) the study's submissions and pay bonuses, each exactly once.
+"""Review (approve / reject / ask for a return) the study's submissions and pay bonuses, each
+exactly once.
 
-Only ``AWAITING REVIEW`` submissions are ever approved or rejected: Prolific refuses every other
-status, and approving a RETURNED or TIMED-OUT submission is the classic mistake, so such a
-request never leaves this module. A rejection needs one of Prolific's categories and a message of
-at least 100 characters (Prolific's rule). Every call is in the ledger before and after; a lost
-answer is resolved by reading the submission back.
+Only ``AWAITING REVIEW`` submissions are ever acted on: Prolific refuses every other status, and
+approving a RETURNED or TIMED-OUT submission is the classic mistake, so such a request never
+leaves this module. Decisions follow the frozen analysis plan's fair-rejection rule on the catch
+trials in the collected answers (:func:`analysis.quality.review_verdicts`): a rejection for
+attention needs at least ``reject_min_failed_checks`` (2) failed checks; with fewer the work is
+approved or, when the plan says ``below_rejection: ask-return``, the participant is asked to
+return it (``POST /submissions/{id}/request-return/``, once). A rejection needs one of Prolific's
+categories and a message of at least 100 characters (Prolific's rule). Every call is in the
+ledger before and after; a lost answer is resolved by reading the submission back.
 
 Bonuses take two calls: ``POST /submissions/bonus-payments/`` (the CSV ``PID,amount`` in major
 units) makes an unpaid bonus whose answer is in sub-units, and ``POST
@@ -17,12 +22,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from cage_eval import files
+from analysis import quality
+from analysis.plan import AnalysisPlan, load_plan
+from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, InputFileError
 from crowds.prolific.api import ApiRefused, MaybeActed, ProlificAPI
 from crowds.prolific.backend import REVIEWABLE, published_study
@@ -36,15 +44,23 @@ REJECTION_CATEGORIES = ("TOO_QUICKLY", "TOO_SLOWLY", "FAILED_INSTRUCTIONS", "INC
 MIN_REJECTION_MESSAGE = 100
 
 
+APPROVE, REJECT, REQUEST_RETURN = "APPROVE", "REJECT", "REQUEST_RETURN"
+#: The rejection category of a failed attention check.
+ATTENTION_CATEGORY = "FAILED_CHECK"
+
+
 @dataclass(frozen=True)
 class Decision:
-    """One review decision for one submission (``session_id`` = submission id)."""
+    """One review decision for one submission (``session_id`` = submission id), and why."""
 
     session_id: str
     pid: str
-    action: str  # APPROVE or REJECT
+    action: str  # APPROVE, REJECT or REQUEST_RETURN
     category: str | None = None
     message: str | None = None
+    reason: str = ""
+    #: A rejection below the fair-rejection rule, made because the researcher overrode it.
+    override: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,41 +71,144 @@ class ReviewPlan:
     left: list[tuple[str, str]]  # (session_id, why)
 
 
+def attention_message(failed: int, checks: int) -> str:
+    """The rejection message for failed attention checks (Prolific needs 100 characters)."""
+    return (f"Rejected for failed attention checks: you answered {failed} of the {checks} "
+            "attention checks in this study wrongly. In each check one of the two images was "
+            "plainly damaged (a coarse mosaic, solid blocks and heavy noise), so the undamaged "
+            "image was the right answer.")
+
+
+def _check_message(message: str) -> None:
+    if len(message.strip()) < MIN_REJECTION_MESSAGE:
+        raise ConfigError(f"--message: {len(message.strip())} characters; Prolific needs at "
+                          f"least {MIN_REJECTION_MESSAGE} to explain a rejection")
+
+
+def attention_checks(run_dir: Path) -> tuple[list[tuple[str, bool]], Counter[str]]:
+    """``(PID, passed)`` for every catch trial (attention check) in ``RUN/results.csv``, and the
+    collected answers per SESSION_ID. Nothing collected yet: both empty."""
+    from hitgen.items import read_hit_items
+
+    path = Path(run_dir) / runs.RESULTS
+    if not path.is_file():
+        return [], Counter()
+    expected = {it.item_id: it.expected for it in read_hit_items(run_dir)
+                if it.kind == "attention"}
+    checks: list[tuple[str, bool]] = []
+    per_session: Counter[str] = Counter()
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for n, row in enumerate(csv.DictReader(fh), start=2):
+                pid = row.get("Prolific.PID") or ""
+                if not pid:
+                    raise InputFileError(f"{path}: row {n}: no Prolific.PID; this is not a "
+                                         "Prolific results file: run cage-eval prolific collect")
+                per_session[row.get("Prolific.SessionId") or ""] += 1
+                item = row.get("Input.item_id") or ""
+                if item in expected:
+                    checks.append((pid, (row.get("Answer.choice") or "") == expected[item]))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(f"{path}: unreadable ({exc}); run cage-eval prolific collect "
+                             "again") from None
+    return checks, per_session
+
+
 def plan_review(run_dir: Path, api: ProlificAPI,
-                rejections: dict[str, tuple[str, str]] | None = None) -> ReviewPlan:
-    """Approve every AWAITING REVIEW submission whose participant answered through the gateway,
-    reject the ones in ``rejections`` (``session_id -> (category, message)``), and leave those
-    with no recorded answer to the researcher. A rejection of a submission that is not AWAITING
-    REVIEW is refused with its status."""
+                rejections: dict[str, tuple[str, str]] | None = None, *,
+                reject_failed_attention: bool = False, message: str | None = None,
+                override_fair_rejection: bool = False,
+                plan: AnalysisPlan | None = None) -> ReviewPlan:
+    """Decide every AWAITING REVIEW submission by the frozen plan's fair-rejection rule.
+
+    The attention checks are the catch trials in the collected answers (``RUN/results.csv``),
+    counted per participant (:func:`analysis.quality.review_verdicts`). A participant with at
+    least ``plan.reject_min_failed_checks`` failed checks is rejected (category
+    ``FAILED_CHECK``, ``message`` or :func:`attention_message`) when
+    ``reject_failed_attention`` asks for it; every other participant with failed checks is
+    never rejected: approved, or asked to return the submission when the plan's
+    ``below_rejection`` is ``ask-return``. Participants without a failed check are approved.
+
+    ``rejections`` (``session_id -> (category, message)``) are the researcher's own; each is
+    refused unless its participant failed enough checks, or ``override_fair_rejection``.
+    Submissions without a collected answer are left to the researcher; a rejection of a
+    submission that is not AWAITING REVIEW is refused with its status."""
     rejections = dict(rejections or {})
-    for category, message in rejections.values():
+    for category, text in rejections.values():
         if category not in REJECTION_CATEGORIES:
             raise ConfigError(f"--category {category!r}: one of {', '.join(REJECTION_CATEGORIES)}")
-        if len(message.strip()) < MIN_REJECTION_MESSAGE:
-            raise ConfigError(f"--message: {len(message.strip())} characters; Prolific needs at "
-                              f"least {MIN_REJECTION_MESSAGE} to explain a rejection")
+        _check_message(text)
+    if message is not None:
+        _check_message(message)
+    plan = plan or load_plan(run_dir) or AnalysisPlan()
     study_id, _ = published_study(run_dir)
     subs = {str(s["id"]): s for s in api.submissions(study_id)}
+    checks, collected = attention_checks(run_dir)
+    verdicts = quality.review_verdicts(checks, plan)
+    need = plan.reject_min_failed_checks
     for sid in rejections:
         status = str(subs.get(sid, {}).get("status", "not a submission of this study"))
         if status != REVIEWABLE:
             raise ConfigError(f"--reject {sid}: status {status}; only {REVIEWABLE} submissions "
                               "can be rejected")
+        pid = str(subs[sid].get("participant_id", ""))
+        failed = verdicts[pid].failed if pid in verdicts else 0
+        if failed < need and not override_fair_rejection:
+            raise ConfigError(
+                f"--reject {sid}: participant {pid} failed {failed} attention check(s) in the "
+                f"collected answers; the frozen plan's fair-rejection rule needs {need} before a "
+                "rejection. Leave them approved (or ask them to return on Prolific), or pass "
+                "--override-fair-rejection to reject anyway (recorded in the ledger)")
     with ProlificLedger.open(run_dir) as ledger:
         answered = {s["session_id"]: int(s["answered"]) for s in ledger.sessions()}
         done = {sid for sid in subs if (ledger.review(sid) or {}).get("state") == "done"}
+        asked = {sid: r for sid in subs if (r := ledger.return_request(sid)) is not None}
     decisions, left = [], []
     for sid, sub in subs.items():
         if sub.get("status") != REVIEWABLE or sid in done:
             continue
         pid = str(sub.get("participant_id", ""))
+        v = verdicts.get(pid)
+        rule = v.explain(plan) if v is not None else "no attention check answered"
         if sid in rejections:
-            decisions.append(Decision(sid, pid, "REJECT", *rejections[sid]))
-        elif answered.get(sid, 0) > 0:
-            decisions.append(Decision(sid, pid, "APPROVE"))
+            below = v is None or v.failed < need
+            decisions.append(Decision(
+                sid, pid, REJECT, *rejections[sid], override=below,
+                reason=f"--reject: {rule}" + (
+                    f"; below the fair-rejection rule ({need}), rejected by "
+                    "--override-fair-rejection" if below else "")))
+        elif sid in asked:
+            left.append((sid, f"a return was requested at {asked[sid]['updated_at']}; waiting "
+                              "for the participant to return it (never rejected; approve it on "
+                              "Prolific if they do not)"))
+        elif collected.get(sid, 0) == 0:
+            left.append((sid, "no answer collected (run cage-eval prolific collect first)"
+                         if answered.get(sid, 0) else
+                         "no answer recorded by the gateway; check it on Prolific"))
+        elif v is None or v.verdict == quality.PASS:
+            decisions.append(Decision(sid, pid, APPROVE, reason=rule))
+        elif v.verdict == quality.REJECT and reject_failed_attention:
+            decisions.append(Decision(sid, pid, REJECT, ATTENTION_CATEGORY,
+                                      message or attention_message(v.failed, v.checks),
+                                      reason=rule))
         else:
-            left.append((sid, "no answer recorded by the gateway; check it on Prolific"))
+            why = rule if v.verdict == quality.RETURN else (
+                f"{v.failed} of {v.checks} attention check(s) failed; rejection allowed but not "
+                "asked for (--reject-failed-attention)")
+            if plan.below_rejection == "ask-return":
+                decisions.append(Decision(sid, pid, REQUEST_RETURN,
+                                          message=return_reason(v.failed, v.checks), reason=(
+                    f"{why}; the plan asks for a return (below_rejection: ask-return)")))
+            else:
+                decisions.append(Decision(sid, pid, APPROVE, reason=(
+                    f"{why}; approved by the fair-rejection rule")))
     return ReviewPlan(decisions, left)
+
+
+def return_reason(failed: int, checks: int) -> str:
+    """Why a return is requested (Prolific builds the message around it)."""
+    return (f"Failed {failed} of {checks} attention checks (one image of the pair was plainly "
+            "damaged).")
 
 
 def apply_review(run_dir: Path, api: ProlificAPI, plan: ReviewPlan) -> int:
@@ -97,23 +216,45 @@ def apply_review(run_dir: Path, api: ProlificAPI, plan: ReviewPlan) -> int:
     made = 0
     with files.run_lock(run_dir, "reviewed"), ProlificLedger.open(run_dir) as ledger:
         for d in plan.decisions:
+            if d.action == REQUEST_RETURN:
+                made += _request_return(api, ledger, d)
+                continue
             if (ledger.review(d.session_id) or {}).get("state") == "done":
                 continue
             ledger.review_calling(d.session_id, d.action, d.category, d.message)
+            if d.override:
+                ledger.log("fair-rejection-overridden", f"{d.session_id} {d.pid}")
             body: dict[str, str] = {"action": d.action}
-            if d.action == "REJECT":
+            if d.action == REJECT:
                 body.update(message=str(d.message), rejection_category=str(d.category))
+            target = "APPROVED" if d.action == APPROVE else "REJECTED"
             try:
                 api.transition_submission(d.session_id, body)
             except (MaybeActed, ApiRefused) as exc:
                 status = str(api.submission(d.session_id).get("status", ""))
-                target = "APPROVED" if d.action == "APPROVE" else "REJECTED"
                 if status != target:
                     raise BackendError(f"{exc} (submission {d.session_id} is {status}); rerun "
                                        "cage-eval prolific review") from None
             ledger.review_done(d.session_id)
+            ledger.session_status(d.session_id, target)
             made += 1
     return made
+
+
+def _request_return(api: ProlificAPI, ledger: ProlificLedger, d: Decision) -> int:
+    """Ask once: a request whose answer was lost is never repeated (the participant would get
+    the message twice); the ledger marks it ``unknown``."""
+    if ledger.return_request(d.session_id) is not None:
+        return 0
+    reason = str(d.message)
+    ledger.return_request_state(d.session_id, "calling", reason)
+    try:
+        api.request_return(d.session_id, [reason])
+    except MaybeActed:
+        ledger.return_request_state(d.session_id, "unknown")
+        return 1
+    ledger.return_request_state(d.session_id, "done")
+    return 1
 
 
 # --------------------------------------------------------------------------- bonuses

@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from cage_eval import files, runs
 from cage_eval.errors import BackendError, ConfigError, RunDirError
-from crowds.answers import InvalidAnswer, answer_problem, shown, write_invalid_answers
+from crowds.answers import (
+    InvalidAnswer,
+    KeptAside,
+    answer_problem,
+    keep_other_origin,
+    shown,
+    write_invalid_answers,
+)
 from crowds.turkle.ledger import CREATING, PUBLISHED, Publication, TurkleLedger, utc_now
 
 if TYPE_CHECKING:
@@ -143,6 +150,7 @@ class CollectResult:
     items_answered: int
     invalid: list[InvalidAnswer]
     progress: BatchProgress
+    kept_aside: KeptAside | None = None
 
     @property
     def invalid_choices(self) -> int:
@@ -593,6 +601,7 @@ def collect(run_dir: Path, api: TurkleAPI) -> CollectResult:
         files.atomic_write_bytes(raw, data)
         write_invalid_answers(run_dir, checked.invalid)
         path = run_dir / runs.RESULTS
+        kept = keep_other_origin(run_dir, "turkle")
         files.atomic_write_bytes(path, checked.data)
         with TurkleLedger.open(run_dir) as ledger:
             ledger.log("collect", f"{checked.rows} rows, {checked.workers} workers, "
@@ -600,4 +609,4 @@ def collect(run_dir: Path, api: TurkleAPI) -> CollectResult:
             for bad in checked.invalid:
                 ledger.log("invalid-answer", bad.describe())
     return CollectResult(path, raw, checked.rows, checked.workers, checked.items_answered,
-                         checked.invalid, progress)
+                         checked.invalid, progress, kept)

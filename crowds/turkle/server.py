@@ -44,6 +44,10 @@ CREDENTIALS_FILE = "credentials.json"
 SERVER_FILE = "server.json"
 LOG_FILE = "server.log"
 IMAGES_DIR = "images"
+GITIGNORE_FILE = ".gitignore"
+#: Ignores everything in a home cage-eval made (secrets, database, log), as virtual environments do.
+GITIGNORE_TEXT = ("# Made by cage-eval: this Turkle home holds secrets (credentials.json, secret_key)"
+                  "\n# and the study's database. Never commit it.\n*\n")
 ADMIN_USERNAME = "admin"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -58,7 +62,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: How often ``serve`` deletes abandoned assignments (Turkle's docs recommend a 15-minute cron).
 EXPIRE_INTERVAL_S = 15 * 60
 
-INSTALL_HINT = "Turkle support needs the optional extra: pip install 'cage-eval[turkle]'"
+INSTALL_HINT = "Turkle support needs the optional extra: pip install -e '.[turkle]'"
 
 
 def require_turkle() -> None:
@@ -135,16 +139,22 @@ def write_credentials(home: Path, creds: Credentials) -> Path:
 def init_home(home: Path) -> Path:
     """Create the server home (mode 0700) and its secret key (mode 0600) if absent.
 
-    Returns the resolved home path. Idempotent: an existing key and database are kept.
+    A home cage-eval makes (or made) holds a ``.gitignore`` of ``*``: its secrets and database
+    never show in ``git status`` (a directory of the user's own is given none). Returns the
+    resolved home path. Idempotent: an existing key and database are kept.
     """
     home = Path(home).expanduser().resolve()
     if home.exists() and not home.is_dir():
         raise ConfigError(f"{home}: exists and is not a directory; choose another --home")
     try:
+        key = home / SECRET_KEY_FILE
+        ours = not home.exists() or key.exists()
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
+        if ours and not (home / GITIGNORE_FILE).exists():
+            # Like a virtual environment: a home made inside a clone is never offered to git.
+            files.atomic_write_text(home / GITIGNORE_FILE, GITIGNORE_TEXT)
         (home / IMAGES_DIR).mkdir(exist_ok=True)
-        key = home / SECRET_KEY_FILE
         if not key.exists():
             write_private(key, secrets.token_urlsafe(50) + "\n")
         if not (home / CREDENTIALS_FILE).exists():

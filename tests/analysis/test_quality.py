@@ -262,6 +262,32 @@ def test_fair_rejection_rule_one_failed_check_never_rejects():
         AnalysisPlan(reject_min_failed_checks=0)
 
 
+def test_below_the_rule_a_plan_approves_or_asks_for_a_return(tmp_path):
+    plan = AnalysisPlan()
+    assert plan.below_rejection == "approve"
+    asks = quality.publish_plan(None, below_rejection="ask-return", catch_trials=4)
+    assert asks.below_rejection == "ask-return" and asks.catch_trials == 4
+    assert asks.replace(below_rejection="approve") == quality.publish_plan(None, catch_trials=4)
+    payment = [line for line in quality.describe_rules(asks) if line.startswith("Payment")]
+    assert payment == ["Payment (fair rejection): work is rejected for attention only after 2 or "
+                       "more failed checks; with fewer failed checks the participant is asked to "
+                       "return the submission (Prolific; MTurk and Turkle approve), and the "
+                       "answers of a returned submission never count."]
+    assert "otherwise it is approved" in quality.describe_rules(plan)[-2]
+    with pytest.raises(ConfigError, match="below_rejection='reject'"):
+        AnalysisPlan(below_rejection="reject")
+    frozen = tmp_path / "plan.json"
+    frozen.write_text(json.dumps({"plan_version": 2, "plan": asks.to_dict()}))
+    assert read_plan_file(frozen) == asks
+    old = tmp_path / "old.json"   # a version-2 plan frozen before the field existed
+    old.write_text(json.dumps({"plan_version": 2, "plan": {
+        k: v for k, v in plan.to_dict().items() if k != "below_rejection"}}))
+    assert read_plan_file(old) == plan
+    v1 = tmp_path / "v1.json"
+    v1.write_text(json.dumps({"plan_version": 1, "plan": {"correction": "holm"}}))
+    assert read_plan_file(v1).below_rejection == "approve"
+
+
 def published(run, server, attention_rate):
     """Publish a run to the local MTurk endpoint; return the client, items and ledger rows."""
     from hitgen.items import read_hit_items

@@ -24,7 +24,7 @@ from cage_eval import runs
 from cage_eval.cli import cli
 from crowds.turkle import server as turkle_server
 
-pytest.importorskip("turkle", reason="needs the optional extra: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="needs the optional extra: pip install -e '.[turkle]'")
 
 
 @pytest.mark.slow

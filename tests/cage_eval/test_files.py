@@ -95,7 +95,7 @@ def test_export_batch_force_refuses_a_directory_holding_a_turkle_study(tmp_path)
 
 
 STUDY = ("ledger.sqlite", "turkle_ledger.sqlite", "hit_items.csv", "analysis_plan.json",
-         "results.csv", "raw_answers")
+         "results.csv", "raw_answers", "prolific_ledger.sqlite")
 
 
 def test_the_study_files_are_these():
@@ -121,8 +121,8 @@ def test_staged_run_dir_refuses_every_kind_of_study_file(tmp_path, name):
 def test_staged_run_dir_checks_again_at_the_swap(tmp_path):
     """A study that appears while the new run is being built still stops the replacement."""
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "directions.csv").write_text("old\n")
+    with files.staged_run_dir(out) as stage:
+        (stage / "directions.csv").write_text("old\n")
     with pytest.raises(RunDirError, match="holds a study"):
         with files.staged_run_dir(out, force=True) as stage:
             (stage / "new").write_text("new")
@@ -135,7 +135,7 @@ def test_staged_run_dir_still_replaces_an_unpublished_run(tmp_path):
     out = make_run_dir(tmp_path / "run", pairs_per_cell=1)
     with files.staged_run_dir(out, force=True) as stage:
         (stage / "new").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new"]
+    assert sorted(p.name for p in out.iterdir()) == [runs.RUN_MARKER, "new"]
 
 
 # --------------------------------------------------------------------------- the run lock

@@ -51,24 +51,25 @@ def test_staged_run_dir_leaves_nothing_on_failure(tmp_path):
 
 def test_staged_run_dir_refuses_non_empty_without_force_and_replaces_with_force(tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with files.staged_run_dir(out) as stage:
+        (stage / "old.txt").write_text("old")
     with pytest.raises(RunDirError, match="--force"), files.staged_run_dir(out):
         pass
     assert (out / "old.txt").exists()
     with files.staged_run_dir(out, force=True) as stage:
         (stage / "new.txt").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [runs.RUN_MARKER, "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 def test_staged_run_dir_failed_replacement_keeps_old_run(tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with files.staged_run_dir(out) as stage:
+        (stage / "old.txt").write_text("old")
     with pytest.raises(KeyError), files.staged_run_dir(out, force=True):
         raise KeyError("x")
-    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [runs.RUN_MARKER, "old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 def test_staged_run_dir_unwritable_parent_is_a_clear_error(tmp_path):

@@ -148,7 +148,7 @@ CASES = {
     "mixed runs": (lambda r: _results_text(r, lambda d: _set(d, 7, "Input.run_id", "0ther")),
                    r"line 9: column Input.run_id: answers of run '0ther' mixed with run"),
     "malformed": (lambda r: ",".join(runs.RESULTS_COLUMNS) + '\n"unterminated,\n',
-                  r"not a well-formed CSV \(.*row 1\); repair the file"),
+                  r"line 2: not a well-formed CSV \(unexpected end of data\); repair the file"),
 }
 
 

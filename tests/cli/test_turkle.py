@@ -20,7 +20,7 @@ from cage_eval import runs
 from cage_eval.cli import cli
 from crowds.turkle import server as turkle_server
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_tamper import rewrite
 from tiny_models import ImageStats, make_generator
 
 from cage.compute import checkpoints, distributed
@@ -179,6 +180,31 @@ def test_a_killed_rank_leaves_no_run_and_the_rerun_resumes(study, one_process, t
     assert not checkpoints.checkpoint_dir(out).exists()
 
 
+@pytest.mark.slow
+def test_a_rerun_discards_forged_checkpoints_and_writes_the_same_bytes(study, one_process,
+                                                                      tmp_path):
+    """Every checkpoint both ranks left edited (all ones) with its digest forged: the ranks' spot
+    checks see it, rank 0 discards every file, tells rank 1 to forget what it read, and the run
+    starts over: the same bytes as one process."""
+    out = tmp_path / "run"
+    res = torchrun(2, study, out, CAGE_TEST_FAULT="kill", CAGE_TEST_FAULT_RANK="1")
+    assert res.returncode != 0
+    parts = sorted(checkpoints.checkpoint_dir(out).glob("part-*.npz"))
+    assert {p.name.split("-")[1] for p in parts} == {"r0", "r1"}
+    for path in parts:
+        rewrite(path, lambda name, a: np.ones_like(a), forge=True)
+
+    res = torchrun(2, study, out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    warned = [line for line in res.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warned) == 1 and "differs from its recomputation" in warned[0]
+    assert f"all {len(parts)} checkpoint file(s) of this run discarded" in warned[0]
+    assert_same_run(out, one_process)
+    record = runs.read_manifest(out)["checkpoints"]
+    assert record["discarded"] and record["resumed"] == 0
+    assert not checkpoints.checkpoint_dir(out).exists()
+
+
 PROTOCOL = """
 import json, sys, time
 import numpy as np, torch
@@ -324,7 +350,9 @@ def test_work_on_one_process_is_computed_once_and_resumed_after(tmp_path):
     assert [r["y"][0] for r in rerun.map("sq", units + [Unit("k9", 9.0)])] == \
         [0, 1, 4, 9, 16, 81]
     stats = rerun.stats["sq"]
-    assert handler.calls == 1 and (stats.resumed, stats.computed, stats.decoded) == (5, 1, 10)
+    # One unit computed, and one of the five resumed recomputed and compared (the spot check).
+    assert handler.calls == 2 and (stats.resumed, stats.computed, stats.decoded) == (5, 1, 10)
+    assert stats.verified == 1
 
 
 def test_eq9_units_are_dealt_evenly(one_thread):

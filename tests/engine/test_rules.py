@@ -32,8 +32,8 @@ def test_an_arrow_when_every_control_passes():
 
 @pytest.mark.parametrize("change, reason", [
     ({"latent_outcome": True}, "geometry-only"),
-    ({"p_geometry": 0.2}, "geometry-only"),
-    ({"p_geometry": float("nan")}, "geometry-only"),
+    ({"p_geometry": 0.2}, "rotation-null"),
+    ({"p_geometry": float("nan")}, "rotation-null"),
     ({"p_delta_tau_centred": 0.06}, "not-significant"),
     ({"balance_delta_tau": (0.1, -0.01, 0.3)}, "balance-driven"),
     ({"balance_delta_tau": (-0.1, 0.05, 0.3)}, "balance-driven"),
@@ -49,9 +49,17 @@ def test_every_failed_control_is_listed_in_order():
                              balance_delta_tau=(0.1, -0.2, 0.1), sign_stable=False,
                              calibration_delta_tau=(0.1, -0.1), falsified=True)
     call, reasons = decide_controlled(ev, LEVEL)
-    assert call == "?" and reasons == REASONS[1:]
+    assert call == "?" and reasons == tuple(r for r in REASONS[1:] if r != "rotation-null")
     assert reason_text(reasons) == ("geometry-only+not-significant+balance-driven+"
                                     "calibration-driven+alpha-unstable+falsified")
+
+
+def test_eq9_names_the_rotation_null_not_the_geometry():
+    """eq. 8's reason is its geometry; eq. 9's is the rotation null, each with its own name."""
+    ev = dataclasses.replace(PASS, p_geometry=0.5, p_delta_tau_centred=0.5)
+    assert decide_controlled(ev, LEVEL) == ("?", ("rotation-null", "not-significant"))
+    latent = dataclasses.replace(ev, latent_outcome=True)
+    assert decide_controlled(latent, LEVEL) == ("?", ("geometry-only", "not-significant"))
 
 
 def test_no_effect_wins_over_everything():

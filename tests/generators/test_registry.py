@@ -44,7 +44,8 @@ def test_a_factory_gets_the_other_keys_and_the_device():
      "images must be in [0, 1] (a generator with outputs in [-1, 1] needs output_range = [-1, 1]"),
     ({"factory": "tiny_models:make_flat"}, "decode(z) returned shape (2, 16, 16); expected images"),
     ({"factory": "tiny_models:make_generator", "width": 3},
-     "[generator] factory: make_generator takes no option 'width' (its parameters: latent_dim, "
+     "[generator] factory = 'tiny_models:make_generator': make_generator takes no option "
+     "'width' (its parameters: latent_dim, "
      "size, channels, seed, device)"),
     ({"factory": "tiny_models:nothing_here"}, "module 'tiny_models' has no attribute 'nothing_here'"),
     ({"factory": "no_such_pkg.models:make"},

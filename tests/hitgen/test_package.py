@@ -11,9 +11,21 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_FILES = {"mturk.html.jinja", "turkle.html.jinja", "batch.html.jinja", "_choice.html.jinja",
                   "_style.html.jinja", "_fragment_script.html.jinja", "report.html.j2"}
+
+
+def _top_level_folders() -> list[str]:
+    """Every top-level package folder pyproject.toml lists (so a new package cannot be missed)."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    dirs = setup.get("package-dir", {})
+    return sorted({dirs.get(name, name) for name in (p.split(".")[0] for p in setup["packages"])})
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +34,7 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for package in ("cage_eval", "cage", "hitgen", "mturk", "analysis", "templates"):
+    for package in _top_level_folders():
         shutil.copytree(ROOT / package, src / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")

@@ -118,8 +118,12 @@ def test_directions_are_grouped_by_pair_with_calls_and_sentences(run):
                            "(eq. 9 observation)")
     assert tw.headline == "CAGE finds thick → wide (eq. 8 latent)"
     obs = tb.directions[1]
+    # The row says geometry-only, as runs did before eq. 9's reason had its own name: it reads
+    # as the rotation null, in the tables and the sentence.
     assert (obs.call, obs.call_paper, obs.reasons) == ("undetermined (?)", "thick → bright",
-                                                       ("geometry-only",))
+                                                       ("rotation-null",))
+    assert obs.reasons_controlled == ("rotation-null",)
+    assert "inside the rotation null (p(Δτ rotation) = " in obs.sentence
     assert obs.values["p_gate_12"] == pytest.approx(0.02) and obs.values["separable"] is True
     assert obs.sentence == explain.sentence(default_directions()[1])
     assert call_text("<-", "a", "b") == "b → a" and call_text("", "a", "b") == "–"
@@ -136,9 +140,38 @@ def test_baselines_are_shown_when_computed(tmp_path):
                                       ("NOTEARS", "?", False)))
     run = make_report_run(tmp_path / "run", directions=[pair_direction(baselines=verdicts)])
     (d,) = read_report(run).directions
-    assert d.baselines == (("LiNGAM", "thick → bright"), ("ANM", "undetermined (?)"),
-                           ("NOTEARS", "unavailable"))
+    report = read_report(run)
+    (d,) = report.directions
+    assert d.baselines == (("LiNGAM", "thick → bright"), ("ANM", "undetermined (?)"))
+    assert report.baselines_missing == ("NOTEARS",)
+    assert report.baselines_note == (
+        "NOTEARS was not computed: their packages (causal-learn for LiNGAM and ANM, gcastle for "
+        "NOTEARS) were not installed when this run was made. Install them with pip install -e "
+        "'.[baselines]' from the root of your clone and generate the run again "
+        "(docs/baselines.md).")
     assert not read_report(make_report_run(tmp_path / "none")).has_baselines
+
+
+def test_baselines_that_could_not_run_are_said_once_with_the_install_line(tmp_path):
+    """Every baseline unavailable (the extra not installed): no table of 'unavailable' cells,
+    one sentence saying why and how to install them."""
+    from cage.run.baselines import BaselineVerdict
+    from report.html import render_report
+
+    verdicts = tuple(BaselineVerdict(method=m, m1="thick", m2="bright", verdict="?",
+                                     score=float("nan"), p_forward=float("nan"),
+                                     p_backward=float("nan"), n=0, available=False, note="",
+                                     package="") for m in ("LiNGAM", "ANM", "NOTEARS"))
+    run = make_report_run(tmp_path / "run", directions=[
+        pair_direction(baselines=verdicts), pair_direction(outcome="observation",
+                                                           baselines=verdicts)])
+    report = read_report(run)
+    assert not report.has_baselines
+    assert report.baselines_missing == ("LiNGAM", "ANM", "NOTEARS")
+    html = render_report(report)
+    assert "unavailable" not in html
+    assert html.count("LiNGAM, ANM and NOTEARS were not computed") == 1
+    assert html.count("pip install -e &#39;.[baselines]&#39;") == 1
 
 
 def test_an_older_directions_csv_without_optional_columns(run):
@@ -324,6 +357,52 @@ def test_spending_from_the_ledgers(answered, tmp_path):
     assert (local.backend, local.hits_published, local.real_paid) == ("turkle", 5, 0)
     assert "no money changes hands. 5 of 5 tasks published, 2 assignment(s) each" in \
         render_report(read_report(turkle_run, spending=spending))
+
+
+def test_spending_of_a_prolific_study_is_what_its_ledger_says_was_paid(tmp_path):
+    """A Prolific run also has the Turkle ledger of its tasks: the money is Prolific's (GBP,
+    rewards of approved submissions, Prolific's fee per place, bonuses paid and their fees)."""
+    from crowds.prolific.ledger import ProlificLedger
+    from crowds.turkle.ledger import PUBLISHED, Publication, TurkleLedger
+
+    run = make_report_run(tmp_path / "prolific")
+    with TurkleLedger.open(run, create=True) as turkle:
+        turkle.start(Publication(
+            run_id=RUN_ID, server_url="http://127.0.0.1:1", project_name="p", batch_name="b",
+            project_id=1, batch_id=2, assignments_per_task=3, allotted_hours=2,
+            images="data-uri", n_tasks=4, input_sha256="a" * 64, template_sha256="b" * 64,
+            state=PUBLISHED, created_at="2026-01-01T00:00:00Z",
+            updated_at="2026-01-01T00:00:00Z"))
+    with ProlificLedger.open(run, create=True, run_id=RUN_ID) as ledger:
+        ledger.set_meta("settings", json.dumps({"reward": 150, "currency": "GBP"}))
+        ledger.study_creating(6, 2)
+        ledger.study_created("s1", how="created")
+        ledger.study_state("published")
+    assert spending(run).paid == 0 and spending(run).fee_per_assignment is None
+    with ProlificLedger.open(run) as ledger:
+        ledger.set_meta("study_cost", json.dumps({"places": 6, "total_cost": 1200}))
+        for n, status in enumerate(["APPROVED"] * 3 + ["AWAITING REVIEW", "REJECTED",
+                                                        "RETURNED"]):
+            ledger.upsert_session(f"sub{n}", f"P{n}", status=status)
+        ledger.bonus_state("d1", "creating", csv="P0,1.57", amount=157)
+        ledger.bonus_state("d1", "paid", bonus_id="b1", fees="52.33", total="209.33")
+        ledger.bonus_state("d2", "created", csv="P1,1.00", amount=100, bonus_id="b2",
+                           fees="33.33", total="133.33")  # created, never paid
+    money = spending(run)
+    assert (money.backend, money.currency, money.places, money.real_money) == (
+        "prolific", "GBP", 6, True)
+    assert (money.hits_published, money.hits_planned, money.assignments_per_hit) == (4, 4, 3)
+    assert (money.approved, money.submitted, money.rejected, money.returned) == (3, 1, 1, 1)
+    assert money.reward == Decimal("1.50") and money.fee_per_assignment == Decimal("0.50")
+    assert money.rewards_paid == Decimal("4.50")
+    assert money.bonuses_paid == Decimal("1.57") and money.bonus_fees == Decimal("0.5233")
+    assert money.paid == money.real_paid == Decimal("8.0933")   # 3 x (1.50 + 0.50) + 1.57 + 0.5233
+    assert money.committed == Decimal("10.0933") and money.planned_total == Decimal("12.00")
+    html = render_report(read_report(run, spending=spending))
+    assert "Prolific: £8.09 real money paid so far" in html
+    assert "£1.50 reward + £0.50 Prolific fees = £2.00" in html
+    assert "3 approved, 1 awaiting review, 1 rejected, 1 returned" in html
+    assert "£1.57 + fees £0.52" in html and "no money changes hands" not in html
 
 
 def test_a_damaged_ledger_is_a_note_not_a_crash(run):

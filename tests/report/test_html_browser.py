@@ -104,3 +104,69 @@ def test_report_of_a_run_with_simulated_answers(driver, answered_digits_run, tmp
     assert "Every pair of the run is answered" in text and "Attention checks:" in text
     assert "simulated answers cost nothing" in text
     _screenshot(driver, facts["height"], "report-simulated-answers", tmp_path)
+
+
+WIDE = 1400
+#: A small synthetic run (both variants, the α grid of the built-in experiments), fast to make.
+SYNTHETIC = ("cage.k=900", "cage.n_null=19", "cage.k_null_observation=150", "cage.mmd_n=30",
+             "cage.mmd_permutations=10", "cage.alphas=[0.5, 1.0, 1.5, 2.0, 3.0]",
+             "synthetic.dim=8", "synthetic.n=600", "cage.baselines=false",
+             # Names as long as real attributes', so that long titles are tried.
+             'synthetic.attributes=["thickness", "brightness"]',
+             'cage.pairs=[["thickness", "brightness"]]')
+
+
+def test_report_at_1400_px_and_its_plots_text_boxes(driver, tmp_path, monkeypatch):
+    """The page at 1400 px: nothing wider than the window, every plot shown whole; and in every
+    plot of the run no two text boxes overlap and none is cut off (matplotlib's own bounding
+    boxes of titles, axis and tick labels and legends, measured as each figure is saved, not
+    guessed from pixels)."""
+    from click.testing import CliRunner
+
+    import cage.run.plots
+    from cage.compute.runtime import torch_threads
+    from cage_eval.cli import cli
+
+    overlaps: dict[str, list] = {}
+    original = cage.run.plots.write_plots
+
+    def write_plots(result, out_dir, hook=None):
+        return original(result, out_dir, hook=lambda name, fig: overlaps.setdefault(
+            name, cage.run.plots.overlapping_text(fig) + cage.run.plots.clipped_text(fig)))
+
+    monkeypatch.setattr(cage.run.plots, "write_plots", write_plots)
+    run = tmp_path / "run"
+    args = ["generate", "-e", "synthetic", "--out", str(run)]
+    for item in SYNTHETIC:
+        args += ["--set", item]
+    with torch_threads(1):
+        res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert sorted(overlaps) == sorted(p.name for p in (run / runs.PLOTS_DIR).glob("*.png"))
+    assert overlaps == {name: [] for name in overlaps}
+
+    driver.set_window_size(WIDE, 1000)
+    driver.get((run / runs.REPORT).resolve().as_uri())
+    facts = driver.execute_script(PAGE_FACTS)
+    layout = driver.execute_script("""
+      return {width: document.documentElement.scrollWidth,
+              viewport: document.documentElement.clientWidth,
+              plots: Array.from(document.querySelectorAll('#plots img')).map(i => (
+                {shown: i.getBoundingClientRect().width, natural: i.naturalWidth}))};""")
+    assert layout["width"] <= layout["viewport"], layout
+    assert len(layout["plots"]) == 4
+    # Each plot is shown at least at 60 % of its pixel width: its 7-pt labels stay legible.
+    assert all(p["shown"] >= 0.6 * min(p["natural"], layout["viewport"]) for p in layout["plots"])
+    assert "p(Δτ off-centre)" in facts["text"] and "p(Δτ ≠ 0)" in facts["text"]
+    clip = {"x": 0, "y": 0, "width": WIDE, "height": min(facts["height"], 16000), "scale": 1}
+    data = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True, "clip": clip})["data"]
+    shot = tmp_path / "report-1400.png"
+    shot.write_bytes(base64.b64decode(data))
+    from PIL import Image
+
+    assert Image.open(shot).width == WIDE
+    keep = os.environ.get("CAGE_EVAL_REPORT_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)

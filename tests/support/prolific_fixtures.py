@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import requests
 from crowd_fixtures import make_run_dir
@@ -52,7 +53,9 @@ class Study:
 def prolific_study(tmp_path: Path, *, tasks_per_participant: int = 2,
                    places: int | None = None,
                    pairs_per_cell: int = 1, run_id: str = "9a1c0e5d7b3f2a61",
-                   public_host: str | None = None) -> Iterator[Study]:
+                   public_host: str | None = None, assignments: int = 3,
+                   attention_rate: float = 0.0, analysis_plan: Any = None) -> Iterator[Study]:
+    """``analysis_plan`` (an ``AnalysisPlan``) is frozen when the batch is published."""
     run = make_run_dir(tmp_path / "run", run_id=run_id, pairs_per_cell=pairs_per_cell)
     with running(ProlificStandIn()) as standin, \
             turkle_server.start_server(
@@ -60,15 +63,17 @@ def prolific_study(tmp_path: Path, *, tasks_per_participant: int = 2,
                 allowed_hosts=(public_host,) if public_host else ()) as server:
         turkle = TurkleAPI(server.url, turkle_server.read_credentials(server.home).token)
         host = TurkleTaskHost(turkle)
-        batch = host.publish(run, TurklePublishOptions(assignments=3, hours=1))
+        batch = host.publish(run, TurklePublishOptions(
+            assignments=assignments, hours=1, attention_rate=attention_rate,
+            analysis_plan=analysis_plan))
         api = ProlificAPI(TOKEN, base_url=standin.url, sleep=lambda s: None)
         settings = StudySettings(
             name="Which image looks more real?", description="Pick the more real image.",
             reward=100, currency="GBP", minutes=10,
-            places=places or -(-batch.n_tasks * 3 // tasks_per_participant),
+            places=places or -(-batch.n_tasks * assignments // tasks_per_participant),
             tasks_per_participant=tasks_per_participant,
             gateway_url="https://study.example.org", completion_page=standin.completion_page)
-        plan = backend.prepare(run, settings, n_tasks=batch.n_tasks, assignments=3,
+        plan = backend.prepare(run, settings, n_tasks=batch.n_tasks, assignments=assignments,
                                fee_rate=Decimal("0.333"), max_cost=None, allow_low_pay=False)
         report = backend.publish(plan, api, host, batch_id=batch.batch_id,
                                  workspace_id="ws0000000000000000000001", max_cost=None,

@@ -4,6 +4,7 @@ injectable faults.
 Schemas: one per endpoint the client uses, written from the ``pyrolific`` 1.5.1 generated models
 (``CreateStudy`` + ``BaseStudyCompletionCodesItem`` and its enums, ``StudyTransition``,
 ``SubmissionTransition`` + ``SubmissionTransitionAction`` / ``...RejectionCategory``,
+``RequestSubmissionReturnBody`` (answered like ``ReturnRequestedResponse``),
 ``CreateBonusPaymentsBody``, ``StudyCostRequest``), with the required fields and the rejection
 rule (message of at least 100 characters, a category) from Prolific's API reference. A body with
 an unknown field, a wrong type, a value outside an enum or a missing required field is answered
@@ -81,6 +82,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "FAILED_CHECK", "LOW_EFFORT", "MALINGERING", "NO_CODE", "BAD_CODE", "NO_DATA",
             "UNSUPP_DEVICE", "OTHER"]},
         "completion_code": {"type": STR}}},
+    "request_return": {"type": OBJ, "required": ["request_return_reasons"], "properties": {
+        "request_return_reasons": {"type": ARR, "items": {"type": STR}}}},
     "create_bonus": {"type": OBJ, "required": ["study_id", "csv_bonuses"], "properties": {
         "study_id": {"type": STR}, "csv_bonuses": {"type": STR}}},
     "study_cost": {"type": OBJ, "required": ["reward", "total_available_places"], "properties": {
@@ -232,6 +235,19 @@ class ProlificStandIn:
         m = re.fullmatch(r"/api/v1/submissions/(\w+)/transition/", p)
         if method == "POST" and m and m.group(1) in self.submissions:
             return self._transition(self.submissions[m.group(1)], body)
+        m = re.fullmatch(r"/api/v1/submissions/(\w+)/request-return/", p)
+        if method == "POST" and m and m.group(1) in self.submissions:
+            if self._invalid("request_return", body):
+                return 400, {"error": {"detail": "invalid body"}}
+            sub = self.submissions[m.group(1)]
+            if sub["status"] != "AWAITING REVIEW":
+                return 400, {"error": {"detail": f"Cannot request a return of a submission in "
+                                                 f"status {sub['status']}"}}
+            sub["return_requested"] = "2026-12-07T11:00:00Z"
+            sub["return_reasons"] = list(body["request_return_reasons"])
+            return 200, {"id": sub["id"], "status": sub["status"],
+                         "participant": sub["participant_id"],
+                         "return_requested": sub["return_requested"]}
         if method == "POST" and p == "/api/v1/submissions/bonus-payments/":
             return self._create_bonus(body)
         m = re.fullmatch(r"/api/v1/bulk-bonus-payments/(\w+)/pay/", p)

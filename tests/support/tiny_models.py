@@ -55,8 +55,9 @@ def make_generator(latent_dim: int = 8, size: int = 16, channels: int = 3, seed:
 def make_fragile_generator(latent_dim: int = 8, size: int = 16, channels: int = 3,
                            seed: int = 0, batch_size: int = 64) -> TorchModuleGenerator:
     """:func:`make_generator` decoding ``batch_size`` rows a call, except on the rank named by ``CAGE_TEST_FAULT_RANK`` of a torchrun
-    job, where ``CAGE_TEST_FAULT = "kill"`` makes it SIGKILL itself at its first decode under
-    deterministic algorithms. Pair making runs under them
+    job, where ``CAGE_TEST_FAULT = "kill"`` makes it SIGKILL itself (``"raise"``: raise a
+    RuntimeError) at its first decode under deterministic algorithms. Outside torchrun both
+    variables are unset, so the fault hits the one process. Pair making runs under them
     (``cage.compute.runtime.deterministic_torch``) and eq. 9 scoring does not, so the fault hits the
     rank's first pair job, after every score unit is checkpointed."""
     gen = TorchModuleGenerator(make_synthesis(latent_dim, size, channels, seed),
@@ -70,9 +71,36 @@ def make_fragile_generator(latent_dim: int = 8, size: int = 16, channels: int = 
     def faulty(z: torch.Tensor) -> torch.Tensor:
         if fault == "kill" and torch.are_deterministic_algorithms_enabled():
             os.kill(os.getpid(), signal.SIGKILL)
+        if fault == "raise" and torch.are_deterministic_algorithms_enabled():
+            raise RuntimeError("planted failure while making pairs")
         return decode(z)
 
     gen.decode = faulty  # type: ignore[method-assign]
+    return gen
+
+
+def make_spoiling_generator(spoil: str = "nan", share: float = 0.3, latent_dim: int = 8,
+                            size: int = 16, channels: int = 3, seed: int = 0,
+                            batch_size: int = 64) -> TorchModuleGenerator:
+    """:func:`make_generator` whose decode, under deterministic algorithms only (pair making; the
+    start-up checks and eq. 9 do not run under them), spoils about ``share`` of the images: a
+    3x3 corner of NaN (``spoil = "nan"``) or of 1.5 (``"high"``). Which images are spoiled
+    depends on their latent alone."""
+    gen = TorchModuleGenerator(make_synthesis(latent_dim, size, channels, seed),
+                               latent_dim=latent_dim, layout=OutputLayout(value_range=(-1.0, 1.0)),
+                               compute=Compute(batch_size=batch_size))
+    decode = gen.decode
+
+    def spoiled(z: torch.Tensor) -> torch.Tensor:
+        x = decode(z)
+        if not torch.are_deterministic_algorithms_enabled():
+            return x
+        hit = torch.frac(z[:, 0].abs() * 1000.0) < share
+        x = x.clone()
+        x[hit, :, :3, :3] = float("nan") if spoil == "nan" else 1.5
+        return x
+
+    gen.decode = spoiled  # type: ignore[method-assign]
     return gen
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from cage.experiments.digits import morpho
 from cage_eval import progress
+from cage_eval.cache import check_cache_path
 from cage_eval.errors import CacheWarning, RunDirError
 from cage_eval.files import atomic_write_bytes, content_key
 
@@ -212,10 +213,32 @@ def _from_npz(path: Path, n: int) -> DigitsDataset:
         {a: arrays[f"a_{a}"].astype(np.int64) for a in ATTRIBUTES})
 
 
+def _consistent(data: DigitsDataset, config: DigitsConfig) -> DigitsDataset:
+    """``data`` if what the build derives cheaply from the seed agrees with it: the thickness
+    and intensity draws (bit for bit), the source digits and their classes, and every binary
+    attribute from the stored values; ValueError otherwise (an edited or flipped array)."""
+    from sklearn.datasets import load_digits
+
+    n = len(data)
+    t, i = sample_thickness_intensity(n, np.random.default_rng(config.seed))
+    if not (np.array_equal(t, data.thickness) and np.array_equal(i, data.intensity)):
+        raise ValueError("thickness or intensity differ from the seeded draws")
+    n_base = n // config.draws
+    source = np.repeat(np.arange(n_base), config.draws)
+    if not np.array_equal(source, data.source):
+        raise ValueError("source digits differ from the build's")
+    if not np.array_equal(load_digits().target[:n_base][source], data.labels):
+        raise ValueError("digit classes differ from scikit-learn's")
+    for a, values in annotate(t, i, data.measured, data.labels).items():
+        if not np.array_equal(values, data.attributes[a]):
+            raise ValueError(f"attribute {a} differs from the one its measurements give")
+    return data
+
+
 def _read_cache(path: Path, config: DigitsConfig) -> DigitsDataset | None:
     """The cached dataset, or None (after a :class:`CacheWarning`) when it cannot be trusted."""
     try:
-        return _from_npz(path, _expected_size(config))
+        return _consistent(_from_npz(path, _expected_size(config)), config)
     except Exception as exc:  # any failure: the cache is untrusted input, never an error
         reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
         warnings.warn(CacheWarning(f"{path}: unusable dataset cache ({reason}); rebuilding it"),
@@ -227,6 +250,8 @@ def load(config: DigitsConfig, cache_dir: str | os.PathLike[str] | None) -> Digi
     """The dataset from ``cache_dir/digits-<key>.npz``, building and caching it if absent or
     unusable (a truncated, pickled or otherwise tampered file is rebuilt, never loaded)."""
     path = Path(cache_dir) / f"digits-{config.key()}.npz" if cache_dir is not None else None
+    if path is not None:
+        check_cache_path(path)
     if path is not None and path.is_file():
         cached = _read_cache(path, config)
         if cached is not None:

@@ -13,8 +13,8 @@ Kind-specific sections of the experiment TOML (all keys optional; defaults in th
     [vae]             latent_dim, channels, epochs, batch_size, lr, beta, seed, max_steps
     [obs_classifier]  epochs, batch_size, lr, test_fraction, seed, max_steps
     [pairs]           n_same_source, n_same_destination, target_probability, alpha_min,
-                      alpha_growth, alpha_steps, check_threshold, outcome, dags,
-                      png_scale, sheet_pairs
+                      alpha_growth, alpha_steps, check_threshold, max_invalid_share,
+                      outcome, dags, png_scale, sheet_pairs
 
 ``[pairs] dags`` (e.g. ``["thick->bright"]``) declares DAGs to make pairs for whatever CAGE calls:
 the known mechanism of synthetic data, declared, not inferred. Pairs are made for every DAG CAGE
@@ -171,7 +171,8 @@ def finish(setup: DigitsSetup, result: Any, run_dir: Path, config: ExperimentCon
     pool = np.random.default_rng(seed).permutation(len(data))
     store = open_store(run_dir, options.output.png_scale)
     maker = PairMaker(setup.generator, setup.data_latents, data.images, setup.attributes,
-                      np.arange(len(data)), setup.observation_classifier, store, options.pairs)
+                      np.arange(len(data)), setup.observation_classifier, store, options.pairs,
+                      generator_name="the digits VAE")
     sets = make_pairs(maker, store, result, config, dags, options.pairs, pool, run_dir,
                       context=deterministic_torch())
     return {"pairs": write_pairs(run_dir, sets, dags, records, skipped, store, options.output,

@@ -29,10 +29,14 @@ from cage.experiments.digits.obs_classifier import (
     AttributeCNN,
     ObsClassifierConfig,
     ObservationClassifier,
+    agrees,
+    held_out_accuracy,
+    split_indices,
     train_obs_classifier,
 )
 from cage.generators.vae import VAEConfig, VAEGenerator, state_to_bytes, train_vae, vae_from_bytes
 from cage_eval import progress
+from cage_eval.cache import check_cache_path
 from cage_eval.errors import CacheWarning, RunDirError
 from cage_eval.files import atomic_write_bytes, content_key, writable_directory
 
@@ -149,6 +153,33 @@ def _read_bundle(directory: Path, configs: ModelConfigs) -> DigitsModels | None:
         return None
 
 
+def _recompute_accuracy(models: DigitsModels, configs: ModelConfigs,
+                        data: digits_data.DigitsDataset, directory: Path) -> bool:
+    """Compute the observation classifier's held-out accuracy (real images and VAE
+    reconstructions) again and put it in ``models.meta`` in place of the recorded figures, which
+    are never what lands in a result. False (after a :class:`CacheWarning`) when the recorded
+    figures differ by more than one held-out image: the bundle is not what its file says."""
+    x = data.float_images()
+    _, test = split_indices(len(x), configs.obs.test_fraction, configs.obs.seed)
+    recon = np.zeros_like(x)
+    with deterministic_torch():
+        made = models.generator.decode(models.generator.encode(torch.as_tensor(x[test]))).numpy()
+    recon[test] = np.round(made * 255.0) / 255.0
+    labels = {a: data.attributes[a] for a in digits_data.ATTRIBUTES}
+    computed = {"accuracy_real": held_out_accuracy(models.psi, x, labels, configs.obs),
+                "accuracy_recon": held_out_accuracy(models.psi, recon, labels, configs.obs)}
+    obs = models.meta.get("obs") if isinstance(models.meta.get("obs"), dict) else {}
+    same = all(agrees(obs.get(k), v, len(test)) for k, v in computed.items())
+    models.meta["obs"] = {**obs, **computed}
+    if not same:
+        warnings.warn(CacheWarning(
+            f"{directory}: the observation classifier's held-out accuracy computed again "
+            f"({computed['accuracy_recon']}) differs from the one recorded in {META_FILE}; "
+            + ("the computed one is used" if models.origin == "shipped"
+               else "not loaded, the models are trained again")), stacklevel=3)
+    return same
+
+
 def train_bundle(configs: ModelConfigs, data: digits_data.DigitsDataset) -> tuple[
         DigitsModels, dict[str, bytes]]:
     """Train the VAE, then the observation classifier on real images and VAE reconstructions.
@@ -202,11 +233,14 @@ def load_or_train(configs: ModelConfigs, data: digits_data.DigitsDataset,
     found = _read_bundle(shipped_dir(), configs)
     if found is not None:
         found.origin = "shipped"
+        _recompute_accuracy(found, configs, data, shipped_dir())
         progress.note("digits models (VAE, observation classifier): the shipped weights")
         return found
     if cache_dir is not None:
+        check_cache_path(cache_bundle_dir(cache_dir, configs))
         found = _read_bundle(cache_bundle_dir(cache_dir, configs), configs)
-        if found is not None:
+        if found is not None and _recompute_accuracy(found, configs, data,
+                                                     cache_bundle_dir(cache_dir, configs)):
             found.origin = "cache"
             progress.note(f"digits models: cached in {cache_bundle_dir(cache_dir, configs)}")
             return found

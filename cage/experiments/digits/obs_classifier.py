@@ -103,6 +103,27 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def held_out_accuracy(clf: ObservationClassifier, images: np.ndarray, labels: dict[str, np.ndarray],
+                      config: ObsClassifierConfig) -> dict[str, float]:
+    """``clf``'s accuracy per attribute on the held-out split :func:`train_obs_classifier` draws
+    for ``config``: ``images`` are all ``(n, 1, 28, 28)`` images (real or reconstructed), only
+    the held-out ones are classified."""
+    _, test = split_indices(len(images), config.test_fraction, config.seed)
+    y = np.stack([np.asarray(labels[a], dtype=np.float32) for a in clf.attributes], axis=1)[test]
+    pred = clf.probabilities(torch.as_tensor(images[test])) > 0.5
+    acc = (pred == (y > 0.5)).mean(axis=0) if len(test) else np.zeros(len(clf.attributes))
+    return {a: float(acc[j]) for j, a in enumerate(clf.attributes)}
+
+
+def agrees(recorded: Any, computed: dict[str, float], n_test: int) -> bool:
+    """Whether accuracies ``recorded`` (from a side file) agree with ``computed`` to within one
+    held-out image (another machine may round a borderline image the other way)."""
+    tolerance = 1.5 / max(n_test, 1)
+    return isinstance(recorded, dict) and set(recorded) == set(computed) and all(
+        isinstance(recorded[a], (int, float)) and abs(float(recorded[a]) - v) <= tolerance
+        for a, v in computed.items())
+
+
 def train_obs_classifier(
     images: np.ndarray,
     reconstructions: np.ndarray,

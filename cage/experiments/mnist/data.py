@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +43,8 @@ import numpy as np
 
 from cage.experiments.digits import morpho
 from cage.experiments.digits.data import DigitsDataset, sample_thickness_intensity
-from cage_eval.errors import InputFileError, RunDirError
+from cage_eval.cache import check_cache_path
+from cage_eval.errors import CacheWarning, InputFileError, RunDirError
 from cage_eval.files import atomic_write_bytes, content_key
 
 ATTRIBUTES = ("thick", "bright", "slanted", "wide")
@@ -283,24 +285,30 @@ def cache_path(config: MorphoMNISTConfig, cache_dir: str | os.PathLike[str]) -> 
 
 
 def _read_cache(path: Path, config: MorphoMNISTConfig) -> MorphoMNISTDataset | None:
+    """The cached dataset, or None (after a :class:`CacheWarning`) when it cannot be trusted."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            stored = json.loads(str(z["config"]))
-            arrays = {k: z[k] for k in z.files if k != "config"}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        return None  # unreadable or foreign: rebuild
+        return _from_npz(path, config)
+    except Exception as exc:  # noqa: BLE001 - untrusted input: never a traceback, never used
+        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        warnings.warn(CacheWarning(f"{path}: unusable dataset cache ({reason}); rebuilding it"),
+                      stacklevel=3)
+        return None
+
+
+def _from_npz(path: Path, config: MorphoMNISTConfig) -> MorphoMNISTDataset:
+    with np.load(path, allow_pickle=False) as z:
+        stored = json.loads(str(z["config"]))
+        arrays = {k: z[k] for k in z.files if k != "config"}
     if stored != config.image_fields():
-        return None
+        raise ValueError("built for another configuration")
     n = config.draws * (config.n_digits or N_MNIST)
-    try:
-        images = arrays["images"]
-        measured = {m: arrays[f"m_{m}"] for m in MEASURED}
-        vectors = [arrays[k] for k in ("labels", "source", "thickness", "intensity")]
-    except KeyError:
-        return None
+    images = arrays["images"]
+    measured = {m: arrays[f"m_{m}"] for m in MEASURED}
+    vectors = [arrays[k] for k in ("labels", "source", "thickness", "intensity")]
     if images.shape != (n, IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8 or any(
-            v.shape != (n,) for v in [*vectors, *measured.values()]):
-        return None
+            v.shape != (n,) or v.dtype.kind not in "iuf" or not np.isfinite(v).all()
+            for v in [*vectors, *measured.values()]):
+        raise ValueError(f"arrays are not {n} finite values each")
     labels, source, t, i = vectors
     return MorphoMNISTDataset(images, labels.astype(np.int64), source.astype(np.int64), t, i,
                               measured, annotate(t, i, measured, config))
@@ -311,6 +319,8 @@ def load(config: MorphoMNISTConfig, cache_dir: str | os.PathLike[str] | None
     """The dataset from ``cache_dir/morphomnist-<image key>.npz``, building and caching it if
     absent or invalid; the labels are always recomputed from ``config``'s quantiles."""
     path = cache_path(config, cache_dir) if cache_dir is not None else None
+    if path is not None:
+        check_cache_path(path)
     if path is not None and path.is_file():
         found = _read_cache(path, config)
         if found is not None:

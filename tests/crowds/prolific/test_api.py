@@ -233,6 +233,7 @@ def test_returned_and_timed_out_submissions_free_tasks_and_keep_places(tmp_path,
         host.gateway_sessions.append({"session_id": subs[pid], "pid": pid, "answered": 2,
                                       "ip_hash": "h"})
     rec = backend.reconcile(run, api, host)
+    collected(run, {subs["P1"]: ("P1", [])})
     assert sorted(host.released) == sorted([subs["P2"], subs["P3"], subs["P5"]])
     assert rec.released_sessions == 3 and rec.answered == 4
     assert backend.reconcile(run, api, host).released_sessions == 0  # once each
@@ -242,7 +243,8 @@ def test_returned_and_timed_out_submissions_free_tasks_and_keep_places(tmp_path,
     plan = payments.plan_review(run, api)
     assert [(d.pid, d.action) for d in plan.decisions] == [("P1", "APPROVE")]
     with pytest.raises(ConfigError, match="status RETURNED; only AWAITING REVIEW"):
-        payments.plan_review(run, api, {subs["P2"]: ("FAILED_CHECK", "x" * 120)})
+        payments.plan_review(run, api, {subs["P2"]: ("FAILED_CHECK", "x" * 120)},
+                             override_fair_rejection=True)
     standin.fault("POST", r"/submissions/\w+/transition/", "500-after")
     assert payments.apply_review(run, api, plan) == 1
     assert payments.apply_review(run, api, plan) == 0
@@ -255,13 +257,154 @@ def test_returned_and_timed_out_submissions_free_tasks_and_keep_places(tmp_path,
 def test_a_rejection_needs_a_category_and_100_characters(tmp_path, standin):
     run, api, host, study_id = published(tmp_path, standin)
     sid = standin.add_submission(study_id, "P1", status="AWAITING REVIEW")
+    collected(run, {sid: ("P1", [False, False])})
     with pytest.raises(ConfigError, match="Prolific needs at least 100"):
         payments.plan_review(run, api, {sid: ("FAILED_CHECK", "too short")})
     with pytest.raises(ConfigError, match="--category 'BAD'"):
         payments.plan_review(run, api, {sid: ("BAD", "x" * 100)})
+    with pytest.raises(ConfigError, match="Prolific needs at least 100"):
+        payments.plan_review(run, api, reject_failed_attention=True, message="too short")
     plan = payments.plan_review(run, api, {sid: ("FAILED_CHECK", "y" * 100)})
     payments.apply_review(run, api, plan)
     assert standin.submissions[sid]["status"] == "REJECTED"
+
+
+# --------------------------------------------------------------------------- fair rejection
+
+
+def collected(run, sessions, *, pairs=2):
+    """Write RUN/hit_items.csv (4 pairs, 4 attention checks) and a Prolific results.csv:
+    ``sessions`` maps SESSION_ID -> (PID, [passed, ...] per attention check answered); every
+    session also answers ``pairs`` pair HITs."""
+    import csv
+
+    from cage_eval import runs
+    from hitgen.items import build_hit_items, read_hit_items, write_hit_items
+
+    if not (run / runs.HIT_ITEMS).exists():
+        write_hit_items(run, build_hit_items(run, attention_rate=1.0))
+    items = read_hit_items(run)
+    checks = [it for it in items if it.kind == "attention"]
+    pair_items = [it for it in items if it.kind == "pair"]
+    flip = {"top": "bottom", "bottom": "top"}
+    with (run / runs.RESULTS).open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Input.item_id", "Answer.choice", "WorkerId", "Prolific.PID",
+                         "Prolific.SessionId"])
+        for sid, (pid, passed) in sessions.items():
+            for it, ok in zip(checks, passed, strict=False):
+                writer.writerow([it.item_id, it.expected if ok else flip[it.expected], pid, pid,
+                                 sid])
+            for it in pair_items[:pairs]:
+                writer.writerow([it.item_id, "top", pid, pid, sid])
+    return items
+
+
+def _awaiting(standin, study_id, host, pids):
+    subs = {}
+    for pid in pids:
+        subs[pid] = standin.add_submission(study_id, pid, status="AWAITING REVIEW")
+        host.gateway_sessions.append({"session_id": subs[pid], "pid": pid, "answered": 6,
+                                      "ip_hash": ""})
+    return subs
+
+
+def test_review_follows_the_fair_rejection_rule_on_the_collected_checks(tmp_path, standin):
+    from analysis.plan import AnalysisPlan
+
+    run, api, host, study_id = published(tmp_path, standin)
+    subs = _awaiting(standin, study_id, host, ["GOOD", "ONCE", "TWICE", "NOCHECK", "LATE"])
+    backend.reconcile(run, api, host)
+    collected(run, {subs["GOOD"]: ("GOOD", [True] * 4), subs["ONCE"]: ("ONCE", [False] + [True] * 3),
+                    subs["TWICE"]: ("TWICE", [False, True, False, True]),
+                    subs["NOCHECK"]: ("NOCHECK", [])})
+    # Without --reject-failed-attention nobody is rejected.
+    plan = payments.plan_review(run, api)
+    got = {d.pid: (d.action, d.reason) for d in plan.decisions}
+    assert got["GOOD"] == ("APPROVE", "4 attention check(s), none failed")
+    assert got["NOCHECK"] == ("APPROVE", "no attention check answered")
+    assert got["ONCE"] == ("APPROVE", "1 of 4 attention check(s) failed; not rejected "
+                                      "(fair-rejection rule needs 2); still counted by the "
+                                      "analysis; approved by the fair-rejection rule")
+    assert got["TWICE"][0] == "APPROVE" and "rejection allowed but not asked for" in got["TWICE"][1]
+    assert plan.left == [(subs["LATE"], "no answer collected (run cage-eval prolific collect "
+                                        "first)")]
+    # With it, exactly the participant with two failed checks is rejected, as a failed check.
+    plan = payments.plan_review(run, api, reject_failed_attention=True)
+    rejected = [d for d in plan.decisions if d.action == "REJECT"]
+    assert [(d.pid, d.category) for d in rejected] == [("TWICE", "FAILED_CHECK")]
+    assert rejected[0].message == payments.attention_message(2, 4)
+    assert len(rejected[0].message) >= 100 and "2 of the 4 attention checks" in rejected[0].message
+    assert rejected[0].reason == ("2 of 4 attention check(s) failed; rejection allowed "
+                                  "(fair-rejection rule: 2 or more)")
+    # An explicit rejection below the rule is refused, unless overridden (and recorded).
+    why = "z" * 120
+    with pytest.raises(ConfigError, match="participant ONCE failed 1 attention check.*needs 2 "
+                                          "before a rejection.*--override-fair-rejection"):
+        payments.plan_review(run, api, {subs["ONCE"]: ("LOW_EFFORT", why)})
+    with pytest.raises(ConfigError, match="participant GOOD failed 0"):
+        payments.plan_review(run, api, {subs["GOOD"]: ("LOW_EFFORT", why)})
+    plan = payments.plan_review(run, api, {subs["ONCE"]: ("LOW_EFFORT", why)},
+                                reject_failed_attention=True, override_fair_rejection=True)
+    forced = next(d for d in plan.decisions if d.pid == "ONCE")
+    assert forced.action == "REJECT" and forced.override and "--override-fair-rejection" in \
+        forced.reason
+    assert payments.apply_review(run, api, plan) == 4
+    assert {p: standin.submissions[subs[p]]["status"] for p in subs} == {
+        "GOOD": "APPROVED", "ONCE": "REJECTED", "TWICE": "REJECTED", "NOCHECK": "APPROVED",
+        "LATE": "AWAITING REVIEW"}
+    body = next(b for m, p, b in standin.requests if p.endswith(f"/{subs['TWICE']}/transition/"))
+    assert body == {"action": "REJECT", "rejection_category": "FAILED_CHECK",
+                    "message": payments.attention_message(2, 4)}
+    with ProlificLedger.open(run) as ledger:
+        assert ("fair-rejection-overridden", f"{subs['ONCE']} ONCE") in ledger.events()
+        assert {s["pid"]: s["status"] for s in ledger.sessions()}["TWICE"] == "REJECTED"
+    assert payments.plan_review(run, api, plan=AnalysisPlan()).decisions == []
+
+
+def test_the_plan_can_ask_for_a_return_instead_and_asks_once(tmp_path, standin):
+    from analysis.plan import AnalysisPlan
+
+    run, api, host, study_id = published(tmp_path, standin)
+    subs = _awaiting(standin, study_id, host, ["ONCE", "TWICE", "GOOD"])
+    backend.reconcile(run, api, host)
+    collected(run, {subs["ONCE"]: ("ONCE", [False, True, True, True]),
+                    subs["TWICE"]: ("TWICE", [False, False, True, True]),
+                    subs["GOOD"]: ("GOOD", [True] * 4)})
+    plan = AnalysisPlan(below_rejection="ask-return", attention_min_accuracy=0.8)
+    review = payments.plan_review(run, api, plan=plan)
+    got = {d.pid: d for d in review.decisions}
+    assert {p: d.action for p, d in got.items()} == {
+        "ONCE": "REQUEST_RETURN", "TWICE": "REQUEST_RETURN", "GOOD": "APPROVE"}
+    assert got["ONCE"].reason == ("1 of 4 attention check(s) failed; not rejected "
+                                  "(fair-rejection rule needs 2); excluded from the analysis by "
+                                  "the attention rule; the plan asks for a return "
+                                  "(below_rejection: ask-return)")
+    # A request whose answer is lost is never sent again (the participant would get it twice).
+    slow = ProlificAPI(TOKEN, base_url=standin.url, sleep=lambda s: None, timeout=0.5)
+    standin.fault("POST", rf"/{subs['ONCE']}/request-return/", "timeout-after", 1.5)
+    assert payments.apply_review(run, slow, review) == 3
+    assert payments.apply_review(run, api, review) == 0
+    assert standin.calls("POST", r"/request-return/") == 2
+    assert standin.calls("POST", r"/submissions/\w+/transition/") == 1
+    body = next(b for m, p, b in standin.requests if p.endswith(f"/{subs['TWICE']}/request-return/"))
+    assert body == {"request_return_reasons": [payments.return_reason(2, 4)]}
+    assert payments.return_reason(2, 4) == ("Failed 2 of 4 attention checks (one image of the "
+                                            "pair was plainly damaged).")
+    assert standin.submissions[subs["ONCE"]]["status"] == "AWAITING REVIEW"  # never rejected
+    again = payments.plan_review(run, api, plan=plan)
+    assert again.decisions == [] and {sid for sid, _ in again.left} == {subs["ONCE"],
+                                                                         subs["TWICE"]}
+    assert "a return was requested" in again.left[0][1]
+    with ProlificLedger.open(run) as ledger:
+        states = {sid: ledger.return_request(sid)["state"] for sid in (subs["ONCE"],
+                                                                        subs["TWICE"])}
+    assert states == {subs["ONCE"]: "unknown", subs["TWICE"]: "done"}
+    # Once they returned it, the place is Prolific's again: their tasks are freed, their
+    # answers never reach results.csv.
+    standin.set_status(subs["TWICE"], "RETURNED")
+    backend.reconcile(run, api, host)
+    assert subs["TWICE"] in host.released
 
 
 # --------------------------------------------------------------------------- bonuses

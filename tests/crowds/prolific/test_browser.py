@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 from browser_fixtures import browser_marks, chromium  # noqa: E402

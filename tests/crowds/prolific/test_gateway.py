@@ -10,7 +10,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 
 import requests  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
@@ -115,7 +115,12 @@ def test_participants_arrive_resume_and_finish_with_their_code(tmp_path):
 
 
 def test_returned_and_timed_out_submissions_free_their_tasks(tmp_path):
-    with prolific_study(tmp_path, tasks_per_participant=2) as s:
+    from analysis.plan import AnalysisPlan
+
+    # Every participant here comes from 127.0.0.1 (one IP hash): a plan that reports shared
+    # addresses without excluding them, so that Table 2 holds every answer that counts.
+    keep = AnalysisPlan(duplicate_participants="keep")
+    with prolific_study(tmp_path, tasks_per_participant=2, analysis_plan=keep) as s:
         quitter = Participant(s, "5f0bb0000000000000000001")
         quitter.arrive()
         assert quitter.answer(_choose, n=1) == 1
@@ -180,6 +185,111 @@ def test_returned_and_timed_out_submissions_free_their_tasks(tmp_path):
     other = pd.read_csv(tmp_path / "mturk" / "table2.csv")
     pd.testing.assert_frame_equal(prolific, other)
     assert prolific["n"].sum() == 12
+
+
+def _as_mturk(rows: list[dict[str, str]], path) -> None:
+    """The same answers laid out as an MTurk batch-results file: same worker ids, statuses and
+    times; MTurk knows no study or IP address, so those columns are absent."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=runs.RESULTS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for n, r in enumerate(rows):
+            writer.writerow({
+                "HITId": f"3HIT{r['Input.item_id'][:20]}", "HITTypeId": "3TYPE",
+                "AssignmentId": f"3ASG{n:06d}", "WorkerId": r["Prolific.PID"],
+                "AssignmentStatus": r["AssignmentStatus"],
+                "AcceptTime": r["AcceptTime"], "SubmitTime": r["SubmitTime"],
+                "WorkTimeInSeconds": r["WorkTimeInSeconds"],
+                "RequesterAnnotation": f"{runs.REQUESTER_ANNOTATION_PREFIX}9a1c0e5d7b3f2a61",
+                "Input.item_id": r["Input.item_id"], "Input.image_top": r["Input.image_top"][:9],
+                "Input.image_bottom": r["Input.image_bottom"][:9],
+                "Input.run_id": "9a1c0e5d7b3f2a61", "Answer.choice": r["Answer.choice"],
+                "Answer.item_id": r["Answer.item_id"],
+                "Answer.elapsed_ms": r["Answer.elapsed_ms"]})
+
+
+def test_analyze_applies_the_planned_exclusions_like_an_mturk_study(tmp_path):
+    """Four participants judge every HIT (4 pairs, 4 catch trials): one clean, one blocked
+    before the study, one failing 1 check (below the plan's 0.8 accuracy, never rejected) and
+    one failing 2 (rejected by review under the fair-rejection rule). Table 2 keeps the clean
+    participant's 4 pair judgements, each rule removes 4, and the same answers as an MTurk
+    study with the same frozen plan give the same Table 2 and the same exclusion counts."""
+    import json
+
+    from analysis.plan import AnalysisPlan, load_plan
+
+    pids = {"GOOD": "5f0ff0000000000000000001", "BLOCKED": "5f0ff0000000000000000002",
+            "ONCE": "5f0ff0000000000000000003", "TWICE": "5f0ff0000000000000000004"}
+    # Every participant comes from 127.0.0.1 here, so all share one IP hash: the plan reports
+    # shared addresses without excluding them (an in-lab policy; the rule is checked below).
+    planned = AnalysisPlan(attention_min_accuracy=0.8, blocked_participants=(pids["BLOCKED"],),
+                           duplicate_participants="keep")
+    with prolific_study(tmp_path, tasks_per_participant=8, assignments=4, attention_rate=1.0,
+                        analysis_plan=planned) as s:
+        items = {it.item_id: it for it in read_hit_items(s.run)}
+        assert sum(it.kind == "attention" for it in items.values()) == 4
+        assert load_plan(s.run) == planned.replace(catch_trials=4)
+        flip = {"top": "bottom", "bottom": "top"}
+        for name, wrong in (("GOOD", 0), ("BLOCKED", 0), ("ONCE", 1), ("TWICE", 2)):
+            seen: list[str] = []
+
+            def choose(item_id: str, wrong=wrong, seen=seen) -> str:
+                it = items[item_id]
+                if it.kind != "attention":
+                    return _choose(item_id)
+                seen.append(item_id)
+                return flip[it.expected] if len(seen) <= wrong else it.expected
+
+            p = Participant(s, pids[name])
+            p.arrive()
+            assert p.answer(choose) == 8 and "cc=" in p.landed
+            p.finish()
+        backend.collect(s.run, s.api, s.host)
+        review = payments.plan_review(s.run, s.api, reject_failed_attention=True)
+        actions = {d.pid: d.action for d in review.decisions}
+        assert actions == {pids["GOOD"]: "APPROVE", pids["BLOCKED"]: "APPROVE",
+                           pids["ONCE"]: "APPROVE", pids["TWICE"]: "REJECT"}
+        payments.apply_review(s.run, s.api, review)
+        backend.collect(s.run, s.api, s.host)
+    rows = _results(s.run)
+    assert len(rows) == 32
+    assert {r["AssignmentStatus"] for r in rows if r["Prolific.PID"] == pids["TWICE"]} == {
+        "Rejected"}
+    mturk = tmp_path / "mturk_results.csv"
+    _as_mturk(rows, mturk)
+    runner = CliRunner()
+    for name, path in (("prolific", s.run / runs.RESULTS), ("mturk", mturk)):
+        res = runner.invoke(cli, ["analyze", str(path), "--run", str(s.run), "--out",
+                                  str(tmp_path / name), "--n-boot", "200"],
+                            catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert "WARNING" not in res.output
+    prolific = pd.read_csv(tmp_path / "prolific" / "table2.csv")
+    other = pd.read_csv(tmp_path / "mturk" / "table2.csv")
+    pd.testing.assert_frame_equal(prolific, other)
+    assert prolific["n"].sum() == 4 and prolific["judgements_read"].sum() == 16
+    assert {rule: int(prolific[f"excluded_{rule}"].sum()) for rule in (
+        "rejected", "blocked_participant", "attention", "shared_ip", "too_fast")} == {
+        "rejected": 4, "blocked_participant": 4, "attention": 4, "shared_ip": 0, "too_fast": 0}
+    reports = {name: json.loads((tmp_path / name / "analysis.json").read_text())
+               for name in ("prolific", "mturk")}
+    assert reports["prolific"]["exclusions_by_rule"] == reports["mturk"]["exclusions_by_rule"]
+    assert reports["prolific"]["plan"] == reports["mturk"]["plan"] == load_plan(s.run).to_dict()
+    # The Prolific file carries the study and the hashed address (MTurk's does not): the
+    # participants after the first share it (the rejected one is out before this rule looks),
+    # reported under the plan ...
+    shared = reports["prolific"]["exclusions"]["duplicate_participants"]["shared_ip"]
+    assert sorted(x["participant"] for x in shared) == [pids["BLOCKED"], pids["ONCE"]]
+    assert {(x["study"], x["first_participant"]) for x in shared} == {(s.study_id, pids["GOOD"])}
+    assert reports["mturk"]["exclusions"]["duplicate_participants"]["shared_ip"] == []
+    # ... and excluded when the analysis is told to (a departure from the plan, warned about).
+    res = runner.invoke(cli, ["analyze", str(s.run / runs.RESULTS), "--run", str(s.run),
+                              "--out", str(tmp_path / "strict"), "--n-boot", "200",
+                              "--duplicate-participants", "exclude-later"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0 and "WARNING" in res.output
+    strict = pd.read_csv(tmp_path / "strict" / "table2.csv")
+    assert strict["excluded_shared_ip"].sum() > 0
 
 
 def host_batch(s, tmp_path) -> int:

@@ -31,8 +31,8 @@ from crowds.turkle.backend import (
 from crowds.turkle.ledger import TurkleLedger
 from hitgen.items import read_hit_items
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
-requests = pytest.importorskip("requests", reason="requests comes with cage-eval[turkle]")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
+requests = pytest.importorskip("requests", reason="requests comes with the turkle extra")
 
 WORKERS = ("ana", "ben", "cleo")
 

@@ -18,7 +18,7 @@ from crowds.turkle.api import TurkleAPI
 from crowds.turkle.backend import TurklePublishOptions, collect, publish
 from hitgen.items import read_hit_items
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
 pytestmark = [*browser_marks(), pytest.mark.slow]

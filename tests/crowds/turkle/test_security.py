@@ -127,7 +127,7 @@ def test_mturk_and_turkle_commands_point_to_each_other(tmp_path, home):
 
 
 def test_serve_refuses_a_port_another_program_listens_on(tmp_path, listener):
-    pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+    pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
     home = tmp_path / "home"
     with pytest.raises(BackendError) as err:
         server = turkle_server.start_server(home, port=listener.port, timeout=60)

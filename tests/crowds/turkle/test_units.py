@@ -25,7 +25,7 @@ from crowds.turkle.backend import (
 from crowds.turkle.ledger import CREATING, Publication, TurkleLedger
 from hitgen.items import build_hit_items
 
-pytest.importorskip("turkle", reason="Turkle is not installed: pip install 'cage-eval[turkle]'")
+pytest.importorskip("turkle", reason="Turkle is not installed: pip install -e '.[turkle]'")
 
 HEADER = (*TURKLE_META_COLUMNS, "Input.image_bottom", "Input.image_top", "Input.item_id",
           "Answer.choice", "Answer.elapsed_ms", "Answer.item_id", "Turkle.Username")

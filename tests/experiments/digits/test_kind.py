@@ -65,7 +65,7 @@ def test_run_directory_has_pairs_images_and_sheets(tmp_path, cache):
     # The generate summary ends with one line per DAG about its pairs.
     text = summary(result, tmp_path / "a", 1.0).splitlines()
     assert text[-1].startswith(f"  thick->wide      declared (CAGE observation: {rec['cage_call']}, "
-                               f"p(dtau)={rec['p_delta_tau']:.3f}): 10 rows (same_source 6, "
+                               f"p(Δτ ≠ 0)={rec['p_delta_tau']:.3f}): 10 rows (same_source 6, "
                                "same_destination 4); sheets: ")
     assert str(tmp_path / "a" / runs.SHEETS_DIR / "thick_to_wide__same_source.png") in text[-1]
     assert manifest["setup"]["weights"]["origin"] == "shipped"

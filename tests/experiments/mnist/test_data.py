@@ -11,6 +11,7 @@ from cage.experiments.digits import morpho
 from cage.experiments.mnist import data as mnist
 from cage.experiments.mnist.data import MorphoMNISTConfig
 from cage.experiments.mnist.judge import Link, MorphometricJudge, fit_link
+from cage_eval.errors import CacheWarning
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +92,10 @@ def test_cache_round_trip_is_validated(tmp_path):
     again = mnist.load(MorphoMNISTConfig(n_digits=12, draws=1, thick_quantile=0.3), tmp_path)
     np.testing.assert_array_equal(first.images, again.images)
     assert again.attributes["thick"].mean() > first.attributes["thick"].mean()
-    # A damaged cache file is rebuilt, not trusted.
+    # A damaged cache file is rebuilt after one warning, not trusted.
     path.write_bytes(b"not an npz")
-    rebuilt = mnist.load(config, tmp_path)
+    with pytest.warns(CacheWarning, match="unusable dataset cache .*; rebuilding it"):
+        rebuilt = mnist.load(config, tmp_path)
     np.testing.assert_array_equal(first.images, rebuilt.images)
     with np.load(path, allow_pickle=False) as z:
         assert z["images"].shape == (12, 28, 28)
