@@ -87,8 +87,8 @@ def test_shipped_keys_unchanged_and_variants_keyed_apart():
     keys = {m: MorphoMNISTConfig(mechanism=m).image_key() for m in mnist.MECHANISMS}
     assert len(set(keys.values())) == 3
     # The shipped weights of the two forward experiments are still found by their keys, and the
-    # reversed DeepSCM-coupling variant ships its own.
-    for name in ("morphomnist", "morphomnist_loose", "morphomnist_reversed"):
+    # reversed and no-mechanism DeepSCM-coupling variants ship their own.
+    for name in ("morphomnist", "morphomnist_loose", "morphomnist_reversed", "morphomnist_none"):
         configs = parse_options(load_experiment(name)).models
         assert shipped_meta(configs.file_stem("flow")) is not None
         assert shipped_meta(configs.file_stem("obs")) is not None
