@@ -9,6 +9,10 @@ Library code never prints. It announces what it is doing through :func:`current`
                 bar.update(1)
     progress.note("VAE: loaded from the cache (digits-weights-…)")   # a one-line fact
 
+    with progress.counting(n_images, "labelling decoded samples", "image"):  # a bar that code
+        ...                                                   # further down moves:
+        progress.advance(len(batch))                          # (no-op outside counting)
+
 The default reporter (:class:`Silent`) does nothing, so tests and library users see nothing
 unless they ask. The command line installs a console reporter (:mod:`cage_eval.cli.console`) with
 :func:`use` for the duration of a command: stage lines with elapsed time on stderr always (so
@@ -88,6 +92,29 @@ def stage(name: str) -> contextlib.AbstractContextManager[None]:
 def bar(total: int | None, desc: str, unit: str = "it") -> contextlib.AbstractContextManager[Bar]:
     """A progress bar of the current reporter."""
     return current().bar(total, desc, unit)
+
+
+_COUNTING: contextvars.ContextVar[Bar | None] = contextvars.ContextVar("cage_counting",
+                                                                     default=None)
+
+
+@contextlib.contextmanager
+def counting(total: int | None, desc: str, unit: str = "it") -> Iterator[Bar]:
+    """A bar of the current reporter that :func:`advance` moves from anywhere inside the block
+    (the loop that knows the total is not the one that does the work)."""
+    with bar(total, desc, unit) as b:
+        token = _COUNTING.set(b)
+        try:
+            yield b
+        finally:
+            _COUNTING.reset(token)
+
+
+def advance(n: int = 1) -> None:
+    """Move the innermost :func:`counting` bar by ``n`` (nothing outside one)."""
+    b = _COUNTING.get()
+    if b is not None:
+        b.update(n)
 
 
 def note(text: str) -> None:

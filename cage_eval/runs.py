@@ -168,6 +168,19 @@ def dag_name(cause: str, effect: str) -> str:
     return f"{cause}->{effect}"
 
 
+def hit_domain(run: str | os.PathLike[str], given: str | None = None) -> str:
+    """The HIT wording to use: ``given``, else the run's ``[hits] domain`` (the manifest's
+    ``pairs.hit_domain``), else ``digits``."""
+    if given:
+        return given
+    try:
+        pairs = read_manifest(run).get("pairs") or {}
+    except RunDirError:
+        return "digits"
+    domain = pairs.get("hit_domain") if isinstance(pairs, dict) else None
+    return domain if isinstance(domain, str) and domain else "digits"
+
+
 def read_manifest(run: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check ``RUN/manifest.json``; raise :class:`RunDirError` when it is not a run."""
     run = Path(run)

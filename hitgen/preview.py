@@ -19,7 +19,7 @@ from pathlib import Path
 from cage_eval import runs
 from hitgen.hosting import ImageHost
 from hitgen.items import HitItem
-from hitgen.render import html_question, render_mturk_page
+from hitgen.render import question_bytes, render_mturk_page
 from hitgen.texts import HitTexts
 
 #: Default preview directory inside the run directory.
@@ -38,12 +38,12 @@ class PreviewSummary:
 def question_sizes(
     items: Sequence[HitItem], host: ImageHost, texts: HitTexts, *, templates_dir: Path | None = None
 ) -> dict[str, int]:
-    """Bytes of each item's HTMLQuestion; raises ConfigError on the first one over the limit."""
+    """Bytes of each item's HTMLQuestion with the host's image URLs (over the limit or not)."""
     sizes = {}
     for item in items:
         page = render_mturk_page(item, host.url(item.image_top), host.url(item.image_bottom), texts,
                                  templates_dir=templates_dir)
-        sizes[item.item_id] = len(html_question(page).encode("utf-8"))
+        sizes[item.item_id] = question_bytes(page)
     return sizes
 
 
@@ -65,7 +65,7 @@ def write_previews(
         for n, item in enumerate(items, start=1):
             page = render_mturk_page(item, host.url(item.image_top), host.url(item.image_bottom),
                                      texts, templates_dir=templates_dir)
-            largest = max(largest, len(html_question(page).encode("utf-8")))
+            largest = max(largest, question_bytes(page))
             (stage / f"{item.item_id}.html").write_text(page, encoding="utf-8")
             links.append(f'<li><a href="{item.item_id}.html">HIT {n}: {item.item_id}</a></li>')
         index = (

@@ -153,7 +153,7 @@ def render_batch_template(
     return page
 
 
-def html_question(page_html: str, *, frame_height: int = 0) -> str:
+def html_question(page_html: str, *, frame_height: int = 0, check_size: bool = True) -> str:
     """Wrap a page in an HTMLQuestion (2011-11-11 schema) with the page in a CDATA section.
 
     Raises ConfigError when the page contains ``]]>`` (it would end the CDATA section) or the
@@ -172,12 +172,19 @@ def html_question(page_html: str, *, frame_height: int = 0) -> str:
         "</HTMLQuestion>\n"
     )
     size = len(xml.encode("utf-8"))
-    if size > MAX_QUESTION_BYTES:
+    if check_size and size > MAX_QUESTION_BYTES:
         raise ConfigError(
             f"the HIT question is {size:,} bytes, over MTurk's limit of {MAX_QUESTION_BYTES:,}; the "
             "images are probably inlined as data URIs: host them on S3 instead (--s3-bucket)"
         )
     return xml
+
+
+def question_bytes(page_html: str, *, frame_height: int = 0) -> int:
+    """Bytes of the HTMLQuestion :func:`html_question` makes of ``page_html``, over the limit or
+    not (the HIT preview reports the size; publishing with inlined images refuses it)."""
+    return len(html_question(page_html, frame_height=frame_height,
+                             check_size=False).encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- template checks

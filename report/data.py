@@ -20,7 +20,7 @@ import datetime as _dt
 import math
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +296,7 @@ class DagPairs:
     settings: dict[str, int]
     sheets: tuple[Figure, ...]
     stats: dict[str, dict[str, Any]]
+    difference: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,8 @@ class PairsInfo:
     dags: tuple[DagPairs, ...]
     skipped: tuple[dict[str, Any], ...]
     other_sheets: tuple[Figure, ...]
+    difference_warnings: tuple[str, ...] = ()
+    difference_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -605,7 +608,8 @@ def read_pairs(run: Path, manifest: Mapping[str, Any]) -> PairsInfo | None:
             calls_by_outcome=dict(rec.get("calls_by_outcome") or {}),
             rows=int(rec.get("rows", 0)), settings={s: settings[s] for s in order},
             sheets=tuple(sheets),
-            stats={s: dict(stats.get(f"{dag} {s}") or {}) for s in order}))
+            stats={s: dict(stats.get(f"{dag} {s}") or {}) for s in order},
+            difference=dict(rec.get("difference") or {})))
     directory = run / runs.SHEETS_DIR
     extra = sorted(f"{runs.SHEETS_DIR}/{p.name}" for p in directory.glob("*.png")) \
         if directory.is_dir() else []
@@ -614,7 +618,9 @@ def read_pairs(run: Path, manifest: Mapping[str, Any]) -> PairsInfo | None:
         rows=int(info.get("rows", 0)), images=int(info.get("images", 0)),
         outcome=str(info.get("outcome", "")), dags=tuple(dags),
         skipped=tuple(dict(s) for s in info.get("skipped") or []),
-        other_sheets=tuple(f for f in others if f is not None))
+        other_sheets=tuple(f for f in others if f is not None),
+        difference_warnings=tuple(str(t) for t in info.get("difference_warnings") or []),
+        difference_threshold=_maybe_float(info.get("difference_threshold")))
 
 
 def _maybe_float(value: Any) -> float | None:

@@ -500,20 +500,27 @@ class Workers:
         mine = sum(1 for owner in owners if owner == self.group.rank)
         try:
             handler = self.handlers[name]
-            with progress.bar(mine, _UNIT_WORDS.get(name, name), "unit") as bar:
+            # Units that say how many images they decode move a bar of images from inside the
+            # handler (batch by batch, so a long unit shows its progress); others count units.
+            rows = [getattr(u, "decodes", None) for i, u in enumerate(units)
+                    if owners[i] == self.group.rank]
+            by_rows = bool(rows) and all(isinstance(r, int) for r in rows)
+            total, unit_word = (sum(rows), "image") if by_rows else (mine, "unit")
+            with progress.counting(total, _UNIT_WORDS.get(name, name), unit_word):
                 for i, unit in enumerate(units):
                     if owners[i] != self.group.rank:
                         continue
                     saved = store.get(unit.key) if store is not None and unit.key else None
                     if saved is not None:
                         results[i] = (saved, True)
-                        bar.update(1)
+                        progress.advance(unit.decodes if by_rows else 1)
                         continue
                     value = handler(unit)
                     results[i] = (value, False)
                     if store is not None and unit.key:
                         store.put(unit.key, value)
-                    bar.update(1)
+                    if not by_rows:
+                        progress.advance(1)
             if store is not None:
                 mismatch, verified = self._verify(name, units, results, handler, store)
         except Exception as exc:  # noqa: BLE001 - sent to rank 0, which raises it

@@ -122,6 +122,12 @@ class CageConfig:
     k_null_observation : int
         Prior latents (the first ones) behind each observation-space null draw; the observed
         statistic for those p-values is recomputed on the same latents.
+    k_observation : int
+        Prior latents (the first ones) behind eq. 9's GATEs over the alpha grid and its factual
+        outcomes; 0: all ``k`` (set it when a decode is expensive: eq. 8 keeps all ``k``).
+    n_null_observation : int
+        Null draws per kind (and rotation draws) in eq. 9; 0: ``n_null`` (eq. 8's draws cost no
+        decodes, eq. 9's cost ``2 k_null_observation`` each).
     mmd_n : int
         Points per side in the MMD between conditional and counterfactual latents.
     mmd_permutations : int
@@ -148,6 +154,8 @@ class CageConfig:
     rule: str = RULES[0]
     min_accuracy: float = 0.75
     k_null_observation: int = 2000
+    k_observation: int = 0
+    n_null_observation: int = 0
     mmd_n: int = 500
     mmd_permutations: int = 200
     baselines: bool = True
@@ -466,6 +474,17 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     k_null_observation = get("k_null_observation", int)
     if k_null_observation < 2:
         raise ConfigError(f"{where('k_null_observation')} = {k_null_observation}: must be >= 2")
+    k_observation = get("k_observation", int)
+    if k_observation != 0 and k_observation < 2:
+        raise ConfigError(f"{where('k_observation')} = {k_observation}: must be 0 (all k) or >= 2")
+    correction = get("correction", str)
+    _one_of(correction, CORRECTIONS, where("correction"))
+    if n_null_auto:
+        n_null = auto_n_null(len(pairs) * len(outcomes), level, correction)
+    n_null_observation = get("n_null_observation", int)
+    if n_null_observation < 0 or n_null_observation > n_null:
+        raise ConfigError(f"{where('n_null_observation')} = {n_null_observation}: must be 0 "
+                          f"(n_null) or 1 .. n_null = {n_null}")
     mmd_n = get("mmd_n", int)
     if mmd_n < 2:
         raise ConfigError(f"{where('mmd_n')} = {mmd_n}: need at least 2 points per side")
@@ -473,18 +492,15 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     if mmd_permutations < 1:
         raise ConfigError(f"{where('mmd_permutations')} = {mmd_permutations}: must be >= 1")
     baselines = get("baselines", bool)
-    correction = get("correction", str)
-    _one_of(correction, CORRECTIONS, where("correction"))
     falsified = get("falsified", str).strip()
-    if n_null_auto:
-        n_null = auto_n_null(len(pairs) * len(outcomes), level, correction)
     return CageConfig(pairs=tuple(pairs), alphas=tuple(alphas), alpha=alpha, k=k, n_null=n_null,
                       nulls=nulls, null=null, classifier=classifier, C=C,
                       intervention=intervention, outcomes=outcomes, outcome_scale=outcome_scale,
                       test_fraction=test_fraction, level=level, rule=rule, min_accuracy=min_accuracy,
-                      k_null_observation=k_null_observation, mmd_n=mmd_n, mmd_permutations=mmd_permutations,
-                      baselines=baselines, correction=correction, falsified=falsified,
-                      n_null_auto=n_null_auto)
+                      k_null_observation=k_null_observation, k_observation=k_observation,
+                      n_null_observation=n_null_observation, mmd_n=mmd_n,
+                      mmd_permutations=mmd_permutations, baselines=baselines,
+                      correction=correction, falsified=falsified, n_null_auto=n_null_auto)
 
 
 def _check_alpha(alpha: float, where: str) -> None:

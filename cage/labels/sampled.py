@@ -21,6 +21,8 @@ import torch
 from cage.compute import distributed
 from cage.compute.distributed import Workers
 from cage.engine.seeds import stage_seed
+from cage.pairs.images import to_uint8
+from cage_eval import progress
 from cage_eval.errors import ConfigError
 
 #: Latents drawn per seed.
@@ -43,6 +45,7 @@ class SampledLabels:
     latents: np.ndarray
     attributes: dict[str, np.ndarray]
     probabilities: dict[str, np.ndarray]
+    images: np.ndarray | None = None
 
 
 def block_seed(seed: int, block: int) -> int:
@@ -53,14 +56,16 @@ def block_seed(seed: int, block: int) -> int:
 @dataclass(frozen=True)
 class LabelUnit:
     """Block ``block`` of the labelled samples: its first ``rows`` latents, decoded ``batch`` at a
-    time and classified. The unit of labelling work a rank computes (and checkpoints under
-    ``key``, empty: never) when several share it (:mod:`cage.compute.distributed`)."""
+    time and classified (and its images kept, uint8, with ``keep``). The unit of labelling work a
+    rank computes (and checkpoints under ``key``, empty: never) when several share it
+    (:mod:`cage.compute.distributed`)."""
 
     key: str
     seed: int
     block: int
     rows: int
     batch: int
+    keep: bool = False
 
     @property
     def decodes(self) -> int:
@@ -79,12 +84,15 @@ class BlockLabeller:
         Images ``(m, C, H, W)`` -> ``{attribute: P(attribute = 1)}``.
     """
 
-    def __init__(self, generator: Any, psi: Callable[[torch.Tensor], dict[str, Any]]) -> None:
+    def __init__(self, generator: Any, psi: Callable[[torch.Tensor], dict[str, Any]], *,
+                 keep_images: bool = False) -> None:
         self.generator = generator
         self.psi = psi
+        self.keep_images = keep_images
 
     def __call__(self, unit: LabelUnit) -> dict[str, np.ndarray]:
         probs = []
+        kept = []
         with torch.no_grad():
             z = torch.as_tensor(self.generator.sample(BLOCK, block_seed(unit.seed, unit.block)))
             z = z.to("cpu", torch.float32)[:unit.rows]
@@ -97,8 +105,16 @@ class BlockLabeller:
                         f"infinite values for {bad} of {x.shape[0]} latents of block "
                         f"{unit.block}; their labels would mean nothing: fix the decode")
                 probs.append(self.psi(x))
-        return {"z": z.numpy(), **{f"p:{a}": np.concatenate([np.asarray(part[a]) for part in probs])
-                                   for a in probs[0]}}
+                if self.keep_images or unit.keep:
+                    xs = x.detach().to("cpu", torch.float32).numpy()
+                    kept.append(to_uint8(xs[:, 0] if xs.shape[1] == 1
+                                         else xs.transpose(0, 2, 3, 1)))
+                progress.advance(int(min(unit.batch, unit.rows - s)))
+        out = {"z": z.numpy(), **{f"p:{a}": np.concatenate([np.asarray(part[a]) for part in probs])
+                                  for a in probs[0]}}
+        if kept:
+            out["x"] = np.concatenate(kept)
+        return out
 
 
 def _serving(generator: Any, psi: Any) -> Workers | None:
@@ -113,7 +129,7 @@ def _serving(generator: Any, psi: Any) -> Workers | None:
 
 def label_prior_samples(generator: Any, psi: Callable[[torch.Tensor], dict[str, np.ndarray]],
                         n: int, seed: int, *, threshold: float = 0.5,
-                        batch: int = 64) -> SampledLabels:
+                        batch: int = 64, keep_images: bool = False) -> SampledLabels:
     """Draw ``n`` prior latents, decode them ``batch`` at a time and label them with ``psi``.
 
     Block by block (:class:`LabelUnit`); the blocks are dealt over the ranks of a torchrun job
@@ -131,17 +147,22 @@ def label_prior_samples(generator: Any, psi: Callable[[torch.Tensor], dict[str, 
         Label 1 above it.
     batch : int
         Latents decoded and classified together.
+    keep_images : bool
+        Also return the decoded images (uint8), so that the pairs' source images need no second
+        decode (on one process; under torchrun they are decoded again when needed).
     """
     workers = _serving(generator, psi)
     units = []
     for b in range(-(-n // BLOCK)):
         key = "" if workers is None or not workers.run_key else hashlib.sha256(
-            f"{workers.run_key}:label:{seed}:{b}:{n}:{batch}".encode()).hexdigest()[:32]
-        units.append(LabelUnit(key, seed, b, min(BLOCK, n - b * BLOCK), batch))
+            f"{workers.run_key}:label:{seed}:{b}:{n}:{batch}:{keep_images}".encode()).hexdigest()[:32]
+        units.append(LabelUnit(key, seed, b, min(BLOCK, n - b * BLOCK), batch, keep_images))
     if workers is not None:
         parts = workers.map("label", units)
     else:
-        parts = [BlockLabeller(generator, psi)(u) for u in units]
+        labeller = BlockLabeller(generator, psi, keep_images=keep_images)
+        with progress.counting(n, "labelling decoded prior samples", "image"):
+            parts = [labeller(u) for u in units]
     names = [k[2:] for k in parts[0] if k.startswith("p:")]
     p = {a: np.concatenate([part[f"p:{a}"] for part in parts]).astype(np.float64) for a in names}
     latents = [part["z"] for part in parts]
@@ -149,6 +170,8 @@ def label_prior_samples(generator: Any, psi: Callable[[torch.Tensor], dict[str, 
         if p[a].shape != (n,):
             raise ConfigError(f"the observation classifier returned {p[a].shape[0]} values of "
                               f"{a!r} for {n} images")
+    images = np.concatenate([part["x"] for part in parts]) \
+        if keep_images and all("x" in part for part in parts) else None
     return SampledLabels(latents=np.concatenate(latents),
                          attributes={a: (p[a] > threshold).astype(np.int64) for a in names},
-                         probabilities=p)
+                         probabilities=p, images=images)

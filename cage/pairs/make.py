@@ -42,6 +42,7 @@ import torch
 from cage.compute import distributed
 from cage.compute.distributed import Workers
 from cage.pairs.images import ImageStore, invalid_images, to_uint8
+from cage_eval import progress
 from cage_eval.errors import ConfigError
 from cage_eval.runs import dag_name
 
@@ -202,7 +203,9 @@ class Manipulator:
         alpha = job.base[pending] * job.config.alpha_growth**level
         moved = job.z[pending] + (job.sign[pending] * alpha)[:, None] * job.unit[None, :]
         self.decoded += len(pending)
-        return self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
+        out = self.generator.decode(torch.as_tensor(moved, dtype=torch.float32))
+        progress.advance(len(pending))
+        return out
 
     def _check(self, decoded: torch.Tensor, attr: LinearAttribute,
                targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -352,7 +355,8 @@ class PairMaker(Manipulator):
         helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="psi",
                                     initializer=torch.set_num_threads, initargs=(1,))
         try:
-            self._same_source_rounds(dag, cause, effect, n, queue, tries, done, stats, helper)
+            with _counting(dag, "same-source", n):
+                self._same_source_rounds(dag, cause, effect, n, queue, tries, done, stats, helper)
         finally:
             helper.shutdown(wait=True)
         for j in range(n):
@@ -490,40 +494,41 @@ class PairMaker(Manipulator):
         rounds = np.zeros(n, dtype=np.int64)
         tried = 0
         stats = _Counter()
-        while len(ok_a) < n or len(ok_b) < n:
-            need_a = [j for j in range(n) if j not in ok_a]
-            need_b = [j for j in range(n) if j not in ok_b]
-            for j in sorted(set(need_a) | set(need_b)):
-                rounds[j] += 1
-            for side, waiting, key_of in ((side_a, need_a, lambda c, e: (1 - c, e)),
-                                          (side_b, need_b, lambda c, e: (c, 1 - e))):
-                for j in waiting:
-                    queue = queues[key_of(*combos[j])]
-                    if not queue:
-                        self._guard(dag, "same_destination", stats, final=True)
-                        raise ConfigError(
-                            f"{dag} same_destination: only {min(len(ok_a), len(ok_b))} of {n} "
-                            f"pairs passed the classifier checks after trying {tried} source "
-                            "images; lower [pairs] n_same_destination or raise [pairs] alpha_steps")
-                    side[j] = queue.popleft()
-                    tried += 1
-            # Every chunk of both sides at once (dealt over the ranks when they share the work),
-            # then the bookkeeping in chunk order.
-            chunks, jobs = [], []
-            for side, waiting, attr, which, accepted in (
-                    (side_a, need_a, cause, 0, ok_a), (side_b, need_b, effect, 1, ok_b)):
-                for start in range(0, len(waiting), self.config.batch):
-                    chunk = waiting[start:start + self.config.batch]
-                    idx = np.array([side[j] for j in chunk], dtype=np.int64)
-                    targets = np.array([combos[j][which] for j in chunk], dtype=np.int64)
-                    chunks.append((chunk, idx, accepted))
-                    jobs.append(self._plan(idx, attr, targets))
-            for (chunk, idx, accepted), m in zip(chunks, self._run(jobs), strict=True):
-                stats.add(m)
-                for k, j in enumerate(chunk):
-                    if m.ok[k] and self._source_ok(int(idx[k]), stats):
-                        accepted[j] = (_take(m, k), self.store.add(self.images[idx[k]]),
-                                       self.store.add(m.images[k]))
+        with _counting(dag, "same-destination", n):
+            while len(ok_a) < n or len(ok_b) < n:
+                need_a = [j for j in range(n) if j not in ok_a]
+                need_b = [j for j in range(n) if j not in ok_b]
+                for j in sorted(set(need_a) | set(need_b)):
+                    rounds[j] += 1
+                for side, waiting, key_of in ((side_a, need_a, lambda c, e: (1 - c, e)),
+                                              (side_b, need_b, lambda c, e: (c, 1 - e))):
+                    for j in waiting:
+                        queue = queues[key_of(*combos[j])]
+                        if not queue:
+                            self._guard(dag, "same_destination", stats, final=True)
+                            raise ConfigError(
+                                f"{dag} same_destination: only {min(len(ok_a), len(ok_b))} of {n} "
+                                f"pairs passed the classifier checks after trying {tried} source "
+                                "images; lower [pairs] n_same_destination or raise [pairs] alpha_steps")
+                        side[j] = queue.popleft()
+                        tried += 1
+                # Every chunk of both sides at once (dealt over the ranks when they share the work),
+                # then the bookkeeping in chunk order.
+                chunks, jobs = [], []
+                for side, waiting, attr, which, accepted in (
+                        (side_a, need_a, cause, 0, ok_a), (side_b, need_b, effect, 1, ok_b)):
+                    for start in range(0, len(waiting), self.config.batch):
+                        chunk = waiting[start:start + self.config.batch]
+                        idx = np.array([side[j] for j in chunk], dtype=np.int64)
+                        targets = np.array([combos[j][which] for j in chunk], dtype=np.int64)
+                        chunks.append((chunk, idx, accepted))
+                        jobs.append(self._plan(idx, attr, targets))
+                for (chunk, idx, accepted), m in zip(chunks, self._run(jobs), strict=True):
+                    stats.add(m)
+                    for k, j in enumerate(chunk):
+                        if m.ok[k] and self._source_ok(int(idx[k]), stats):
+                            accepted[j] = (_take(m, k), self.store.add(self.images[idx[k]]),
+                                           self.store.add(m.images[k]))
         for j in range(n):
             a, b = side_a[j], side_b[j]
             (ma, src_a, img_a), (mb, src_b, img_b) = ok_a[j], ok_b[j]
@@ -592,6 +597,13 @@ class PairMaker(Manipulator):
             "ok_effect": int(me.ok[ke]),
             "attempts": attempts,
         }
+
+
+def _counting(dag: str, setting: str, n: int) -> Any:
+    """The progress bar of one DAG and setting: images decoded, at least two per pair (more when
+    alpha is escalated or a source is replaced)."""
+    return progress.counting(2 * n, f"{dag} {setting} pairs: images decoded (at least {2 * n})",
+                             "image")
 
 
 def _take(m: Manipulation, k: int) -> Manipulation:

@@ -25,6 +25,7 @@ import numpy as np
 
 from cage.config.experiment import OUTCOME_CHOICES, ExperimentConfig
 from cage.config.sections import dataclass_from_section
+from cage.pairs import difference as pair_difference
 from cage.pairs.images import ImageStore, contact_sheet
 from cage.pairs.make import LinearAttribute, PairConfig, PairMaker, PairSet, number_pairs
 from cage_eval import files, runs
@@ -287,7 +288,9 @@ def write_pairs(run_dir: Path, sets: list[PairSet], dags: Sequence[tuple[str, st
                 sheet_px: int | None = None) -> dict[str, Any]:
     """Write ``pairs.csv`` and the sheets; return the ``pairs`` entry of ``manifest.json``."""
     rows = number_pairs(sets)
-    files.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows, runs.PAIRS_COLUMNS)
+    pair_difference.measure_rows(rows, Path(run_dir) / runs.IMAGES_DIR)
+    files.atomic_write_csv(Path(run_dir) / runs.PAIRS, rows,
+                           runs.PAIRS_COLUMNS + pair_difference.COLUMNS)
     sheets = write_sheets(sets, Path(run_dir) / runs.SHEETS_DIR, output.sheet_pairs, sheet_px)
     for rec in records:
         mine = [s for s in sets if s.dag == rec["dag"]]
@@ -295,6 +298,7 @@ def write_pairs(run_dir: Path, sets: list[PairSet], dags: Sequence[tuple[str, st
         rec["settings"] = {s.setting: len(s.rows) for s in mine}
         rec["sheets"] = [f"{runs.SHEETS_DIR}/" + sheet_name(*rec["dag"].split("->"), s.setting)
                          for s in mine]
+        rec["difference"] = pair_difference.by_setting([r for r in rows if r["dag"] == rec["dag"]])
     return {
         "dags": [runs.dag_name(c, e) for c, e in dags],
         "dag_sources": records,
@@ -308,4 +312,6 @@ def write_pairs(run_dir: Path, sets: list[PairSet], dags: Sequence[tuple[str, st
         "sheets": sheets,
         "config": dataclasses.asdict(pairs),
         "stats": {f"{s.dag} {s.setting}": s.stats for s in sets},
+        "difference_threshold": pair_difference.PERCEPTIBLE_MEAN_ABS,
+        "difference_warnings": pair_difference.warnings_of({"dag_sources": records}),
     }

@@ -399,12 +399,15 @@ def _baselines(m1: str, m2: str, outcome: str, logits: dict[str, np.ndarray],
         return cache[key]
     from cage.run.baselines import run_baselines
 
-    n = min(BASELINE_SAMPLES, int(z_prior.shape[0]))
+    k = int(z_prior.shape[0])
+    if space == "observation" and cc.k_observation:  # eq. 9 decodes only the first ones
+        k = min(k, cc.k_observation)
+    n = min(BASELINE_SAMPLES, k)
     with progress.stage(f"causal-discovery baselines ({space} probabilities, {n} samples)"):
         if space == "latent":
             p1, p2 = sigmoid(logits[m1][:n]), sigmoid(logits[m2][:n])
         else:
-            fact = scorer.factual(int(z_prior.shape[0]))  # type: ignore[union-attr]
+            fact = scorer.factual(k)  # type: ignore[union-attr]
             p1, p2 = fact[m1][:n], fact[m2][:n]
         try:
             cache[key] = tuple(run_baselines(p1, p2, (m1, m2), seed=stage_seed(seed, "baselines")))

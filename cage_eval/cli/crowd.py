@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cage_eval.cli.quality import plan_from_options, plan_lines, quality_options
+from cage_eval.runs import hit_domain
 
 DEFAULT_ASSIGNMENTS = 3
 DEFAULT_CONCURRENCY = 16
@@ -69,7 +70,8 @@ def _client_for_ledger(run: Path, profile, endpoint_url, region, retry_mode, con
 @click.option("--attention-rate", type=float, default=0.0, show_default=True,
               help="Attention-check HITs per pair HIT (0.1 = one per ten).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Top/bottom placement seed.")
-@click.option("--domain", default="digits", show_default=True, help="HIT texts: digits or faces.")
+@click.option("--domain", default=None,
+              help="HIT texts: digits or faces (default: the run's [hits] domain, else digits).")
 @click.option("--texts", "texts_file", type=click.Path(dir_okay=False), default=None,
               help="JSON or TOML file with the seven HIT texts (overrides --domain).")
 @click.option("--templates", "templates_dir", type=click.Path(exists=True, file_okay=False),
@@ -132,7 +134,7 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
         allow_10_plus=allow_10_plus,
     )
     request = PublishRequest(
-        settings=settings, domain=domain,
+        settings=settings, domain=hit_domain(run, domain),
         texts_file=Path(texts_file) if texts_file else None, templates_dir=Path(templates_dir) if templates_dir else None,
         images=images, bucket=bucket, s3_prefix=s3_prefix, attention_rate=attention_rate, seed=seed,
         concurrency=concurrency, max_cost=parse_money(max_cost) if max_cost is not None else None,
@@ -159,6 +161,8 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
 
     if dry_run:
         _dry_run_details(plan)
+        for text in _difference_warnings(plan.run_dir):
+            click.echo(f"WARNING: pairs people cannot tell apart: {text}")
         click.echo("Dry run: nothing was created and nothing was spent.")
         return
 
@@ -180,6 +184,17 @@ def publish(run, sandbox, yes, dry_run, max_cost, reward, assignments, lifetime,
                f"recovered from an interrupted run)")
     click.echo(f"HIT type: {report.hit_type_id}")
     click.echo(f"Worker preview: {report.preview_url}")
+
+
+def _difference_warnings(run_dir) -> list[str]:
+    """The run's warnings about pairs whose two images look alike (written by generate)."""
+    from cage_eval import runs
+
+    try:
+        pairs = runs.read_manifest(run_dir).get("pairs") or {}
+    except Exception:  # a run without a readable manifest was refused earlier
+        return []
+    return [str(t) for t in pairs.get("difference_warnings") or []]
 
 
 def _dry_run_details(plan) -> None:

@@ -248,6 +248,12 @@ def _resolution_line(cc, tests: int) -> str:
            "statistic and it still passes)" if cc.n_null_auto else "set in [cage] n_null")
     line = (f"p-values: {level}; {cc.n_null} draws per null, {how}, so the smallest possible p "
             f"is {resolution:.4f}")
+    n_obs = getattr(cc, "n_null_observation", 0)
+    if n_obs and n_obs < cc.n_null and any(o.startswith("observation") for o in cc.outcomes):
+        line += (f" (eq. 8); eq. 9 (observation) uses {n_obs} draws per null, smallest p "
+                 f"{1.0 / (n_obs + 1):.4f}"
+                 + (f", which cannot reach {call:.4g}: raise [cage] n_null_observation"
+                    if 1.0 / (n_obs + 1) > call else ""))
     if resolution > call:
         need = auto_n_null(tests, cc.level, cc.correction)
         return line + f"; that cannot reach {call:.4g}: no arrow is possible (n_null >= {need})"
@@ -274,9 +280,21 @@ def _pair_lines(pairs, out: Path) -> list[str]:
         lines.append(f"  {rec['dag']:16s} {rec['source']:8s} (CAGE {rec['outcome']}: "
                      f"{rec['cage_call']}, p(Δτ ≠ 0)={rec['p_delta_tau']:.3f}): {rec['rows']} rows "
                      f"({settings}); sheets: {sheets}")
+        differences = rec.get("difference") or {}
+        for setting in order:
+            diff = differences.get(setting) or {}
+            if not diff.get("pairs"):
+                continue
+            ssim = diff.get("median_ssim")
+            lines.append(f"  {'':16s} {setting.replace('_', '-')}: the two images of a pair differ "
+                         f"by a median {diff['median_mean_abs']:.1f}/255 mean absolute pixel "
+                         f"difference (max {diff['max_mean_abs']:.1f}/255)"
+                         + (f", median SSIM {ssim:.3f}" if ssim is not None else ""))
     for skip in pairs.get("skipped", []):
         lines.append(f"  {skip['m1'] + ' / ' + skip['m2']:16s} no pairs (CAGE {skip['outcome']}: "
                      f"{skip['cage_call']}, p(Δτ ≠ 0)={skip['p_delta_tau']:.3f})")
+    for text in pairs.get("difference_warnings", []):
+        lines.append(f"WARNING: pairs people cannot tell apart: {text}")
     return lines
 
 

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import click
 
+from cage_eval import runs as _runs
+
 DOMAINS = ("digits", "faces")
 
 
 def _texts(domain: str, texts_file: str | None):
+    """The HIT texts of a file, else of a built-in domain."""
     from hitgen.texts import HitTexts
 
     return HitTexts.from_file(Path(texts_file)) if texts_file else HitTexts.for_domain(domain)
@@ -24,8 +27,9 @@ def _text_options(func):
     func = click.option("--texts", "texts_file", type=click.Path(dir_okay=False), default=None,
                         help="JSON or TOML file with the seven HIT texts (title, description, keywords, "
                         "question, instructions, top_label, bottom_label); overrides --domain.")(func)
-    func = click.option("--domain", type=click.Choice(DOMAINS), default="digits", show_default=True,
-                        help="Built-in wording of the realism question.")(func)
+    func = click.option("--domain", type=click.Choice(DOMAINS), default=None,
+                        help="Built-in wording of the realism question (default: the run's "
+                        "[hits] domain, else digits).")(func)
     return func
 
 
@@ -59,7 +63,7 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
     from hitgen.preview import default_preview_dir, question_sizes, write_previews
     from hitgen.render import template_digest
 
-    texts = _texts(domain, texts_file)
+    texts = _texts(_runs.hit_domain(run, domain), texts_file)
     runs.read_manifest(run)
     # hit_items.csv must not change under a publish that reads it (and the reverse).
     click.get_current_context().with_resource(files.run_lock(run, "given its HIT items"))
@@ -99,6 +103,9 @@ def hits_command(run, seed, attention_rate, domain, texts_file, templates_dir, p
         click.echo(f"  {dag:<24} {setting:<17} {cells[dag, setting]:>5} pairs, cause on top in "
                    f"{cause_top[dag, setting]}")
     click.echo(f"largest HTMLQuestion with inlined images: {largest:,} bytes (limit 65,535)")
+    if largest > 65_535:
+        click.echo("  over MTurk's limit with inlined images (large images, e.g. faces): publish on "
+                   "MTurk with the images on S3 (--s3-bucket), or on Turkle with --images server")
     if preview:
         click.echo(f"preview: {summary.directory / 'index.html'}")
     click.echo(f"templates: {template_digest(templates_dir)} "
@@ -144,7 +151,7 @@ def export_batch_command(run, out, domain, texts_file, templates_dir, image_base
 
     if image_base_url is not None and s3_bucket is not None:
         raise ConfigError("--image-base-url and --s3-bucket exclude each other; choose one")
-    texts = _texts(domain, texts_file)
+    texts = _texts(_runs.hit_domain(run, domain), texts_file)
     manifest = runs.read_manifest(run)
     items = read_hit_items(run)
     images = sorted({n for it in items for n in (it.image_top, it.image_bottom)})

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from cage_eval.cli.quality import plan_from_options, quality_options
+from cage_eval.runs import hit_domain
 
 TOKEN_ENV = "CAGE_EVAL_TURKLE_TOKEN"
 HOME_ENV = "CAGE_EVAL_TURKLE_HOME"
@@ -183,8 +184,9 @@ def add_workers_cmd(home: Path, url: str | None, count: int, prefix: str,
 @click.option("--images", type=click.Choice(["data-uri", "server"]), default="data-uri",
               show_default=True,
               help="Inline images in the tasks, or copy them into HOME and serve them.")
-@click.option("--domain", default="digits", show_default=True,
-              help="Question and instruction texts (digits, faces).")
+@click.option("--domain", default=None,
+              help="Question and instruction texts (digits, faces; default: the run's [hits] "
+                   "domain, else digits).")
 @click.option("--templates", "templates_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Directory overriding the built-in HIT templates.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -208,7 +210,8 @@ def publish_cmd(run: Path, home: Path, url: str | None, assignments: int, hours:
 
     require_turkle()
     options = TurklePublishOptions(assignments=assignments, hours=hours, images=images,
-                                   domain=domain, templates_dir=templates_dir, seed=seed,
+                                   domain=hit_domain(run, domain), templates_dir=templates_dir,
+                                   seed=seed,
                                    attention_rate=attention_rate,
                                    analysis_plan=plan_from_options(
                                        analysis_plan, min_response_time, block_list))

@@ -74,7 +74,8 @@ def test_bars_on_a_terminal(tmp_path):
         chunks.append(data)
     assert proc.wait(timeout=600) == 0
     text = b"".join(chunks).decode("utf-8", "replace")
-    assert "decoding and scoring (eq. 9)" in text and "unit" in text
+    assert "decoding and scoring (eq. 9)" in text and "image" in text
+    assert re.search(r"\d+/\d+ \[\d\d:\d\d<", text)  # a count, elapsed and an ETA
     assert "\r" in text  # tqdm redraws in place
     assert re.search(r"\d+%\|", text)
     assert "CAGE ..." in text  # stage lines too

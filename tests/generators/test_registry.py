@@ -53,7 +53,8 @@ def test_a_factory_gets_the_other_keys_and_the_device():
      "package or list the folder that holds it in python_path"),
     ({"factory": "tiny_models"}, "expected \"package.module:attribute\""),
     ({"adapter": "nope"}, "[generator] adapter = 'nope': no such generator adapter; choose one of "
-                          "cage_vae, stylegan2_nvidia, stylegan2_rosinality, torch_module, zuko_flow"),
+                          "cage_vae, onnx, openvino, stylegan2_nvidia, stylegan2_rosinality, torch_module, "
+                          "zuko_flow"),
     ({}, "give exactly one of factory"),
     ({"adapter": "cage_vae", "colour": 1}, "[generator] colour: unknown field"),
     ({"adapter": "cage_vae", "device": "tpu"}, "[generator] device = 'tpu': choose \"cpu\" or"),

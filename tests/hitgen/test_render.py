@@ -25,6 +25,7 @@ from hitgen.render import (
     check_fragment,
     check_mturk_page,
     html_question,
+    question_bytes,
     render_batch_template,
     render_mturk_page,
     render_turkle_template,
@@ -148,6 +149,9 @@ def test_html_question_size_limit_and_cdata_terminator():
     assert len(html_question(exact).encode()) == MAX_QUESTION_BYTES
     with pytest.raises(ConfigError, match="over"):
         html_question(exact + "y")
+    # The preview measures an oversized question (large inlined images) without refusing it.
+    assert question_bytes(filler) == len(html_question(filler, check_size=False).encode()) > 70_000
+    assert question_bytes(exact) == MAX_QUESTION_BYTES
     with pytest.raises(ConfigError, match="over"):  # bytes, not characters
         html_question(exact[:-1] + "é")
     with pytest.raises(ConfigError, match=r"\]\]>"):

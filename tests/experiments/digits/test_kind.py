@@ -41,7 +41,7 @@ def test_run_directory_has_pairs_images_and_sheets(tmp_path, cache):
     run(tmp_path / "b", cache)
     a, b = tmp_path / "a", tmp_path / "b"
     rows = list(csv.DictReader(open(a / runs.PAIRS)))
-    assert tuple(rows[0]) == runs.PAIRS_COLUMNS
+    assert tuple(rows[0]) == runs.PAIRS_COLUMNS + ("diff_mean_abs", "diff_ssim")
     settings = [r["setting"] for r in rows]
     assert settings.count("same_source") == 6 and settings.count("same_destination") == 4
     # With 5 null draws no p-value can reach 0.05: CAGE calls nothing, the DAG is the declared one.
