@@ -9,7 +9,10 @@ seeds in each scenario and counts the calls of both rules, for eq. 8 (latent) an
 - **planted mechanism** ``m1 -> m2`` (an arrow ``->`` is right, ``<-`` wrong): independent base
   scores with balanced labels, with the effect rare, with the cause rare, and a nonlinear score;
 
-each at latent dimensions 16, 128 and 512. Target (issue "Can CAGE's arrows be trusted?"): the
+each at latent dimensions 16, 128 and 512. The **miscalibrated-judge** scenarios pass the exact
+posterior of one attribute through a temperature (``[synthetic] judge_temperature``: the same
+decisions and accuracy, probabilities too flat or too sharp), with no mechanism (a sign of delta tau
+made by the judge alone is a false arrow) and with a planted ``m1 -> m2``. Target (issue "Can CAGE's arrows be trusted?"): the
 controlled rule's false-arrow rate at most 5 % in every no-mechanism scenario. The script prints a
 Markdown table (the one in docs/calibration.md) with the Clopper-Pearson 95 % upper bound of every
 rate, and exits 1 when the target is missed.
@@ -19,6 +22,7 @@ Usage::
     python benchmarks/bench_calibration.py                  # 30 seeds, all scenarios (about an
                                                             # hour on 2 quiet cores)
     python benchmarks/bench_calibration.py --seeds 5 --dims 16 --jobs 2   # a quick look
+    python benchmarks/bench_calibration.py --scenarios 8 9 10 11          # miscalibrated judges
 """
 
 from __future__ import annotations
@@ -46,9 +50,21 @@ SCENARIOS: list[tuple[str, bool, dict]] = [
     ("m1 -> m2, nonlinear scores", True, {"cos": 0.3, "positive_rate": [0.5, 0.5],
                                           "mechanism": "m1->m2", "strength": 2.0,
                                           "score": "nonlinear", "curvature": 1.0}),
+    # Miscalibrated judges: the exact posterior through a temperature (accuracy unchanged).
+    ("exchangeable, balanced, m2's judge too flat (T = 4)", False,
+     {"cos": 0.5, "positive_rate": [0.5, 0.5], "judge_temperature": [1.0, 4.0]}),
+    ("exchangeable, balanced, m1's judge too sharp (T = 0.25)", False,
+     {"cos": 0.5, "positive_rate": [0.5, 0.5], "judge_temperature": [0.25, 1.0]}),
+    ("m1 -> m2, cause rare, effect's judge too flat (T = 4)", True,
+     {"cos": 0.0, "positive_rate": [0.15, 0.5], "mechanism": "m1->m2", "strength": 2.0,
+      "judge_temperature": [1.0, 4.0]}),
+    ("m1 -> m2, cause rare, cause's judge too flat (T = 4)", True,
+     {"cos": 0.0, "positive_rate": [0.15, 0.5], "mechanism": "m1->m2", "strength": 2.0,
+      "judge_temperature": [4.0, 1.0]}),
 ]
+#: ``n_null = "auto"``: 79 draws for one pair in two variants at level 0.05 (Bonferroni 0.025).
 CAGE = {"pairs": [["m1", "m2"]], "alphas": [0.5, 1.0, 1.5], "alpha": 1.0, "k": 2000,
-        "n_null": 40, "k_null_observation": 800, "mmd_n": 40, "mmd_permutations": 5,
+        "n_null": "auto", "k_null_observation": 800, "mmd_n": 40, "mmd_permutations": 5,
         "outcomes": ["latent", "observation"]}
 TARGET = 0.05
 
@@ -108,9 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             if done % 20 == 0:
                 print(f"  {done}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s",
                       file=sys.stderr)
+    from cage.config.experiment import auto_n_null
+
+    N_NULL = auto_n_null(2, 0.05)  # noqa: N806
     minutes = (time.perf_counter() - started) / 60
+    load = os.getloadavg()[0]
     print(f"{len(jobs)} runs ({args.seeds} seeds per cell), {minutes:.1f} min with {args.jobs} "
-          f"workers; k = {CAGE['k']}, n = 2000, {CAGE['n_null']} null draws, alpha = 1\n")
+          f"workers (load average {load:.1f} at the end); k = {CAGE['k']}, n = 2000, "
+          f"{N_NULL} null draws, alpha = 1, each call at level 0.05 / 2 (Bonferroni over "
+          "the two outcome variants)\n")
     print("| scenario | d | outcome | paper: false arrows | controlled: false arrows |")
     print("|---|---|---|---|---|")
     missed = []

@@ -35,15 +35,17 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: directions.csv columns read as text and as yes/no; every other column is a number.
 TEXT_COLUMNS = ("m1", "m2", "outcome", "direction", "call", "cause", "effect", "rule", "reason",
                 "direction_paper", "direction_controlled", "reason_controlled", "null", "lingam",
-                "anm", "notears")
-BOOL_COLUMNS = ("delta_tau_significant", "sign_stable", "balance_sign_stable", "separable")
+                "anm", "notears", "calibration_min_at", "calibration_max_at")
+BOOL_COLUMNS = ("delta_tau_significant", "sign_stable", "balance_sign_stable", "separable",
+                "calibration_sign_stable")
 #: The numeric directions.csv columns the report shows (``None`` when a run lacks one).
 NUMBER_COLUMNS = (
     "alpha", "k", "gate_12", "gate_21", "delta_tau", "p_gate_12", "p_gate_21", "p_delta_tau",
     "p_delta_tau_centred", "p_delta_tau_rotation", "gate_12_geometric", "gate_21_geometric",
     "delta_tau_geometric", "delta_tau_balanced", "delta_tau_m1_rare", "delta_tau_m2_rare",
     "n_null", "p_resolution", "cos_normals", "norm_w1", "norm_w2", "acc_1", "acc_2", "offset_1",
-    "offset_2", "mmd", "p_mmd", "mmd_2", "p_mmd_2",
+    "offset_2", "mmd", "p_mmd", "mmd_2", "p_mmd_2", "delta_tau_calibration_min",
+    "delta_tau_calibration_max", "delta_tau_labels",
 )
 CLASSIFIER_COLUMNS = ("attribute", "space", "accuracy", "separable")
 BASELINES = (("lingam", "LiNGAM"), ("anm", "ANM"), ("notears", "NOTEARS"))
@@ -75,7 +77,10 @@ class RunFacts:
     Attributes
     ----------
     created : when ``manifest.json`` (written last) was written, UTC, from the file's time.
-    rule, level : the call rule that fills ``direction`` and its significance level.
+    rule, level : the call rule that fills ``direction`` and the significance level each call used
+        (``[cage] level`` corrected for the study's tests; runs made before the correction: as set).
+    study_level, correction, tests : ``[cage] level``, how it was corrected (``bonferroni`` or
+        ``none``) and over how many calls (pairs x outcome variants).
     config, seeds, versions, setup : the manifest's entries as they are (JSON values).
     """
 
@@ -99,6 +104,9 @@ class RunFacts:
     versions: dict[str, Any]
     setup: dict[str, Any]
     schema_version: Any
+    study_level: float | None = None
+    correction: str = "none"
+    tests: int = 1
 
     @property
     def p_resolution(self) -> float | None:
@@ -464,18 +472,25 @@ def read_facts(run: Path, manifest: Mapping[str, Any]) -> RunFacts:
     mtime = (run / runs.MANIFEST).stat().st_mtime
     created = _dt.datetime.fromtimestamp(mtime, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_null = cage.get("n_null")
+    study_level = cage.get("level")
+    correction = str(cage.get("correction", "none"))
+    tests = max(1, len(cage.get("pairs") or ()) * len(cage.get("outcomes") or ()))
+    level = study_level
+    if correction == "bonferroni" and isinstance(study_level, (int, float)):
+        level = study_level / tests
     return RunFacts(
         run_id=str(manifest.get("run_id", "")), experiment=str(manifest.get("experiment", "")),
         description=str(exp.get("description", "")), kind=str(exp.get("kind", "")),
         source=str(exp.get("source", "")), created=created,
         created_by=str(manifest.get("created_by", "")),
         seed=(manifest.get("seeds") or {}).get("master", exp.get("seed")),
-        rule=str(cage.get("rule", "paper")), level=cage.get("level"), k=cage.get("k"),
+        rule=str(cage.get("rule", "paper")), level=level, k=cage.get("k"),
         alpha=cage.get("alpha"), n_null=n_null if isinstance(n_null, int) else None,
         null=str(cage.get("null", "")), outcomes=tuple(cage.get("outcomes") or ()),
         config=dict(config), seeds=dict(manifest.get("seeds") or {}),
         versions=dict(manifest.get("versions") or {}), setup=dict(manifest.get("setup") or {}),
         schema_version=manifest.get("schema_version"),
+        study_level=study_level, correction=correction, tests=tests,
     )
 
 

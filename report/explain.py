@@ -51,6 +51,10 @@ class DirectionRow:
     delta_tau_balanced: float
     delta_tau_m1_rare: float
     delta_tau_m2_rare: float
+    delta_tau_calibration_min: float = math.nan
+    delta_tau_calibration_max: float = math.nan
+    calibration_min_at: str = ""
+    calibration_max_at: str = ""
 
     @classmethod
     def from_direction(cls, d: Any) -> DirectionRow:
@@ -68,13 +72,18 @@ class DirectionRow:
         """
         values: dict[str, str | float] = {}
         for f in fields(cls):
+            if f.name in OPTIONAL_COLUMNS and f.name not in row:
+                continue  # a run made before the calibration control
             text = row[f.name]
             values[f.name] = text if f.type == "str" else _float(text)
         return cls(**values)  # type: ignore[arg-type]
 
 
+#: Columns a sentence reads when present (runs made before the calibration control lack them).
+OPTIONAL_COLUMNS = ("delta_tau_calibration_min", "delta_tau_calibration_max",
+                    "calibration_min_at", "calibration_max_at")
 #: The directions.csv columns a sentence needs.
-COLUMNS = tuple(f.name for f in fields(DirectionRow))
+COLUMNS = tuple(f.name for f in fields(DirectionRow) if f.name not in OPTIONAL_COLUMNS)
 
 
 def _float(text: str | None) -> float:
@@ -154,8 +163,17 @@ def _reason_clause(d: DirectionRow, reason: str, rule: str) -> str:
         return (f"its sign follows the label balance ({d.delta_tau_m1_rare:+.3f} with {d.m1} "
                 f"rare, {d.delta_tau_m2_rare:+.3f} with {d.m2} rare, "
                 f"{d.delta_tau_balanced:+.3f} with both balanced)")
+    if reason == "calibration-driven":
+        return (f"its sign follows the judges' calibration (delta tau from "
+                f"{d.delta_tau_calibration_min:+.3f} with {d.calibration_min_at} to "
+                f"{d.delta_tau_calibration_max:+.3f} with {d.calibration_max_at}; each recalibration "
+                "keeps the judge's accuracy)")
     if reason == "alpha-unstable":
         return "its sign changes over the α grid"
+    if reason == "falsified":
+        return ("every other control passed, but on this generator the same arrow passed them with "
+                "the data's mechanism reversed or removed (the experiment's [cage] falsified), so "
+                "an arrow here does not follow the mechanism")
     return reason
 
 
@@ -173,7 +191,8 @@ def sentence(d: Any) -> str:
                 f"{p_name('p_delta_tau_centred')} = {d.p_delta_tau_centred:.3f}")
         if d.rule == "controlled":
             text += (f"; {p_name('p_delta_tau_rotation')} = {d.p_delta_tau_rotation:.3f}; the "
-                     "sign holds with either label made rare and over the α grid")
+                     "sign holds with either label made rare, with either judge recalibrated and "
+                     "over the α grid")
         text += ")."
     elif d.direction == "⊥":
         text = (f"CAGE finds no effect between {d.m1} and {d.m2} ({variant}): neither GATE is "

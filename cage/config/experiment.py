@@ -58,6 +58,8 @@ OUTCOME_CHOICES = OUTCOME_KINDS + ("observation_conditional",)
 NULL_KINDS = ("permutation", "random")
 #: Call rules (:mod:`cage.engine.rules`); the first is the default.
 RULES = ("controlled", "paper")
+#: How ``[cage] level`` is corrected for the study's tests (one per pair and outcome variant).
+CORRECTIONS = ("bonferroni", "none")
 OUTCOME_SCALES = ("probability", "label")
 
 #: An experiment name: the default run directory is ``runs/<name>``, so never a path.
@@ -80,7 +82,8 @@ class CageConfig:
     k : int
         Number of prior latents ``z ~ N(0, I)`` (Algorithm 1 step 3).
     n_null : int
-        Null draws per null kind, attribute and outcome variant.
+        Null draws per null kind, attribute and outcome variant. ``"auto"`` in a file (the
+        default there): :func:`auto_n_null`, chosen from the study's size.
     nulls : tuple of str
         Null constructions: ``permutation`` (shuffle the treatment labels, refit) and/or
         ``random`` (random unit directions).
@@ -102,7 +105,14 @@ class CageConfig:
     test_fraction : float
         Held-out share of the annotated data for the separability check.
     level : float
-        Significance level of the decision rule.
+        Significance level of the study (family-wise); :meth:`call_level` is what each call uses.
+    correction : str
+        ``bonferroni`` (the default: each call at ``level / (pairs x outcome variants)``) or
+        ``none`` (each call at ``level``).
+    falsified : str
+        Empty, or why this experiment's arrows are known to fail a falsification (the same arrow
+        with the data's mechanism reversed or removed): the controlled rule then reports ``?``
+        with the reason ``falsified`` wherever it would draw an arrow.
     rule : str
         The call rule that fills ``direction``: ``controlled`` (an arrow only when it survives the
         geometry, centring, label-balance and alpha controls) or ``paper`` (the paper's reading).
@@ -149,6 +159,31 @@ class CageConfig:
     mmd_n: int = 500
     mmd_permutations: int = 200
     baselines: bool = True
+    correction: str = CORRECTIONS[0]
+    falsified: str = ""
+    n_null_auto: bool = False
+
+    @property
+    def tests(self) -> int:
+        """The study's calls: one per pair and outcome variant."""
+        return max(1, len(self.pairs) * len(self.outcomes))
+
+    def call_level(self) -> float:
+        """The level each call's tests use: ``level`` corrected for :attr:`tests`."""
+        return self.level / self.tests if self.correction == "bonferroni" else self.level
+
+
+def auto_n_null(tests: int, level: float, correction: str = CORRECTIONS[0]) -> int:
+    """Null draws so that an arrow never rests on the edge of a p-value's resolution.
+
+    The smallest empirical p of ``n`` draws is ``1 / (n + 1)``; the call level is ``level / tests``
+    (Bonferroni) or ``level``. The size returned is the smallest ``n`` with
+    ``2 / (n + 1) <= call level``: a statistic beaten by one null draw can still pass, so the
+    smallest attainable p is at most half the corrected level. One pair in two variants at 0.05:
+    79 draws; three pairs in two variants: 239.
+    """
+    call = level / max(1, tests) if correction == "bonferroni" else level
+    return max(1, math.ceil(2.0 / call - 1.0 - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -365,7 +400,7 @@ def _get(body: Mapping[str, Any], key: str, typ: type, section: str, source: str
 
 def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     defaults = CageConfig()
-    known = {f.name for f in dataclasses.fields(CageConfig)}
+    known = {f.name for f in dataclasses.fields(CageConfig)} - {"n_null_auto"}
     _unknown_keys(body, known, "cage", source)
 
     def where(key: str) -> str:
@@ -405,9 +440,11 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     k = get("k", int)
     if k < 2:
         raise ConfigError(f"{where('k')} = {k}: need at least 2 prior latents (use e.g. 10000)")
-    n_null = get("n_null", int)
-    if n_null < 1:
-        raise ConfigError(f"{where('n_null')} = {n_null}: need at least 1 null draw (use e.g. 100)")
+    n_null_auto = body.get("n_null", "auto") == "auto"
+    n_null = 0 if n_null_auto else get("n_null", int)
+    if not n_null_auto and n_null < 1:
+        raise ConfigError(f"{where('n_null')} = {n_null}: need at least 1 null draw (use e.g. 100) "
+                          'or "auto"')
     nulls = tuple(_choices(body.get("nulls", list(defaults.nulls)), NULL_KINDS, where("nulls")))
     null = get("null", str)
     if null not in nulls:
@@ -440,6 +477,10 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     k_observation = get("k_observation", int)
     if k_observation != 0 and k_observation < 2:
         raise ConfigError(f"{where('k_observation')} = {k_observation}: must be 0 (all k) or >= 2")
+    correction = get("correction", str)
+    _one_of(correction, CORRECTIONS, where("correction"))
+    if n_null_auto:
+        n_null = auto_n_null(len(pairs) * len(outcomes), level, correction)
     n_null_observation = get("n_null_observation", int)
     if n_null_observation < 0 or n_null_observation > n_null:
         raise ConfigError(f"{where('n_null_observation')} = {n_null_observation}: must be 0 "
@@ -451,13 +492,15 @@ def _cage_from_dict(body: dict[str, Any], source: str) -> CageConfig:
     if mmd_permutations < 1:
         raise ConfigError(f"{where('mmd_permutations')} = {mmd_permutations}: must be >= 1")
     baselines = get("baselines", bool)
+    falsified = get("falsified", str).strip()
     return CageConfig(pairs=tuple(pairs), alphas=tuple(alphas), alpha=alpha, k=k, n_null=n_null,
                       nulls=nulls, null=null, classifier=classifier, C=C,
                       intervention=intervention, outcomes=outcomes, outcome_scale=outcome_scale,
                       test_fraction=test_fraction, level=level, rule=rule, min_accuracy=min_accuracy,
                       k_null_observation=k_null_observation, k_observation=k_observation,
                       n_null_observation=n_null_observation, mmd_n=mmd_n,
-                      mmd_permutations=mmd_permutations, baselines=baselines)
+                      mmd_permutations=mmd_permutations, baselines=baselines,
+                      correction=correction, falsified=falsified, n_null_auto=n_null_auto)
 
 
 def _check_alpha(alpha: float, where: str) -> None:

@@ -24,7 +24,18 @@ Two rules, both reported for every pair (directions.csv ``direction_paper`` and
     - ``balance-driven``: the sign of delta tau changes when the outcome classifiers' thresholds
       are moved so that both are balanced (50 % of the prior samples labelled 1), or one
       of them is rare (25 %) and the other balanced;
-    - ``alpha-unstable``: the sign of delta tau changes over the alpha grid.
+    - ``calibration-driven``: the sign of delta tau changes when either outcome's probabilities
+      are passed through a monotone recalibration that keeps its decisions (and so its accuracy):
+      a temperature ``sigma(logit(p) / T)`` for ``T`` in :data:`CALIBRATION_TEMPERATURES`, or hard
+      labels ``1[p > 0.5]``, for each outcome independently
+      (:func:`cage.engine.variants.calibration_delta_taus`, from the stored per-latent outcomes). Delta
+      tau compares the sizes of two GATEs read by two different outcome functions, so it depends
+      on their relative calibration, which no accuracy figure shows;
+    - ``alpha-unstable``: the sign of delta tau changes over the alpha grid;
+    - ``falsified``: the experiment declares (``[cage] falsified``) that CAGE's arrows failed a
+      falsification on this generator: with the data's mechanism reversed or removed, the same
+      arrow passed every control (``benchmarks/bench_falsification.py``). Its arrows are then
+      reported as ``?``; the evidence stays in ``directions.csv``.
 
 The controlled rule requires every check to pass (an intersection-union test), so its false-arrow
 rate is at most the level of any one of its tests; its power is measured in
@@ -41,12 +52,19 @@ import numpy as np
 from cage.config.experiment import RULES
 from cage.engine.effects import ARROW_12, ARROW_21, INDEPENDENT, UNDETERMINED, decide
 
-__all__ = ["RULES", "REASONS", "Evidence", "centred_p_value", "decide_all", "decide_controlled",
-           "decide_paper", "reason_text"]
+__all__ = ["CALIBRATION_TEMPERATURES", "RULES", "REASONS", "Evidence", "centred_p_value",
+           "decide_all", "decide_controlled", "decide_paper", "reason_text"]
 
 #: Every reason :func:`decide_controlled` can give, in the order they are checked.
 REASONS = ("no-effect", "geometry-only", "rotation-null", "not-significant", "balance-driven",
-           "alpha-unstable")
+           "calibration-driven", "alpha-unstable", "falsified")
+#: Temperatures of the calibration control (each outcome on its own; ``0`` stands for hard labels
+#: ``1[p > 0.5]``, the limit ``T -> 0``). The range covers over- and under-confidence by up to a
+#: factor of 4 on the logit scale; fitted temperatures of trained classifiers are typically 1-3
+#: (Guo et al., "On calibration of modern neural networks", ICML 2017). The range must be bounded:
+#: as one outcome's ``T`` grows its GATE shrinks to 0, so every delta tau changes sign for some
+#: large enough ``T``.
+CALIBRATION_TEMPERATURES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def centred_p_value(null: np.ndarray, observed: float) -> float:
@@ -88,6 +106,11 @@ class Evidence:
         Delta tau keeps its sign over the alpha grid.
     latent_outcome : bool
         The outcome is the latent classifier (eq. 8).
+    calibration_delta_tau : tuple of float
+        Delta tau with the outcomes recalibrated (:data:`CALIBRATION_TEMPERATURES`); empty when
+        not computed (the check then passes).
+    falsified : bool
+        The experiment declares its arrows falsified (``[cage] falsified``).
     """
 
     delta_tau: float
@@ -99,6 +122,8 @@ class Evidence:
     balance_delta_tau: tuple[float, ...]
     sign_stable: bool
     latent_outcome: bool
+    calibration_delta_tau: tuple[float, ...] = ()
+    falsified: bool = False
 
 
 def _arrow(delta: float) -> str:
@@ -118,8 +143,12 @@ def decide_controlled(ev: Evidence, level: float) -> tuple[str, tuple[str, ...]]
         reasons.append("not-significant")
     if any(np.sign(b) != np.sign(ev.delta_tau) for b in ev.balance_delta_tau):
         reasons.append("balance-driven")
+    if any(np.sign(c) != np.sign(ev.delta_tau) for c in ev.calibration_delta_tau):
+        reasons.append("calibration-driven")
     if not ev.sign_stable:
         reasons.append("alpha-unstable")
+    if ev.falsified:
+        reasons.append("falsified")
     if reasons:
         return UNDETERMINED, tuple(reasons)
     return _arrow(ev.delta_tau), ()

@@ -10,8 +10,10 @@ Two evaluations of the counterfactual outcomes (docs/method.md §2, step 5):
 For each the same record (:class:`Variant`): GATEs over the alpha grid and at the headline alpha,
 the null GATEs of every null kind, the rotation null (the same pair geometry in randomly rotated
 latent spaces, :func:`cage.engine.geometry.rotated_frames`), delta tau with the outcome thresholds
-moved to each balance setting (:data:`cage.engine.geometry.BALANCE_SETTINGS`), and what the two
-latent classifiers' geometry alone predicts (:func:`cage.engine.geometry.predicted_delta_tau`).
+moved to each balance setting (:data:`cage.engine.geometry.BALANCE_SETTINGS`), delta tau with each
+outcome recalibrated (:func:`calibration_delta_taus`, from the same per-latent outcomes), and what
+the two latent classifiers' geometry alone predicts
+(:func:`cage.engine.geometry.predicted_delta_tau`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cage.engine.geometry import (
     predicted_delta_tau,
     rotated_frames,
 )
+from cage.engine.rules import CALIBRATION_TEMPERATURES
 from cage_eval import progress
 from cage_eval.errors import ConfigError
 
@@ -67,6 +70,9 @@ class Variant:
         (latent variant; empty for eq. 9).
     k_used : int
         Latents behind the nulls.
+    calibration : tuple
+        ``((T1, T2), delta tau)`` for every recalibration of the two outcomes
+        (:func:`calibration_delta_taus`; ``T1`` recalibrates m1's outcome, ``T2`` m2's).
     """
 
     sweep12: np.ndarray
@@ -82,6 +88,7 @@ class Variant:
     geometric_sweep: np.ndarray
     bands: dict[str, np.ndarray] = field(default_factory=dict)
     k_used: int = 0
+    calibration: tuple[tuple[tuple[float, float], float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,51 @@ def _shift_gate(plus: np.ndarray, minus: np.ndarray, offset: float, scale: str) 
     return float(np.mean(sigmoid(plus + offset) - sigmoid(minus + offset)))
 
 
+def recalibrate(logit: np.ndarray, temperature: float, scale: str = "probability") -> np.ndarray:
+    """``sigmoid(logit / T)``: a monotone recalibration that keeps every decision ``logit > 0``
+    (so the classifier's accuracy); ``T = 0`` (or ``scale = "label"``) gives the hard labels."""
+    if temperature == 0 or scale == "label":
+        return (np.asarray(logit) > 0).astype(np.float64)
+    return sigmoid(np.asarray(logit, dtype=np.float64) / temperature)
+
+
+def calibration_delta_taus(plus12: np.ndarray, minus12: np.ndarray, plus21: np.ndarray,
+                           minus21: np.ndarray, scale: str = "probability",
+                           temperatures: tuple[float, ...] = CALIBRATION_TEMPERATURES
+                           ) -> tuple[tuple[tuple[float, float], float], ...]:
+    """Delta tau with each outcome recalibrated by its own temperature (the calibration control).
+
+    Parameters
+    ----------
+    plus12, minus12 : np.ndarray, shape (k,)
+        Logits of m2's outcome under ``do(m1 +)`` and ``do(m1 -)``, one per prior latent.
+    plus21, minus21 : np.ndarray, shape (k,)
+        Logits of m1's outcome under ``do(m2 +)`` and ``do(m2 -)``.
+    scale : str
+        The outcome scale; ``"label"`` outcomes are hard labels whatever the temperature.
+    temperatures : tuple of float
+        The grid for each outcome (``0``: hard labels; ``1`` is the outcome as given).
+
+    Returns
+    -------
+    tuple of ``((T1, T2), delta tau)``, ``T1`` for m1's outcome and ``T2`` for m2's, over every
+    pair of the grid except ``(1, 1)``.
+    """
+    g12 = {t: float(np.mean(recalibrate(plus12, t, scale) - recalibrate(minus12, t, scale)))
+           for t in temperatures}
+    g21 = {t: float(np.mean(recalibrate(plus21, t, scale) - recalibrate(minus21, t, scale)))
+           for t in temperatures}
+    return tuple(((t1, t2), abs(g12[t2]) - abs(g21[t1])) for t1 in temperatures
+                 for t2 in temperatures if (t1, t2) != (1.0, 1.0))
+
+
+def calibration_label(m1: str, m2: str, setting: tuple[float, float]) -> str:
+    """``"thick T=1 / bright labels"``: a recalibration setting in words."""
+    def one(t: float) -> str:
+        return "labels" if t == 0 else f"T={t:g}"
+    return f"{m1} {one(setting[0])} / {m2} {one(setting[1])}"
+
+
 # --------------------------------------------------------------------------- eq. 8
 
 
@@ -174,6 +226,9 @@ def latent_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
         b12 = float(gate_from_logits(logits[m2] + d2, s12, cc.alpha, scale=scale))
         b21 = float(gate_from_logits(logits[m1] + d1, s21, cc.alpha, scale=scale))
         balance.append(abs(b12) - abs(b21))
+    calibration = calibration_delta_taus(logits[m2] + cc.alpha * s12, logits[m2] - cc.alpha * s12,
+                                         logits[m1] + cc.alpha * s21, logits[m1] - cc.alpha * s21,
+                                         scale)
     return Variant(
         sweep12=np.atleast_1d(gate_from_logits(logits[m2], s12, alphas, scale=scale)),
         sweep21=np.atleast_1d(gate_from_logits(logits[m1], s21, alphas, scale=scale)),
@@ -181,7 +236,7 @@ def latent_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassifier],
         rotation=(np.asarray(r12), np.asarray(r21)), balance=tuple(balance),
         geometric=geometric_prediction(c1, c2, g.u[m1], g.u[m2], cc.alpha, scale),
         geometric_sweep=geometric_sweep(c1, c2, g.u[m1], g.u[m2], alphas, scale),
-        bands=bands, k_used=int(z_prior.shape[0]))
+        bands=bands, k_used=int(z_prior.shape[0]), calibration=calibration)
 
 
 # --------------------------------------------------------------------------- eq. 9
@@ -406,9 +461,12 @@ def observation_variant(g: PairGeometry, classifiers: Mapping[str, LatentClassif
         b12 = _shift_gate(_logit(p12), _logit(n12m), d2, scale)
         b21 = _shift_gate(_logit(p21), _logit(n21m), d1, scale)
         balance.append(abs(b12) - abs(b21))
+    # Calibration control: the same per-latent outcomes, each attribute's psi recalibrated.
+    calibration = calibration_delta_taus(_logit(p12), _logit(n12m), _logit(p21), _logit(n21m),
+                                         scale)
     c1, c2 = classifiers[m1], classifiers[m2]
     return Variant(sweep12=sweep12, sweep21=sweep21, g12=g12, g21=g21, obs12=obs12, obs21=obs21,
                    nulls=nulls, rotation=(r12, r21), balance=tuple(balance),
                    geometric=geometric_prediction(c1, c2, g.u[m1], g.u[m2], cc.alpha, scale),
                    geometric_sweep=geometric_sweep(c1, c2, g.u[m1], g.u[m2], alphas, scale),
-                   k_used=n_sub)
+                   k_used=n_sub, calibration=calibration)

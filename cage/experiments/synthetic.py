@@ -20,6 +20,9 @@ The generator is the model itself: ``decode(z)`` returns the scores ``(n, K)``, 
 are ``n`` prior draws with their noisy labels (encoded exactly: the latents are known), and the
 observation classifier is the exact posterior ``P(m_i = 1 | x) = Phi((s_i - t_i) / noise)``. So
 eq. 9 sees the planted mechanism through the decoder, and every CAGE quantity has a known truth.
+``judge_temperature`` (one per attribute, default 1) passes each posterior through a temperature,
+``sigmoid(logit(P) / T)``: a miscalibrated judge with the exact posterior's decisions (and so its
+accuracy), the calibration control's ground truth.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit, ndtr
+from scipy.special import expit, log_ndtr, ndtr
 
 from cage.config.experiment import ExperimentConfig
 from cage.config.sections import Section, check_sections
@@ -52,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "mechanism": "none",
     "strength": 1.5,
     "sharpness": 4.0,
+    "judge_temperature": None,
 }
 SCORES = ("linear", "nonlinear")
 #: Draws behind the label thresholds.
@@ -133,15 +137,25 @@ class SyntheticGenerator:
 
 
 class _Posterior:
-    """The exact observation classifier ``x -> {name: P(m = 1 | x)}``."""
+    """The exact observation classifier ``x -> {name: P(m = 1 | x)}``, each attribute's through
+    its temperature ``sigmoid(logit(P) / T)`` (``T = 1``: the posterior itself)."""
 
-    def __init__(self, model: SyntheticModel) -> None:
+    def __init__(self, model: SyntheticModel, temperatures: list[float] | None = None) -> None:
         self.model = model
+        self.temperatures = temperatures or [1.0] * len(model.names)
 
     def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         s = np.asarray(torch.as_tensor(x).detach().cpu().numpy(), dtype=np.float64)
         p = self.model.posterior(s)
-        return {name: p[:, i] for i, name in enumerate(self.model.names)}
+        out = {}
+        for i, name in enumerate(self.model.names):
+            t = self.temperatures[i]
+            if t == 1.0:
+                out[name] = p[:, i]
+            else:  # logit of Phi(u) without overflow: log Phi(u) - log Phi(-u)
+                u = (s[:, i] - self.model.thresholds[i]) / self.model.noise
+                out[name] = expit((log_ndtr(u) - log_ndtr(-u)) / t)
+        return out
 
 
 # --------------------------------------------------------------------------- options
@@ -174,6 +188,15 @@ def options(config: ExperimentConfig) -> dict[str, Any]:
     o["mechanism"] = s.raw("mechanism", d["mechanism"])  # a string or a list: _edges checks it
     o["strength"] = s.number("strength", d["strength"], minimum=-20.0, maximum=20.0)
     o["sharpness"] = s.number("sharpness", d["sharpness"], minimum=0.01, maximum=100.0)
+    temps = s.raw("judge_temperature", None)
+    if temps is None:
+        temps = [1.0] * len(names)
+    if (not isinstance(temps, list) or len(temps) != len(names)
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0.01 <= t <= 100
+                       for t in temps)):
+        raise ConfigError(f"{s.where('judge_temperature')} = {temps!r}: give one temperature in "
+                          f"[0.01, 100] per attribute ({len(names)}), 1 for the exact posterior")
+    o["judge_temperature"] = [float(t) for t in temps]
     s.finish()
     o["edges"] = _edges(o["mechanism"], names, s.where("mechanism"))
     return {key: o[key] for key in (*DEFAULTS, "edges")}
@@ -247,7 +270,9 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> ExperimentSetup:  # n
         "directions_cos": float(model.directions[0] @ model.directions[1]),
         "mechanism": [f"{model.names[c]}->{model.names[e]}" for c, e in model.edges] or ["none"],
         "positive_rate_data": {a: float(v.mean()) for a, v in labels.items()},
+        "judge_temperature": o["judge_temperature"],
     }}
     return ExperimentSetup(generator=SyntheticGenerator(model), data_latents=z, attributes=labels,
-                           observation_classifier=_Posterior(model), info=info,
+                           observation_classifier=_Posterior(model, o["judge_temperature"]),
+                           info=info,
                            observation_accuracy={}, observation_sizes={})

@@ -49,6 +49,7 @@ from cage.engine.variants import (
     ObservationScorer,
     PairGeometry,
     Variant,
+    calibration_label,
     latent_variant,
     observation_variant,
     rotation_frames,
@@ -318,11 +319,16 @@ class _Collector:
         stable = bool(np.all(np.sign(sweep_dt) == np.sign(dt_obs))) and dt_obs != 0
         p_centred = centred_p_value(null_dt[cc.null], dt_stat)
         p_rotation = centred_p_value(null_dt["rotation"], dt_stat)
+        calib = dict(v.calibration)
+        calib_values = tuple(calib.values())
         evidence = Evidence(delta_tau=dt_obs, p_gate_12=p12, p_gate_21=p21, p_delta_tau=pdt,
                             p_delta_tau_centred=p_centred, p_geometry=p_rotation,
                             balance_delta_tau=v.balance, sign_stable=stable,
-                            latent_outcome=outcome == "latent")
-        calls = decide_all(evidence, cc.level)
+                            latent_outcome=outcome == "latent",
+                            calibration_delta_tau=calib_values,
+                            falsified=bool(cc.falsified))
+        level = cc.call_level()
+        calls = decide_all(evidence, level)
         call, reasons = calls[cc.rule]
         cause, effect = {"->": (m1, m2), "<-": (m2, m1)}.get(call, ("", ""))
         c1, c2 = classifiers[m1], classifiers[m2]
@@ -330,7 +336,7 @@ class _Collector:
             m1=m1, m2=m2, outcome=outcome, alpha=cc.alpha, k=cc.k, gate_12=v.g12, gate_21=v.g21,
             delta_tau=dt_obs, null=cc.null, p_gate_12=p12, p_gate_21=p21, p_delta_tau=pdt,
             p_values=p_values, direction=call, cause=cause, effect=effect,
-            delta_tau_significant=pdt <= cc.level, sign_stable=stable,
+            delta_tau_significant=pdt <= level, sign_stable=stable,
             cos_normals=float(c1.normal_ @ c2.normal_), norm_w1=c1.weight_norm_,
             norm_w2=c2.weight_norm_, acc_1=c1.accuracy_, acc_2=c2.accuracy_,
             offset_1=-c1.intercept_ / c1.weight_norm_, offset_2=-c2.intercept_ / c2.weight_norm_,
@@ -347,7 +353,8 @@ class _Collector:
             balance_sign_stable=all(np.sign(b) == np.sign(dt_obs) for b in v.balance)
             and dt_obs != 0,
             n_null=int(v.nulls[cc.null][0].size), gate_12_null_k=v.obs12,
-            gate_21_null_k=v.obs21, baselines=baselines))
+            gate_21_null_k=v.obs21, baselines=baselines, level=level,
+            **_calibration_fields(m1, m2, dt_obs, calib)))
         for i, al in enumerate(cc.alphas):
             self.sweep_rows.append({
                 "m1": m1, "m2": m2, "outcome": outcome, "alpha": float(al),
@@ -357,6 +364,21 @@ class _Collector:
                 "null_hi": v.bands["hi"][i] if v.bands else "",
                 "mmd_1": mmd_rows[m1][i][0], "p_mmd_1": mmd_rows[m1][i][1],
                 "mmd_2": mmd_rows[m2][i][0], "p_mmd_2": mmd_rows[m2][i][1]})
+
+
+def _calibration_fields(m1: str, m2: str, dt_obs: float,
+                        calib: dict[tuple[float, float], float]) -> dict[str, Any]:
+    """The calibration control's columns of directions.csv (empty when not computed)."""
+    if not calib:
+        return {}
+    lo = min(calib, key=calib.__getitem__)
+    hi = max(calib, key=calib.__getitem__)
+    return {"delta_tau_calibration_min": calib[lo], "delta_tau_calibration_max": calib[hi],
+            "calibration_min_at": calibration_label(m1, m2, lo),
+            "calibration_max_at": calibration_label(m1, m2, hi),
+            "delta_tau_labels": calib.get((0.0, 0.0), float("nan")),
+            "calibration_sign_stable": dt_obs != 0 and all(
+                np.sign(c) == np.sign(dt_obs) for c in calib.values())}
 
 
 #: Prior samples the baselines see (ANM subsamples further; LiNGAM and NOTEARS use them all).

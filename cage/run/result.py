@@ -31,7 +31,13 @@ class PairDirection:
     against the decision null around the null's median; ``p_delta_tau_rotation``, against the
     rotation null; ``delta_tau_balanced`` / ``delta_tau_m1_rare`` / ``delta_tau_m2_rare``,
     delta tau with the outcome thresholds moved so that 50/50, 25/50, 50/25 % of the prior samples
-    read 1 for (m1, m2); ``balance_sign_stable``, all three have the observed sign. ``n_null`` is
+    read 1 for (m1, m2); ``balance_sign_stable``, all three have the observed sign;
+    ``delta_tau_calibration_min`` / ``_max``, the extremes of delta tau over the calibration control's
+    recalibrations of the two outcomes (:func:`cage.engine.variants.calibration_delta_taus`), reached at
+    ``calibration_min_at`` / ``calibration_max_at`` (e.g. ``thick T=1 / bright T=4``);
+    ``delta_tau_labels``, delta tau with both outcomes as hard labels; ``calibration_sign_stable``,
+    every recalibration keeps the observed sign. ``level`` is the significance level each test of
+    the call used (``[cage] level`` corrected for the study's pairs x variants). ``n_null`` is
     the number of draws per null kind; ``gate_12_null_k`` / ``gate_21_null_k`` are the GATEs on the
     ``n_null_k`` latents behind the nulls, the statistics every p-value compares (equal to the
     GATEs for eq. 8).
@@ -91,6 +97,13 @@ class PairDirection:
     gate_12_null_k: float = float("nan")
     gate_21_null_k: float = float("nan")
     baselines: tuple = ()
+    delta_tau_calibration_min: float = float("nan")
+    delta_tau_calibration_max: float = float("nan")
+    calibration_min_at: str = ""
+    calibration_max_at: str = ""
+    delta_tau_labels: float = float("nan")
+    calibration_sign_stable: bool = False
+    level: float = float("nan")
 
 
 @dataclass

@@ -31,7 +31,9 @@ DIRECTIONS_COLUMNS = (
     "p_gate_12_random", "p_gate_21_random", "p_delta_tau_random", "p_gate_12_rotation",
     "p_gate_21_rotation", "n_null", "p_resolution", "n_null_k", "gate_12_null_k", "gate_21_null_k", "cos_normals", "norm_w1",
     "norm_w2", "acc_1", "acc_2", "offset_1", "offset_2", "separable", "mmd", "p_mmd", "mmd_2",
-    "p_mmd_2", "lingam", "anm", "notears",
+    "p_mmd_2", "lingam", "anm", "notears", "level", "delta_tau_calibration_min",
+    "delta_tau_calibration_max", "calibration_min_at", "calibration_max_at", "delta_tau_labels",
+    "calibration_sign_stable",
 )
 CLASSIFIERS_COLUMNS = ("attribute", "space", "kind", "accuracy", "n_train", "n_test",
                        "positive_rate", "weight_norm", "intercept", "separable")

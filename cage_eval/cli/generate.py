@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 # cage.config.experiment needs only the standard library: importing it here keeps `--help` fast.
-from cage.config.experiment import DEFAULT_EXPERIMENT
+from cage.config.experiment import DEFAULT_EXPERIMENT, auto_n_null
 
 
 @click.command("generate")
@@ -133,11 +133,12 @@ CALL_NAMES = {"?": "undetermined (?)", "⊥": "independent (⊥)"}
 #: The last line of the summary: the rule that filled the call column.
 RULE_LINES = {
     "controlled": ("call rule (controlled): an arrow needs a significant GATE, p(Δτ off-centre) "
-                   "<= {level:g} and, on eq. 9, p(Δτ rotation) <= {level:g} (eq. 8 never: its Δτ "
-                   "is geometry), and the same sign of Δτ with either label made rare and over "
-                   "the α grid; [the paper's rule] in brackets"),
+                   "<= {level:.4g} and, on eq. 9, p(Δτ rotation) <= {level:.4g} (eq. 8 never: its "
+                   "Δτ is geometry), and the same sign of Δτ with either label made rare, with "
+                   "either judge recalibrated (temperatures 1/4..4 and hard labels) and over the "
+                   "α grid; [the paper's rule] in brackets"),
     "paper": ("call rule (paper): a direction needs a significant GATE and p(Δτ ≠ 0) <= "
-              "{level:g}; 'undetermined (?)': a GATE is significant, Δτ is not"),
+              "{level:.4g}; 'undetermined (?)': a GATE is significant, Δτ is not"),
 }
 
 
@@ -184,6 +185,14 @@ def summary(result, out: Path, elapsed: float) -> str:
             f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.delta_tau_balanced:+7.3f} "
             f"{d.delta_tau_m1_rare:+7.3f} {d.delta_tau_m2_rare:+7.3f}   "
             f"α-stable {'yes' if d.sign_stable else 'no'}")
+    lines += ["", "calibration control: Δτ with each outcome recalibrated (temperatures 1/4..4 and "
+                  "hard labels, each attribute on its own; accuracy unchanged):"]
+    for d in result.directions:
+        lines.append(
+            f"{d.m1 + ' / ' + d.m2:22s} {d.outcome:23s} {d.delta_tau_calibration_min:+7.3f} "
+            f"({d.calibration_min_at}) .. {d.delta_tau_calibration_max:+7.3f} "
+            f"({d.calibration_max_at}); hard labels {d.delta_tau_labels:+.3f}; sign kept "
+            f"{'yes' if d.calibration_sign_stable else 'no'}")
     lines += _baseline_lines(result.directions)
     lines += ["", "in words:"] + [f"  {sentence(d)}" for d in result.directions]
     lines += ["", f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)",
@@ -191,7 +200,10 @@ def summary(result, out: Path, elapsed: float) -> str:
     if (out / runs.REPORT).is_file():
         lines.append(f"report: {out / runs.REPORT} (everything on one page; cage-eval report)")
     lines.append(_resolution_line(cc, len(result.directions)))
-    lines.append(RULE_LINES[cc.rule].format(level=cc.level))
+    lines.append(RULE_LINES[cc.rule].format(level=cc.call_level()))
+    if cc.falsified:
+        lines.append(f"falsified ([cage] falsified): {cc.falsified}; the controlled rule reports "
+                     "its arrows here as '?'")
     lines += _pair_lines(manifest.get("pairs"), out)
     return "\n".join(lines)
 
@@ -223,24 +235,32 @@ def _baseline_lines(directions) -> list[str]:
 
 
 def _resolution_line(cc, tests: int) -> str:
-    """How small a p-value can be with ``n_null`` draws, against the level with and without a
-    Bonferroni correction over the run's pairs and outcome variants."""
+    """The level each call used (Bonferroni over the run's pairs x outcome variants, or none), how
+    the null size was chosen and how small a p-value it can give."""
     resolution = 1.0 / (cc.n_null + 1)
-    corrected = cc.level / max(tests, 1)
-    line = f"p-values: {cc.n_null} draws per null, so the smallest possible p is {resolution:.3f}"
+    call = cc.call_level()
+    if cc.correction == "bonferroni":
+        level = (f"level {cc.level:g} for the study, Bonferroni-corrected over its {tests} pairs x "
+                 f"variants: {call:.4g} per call")
+    else:
+        level = f"level {cc.level:g} per call, not corrected for the study's {tests} pairs x variants"
+    how = ("chosen from the study's size (n_null = \"auto\": one draw may beat the observed "
+           "statistic and it still passes)" if cc.n_null_auto else "set in [cage] n_null")
+    line = (f"p-values: {level}; {cc.n_null} draws per null, {how}, so the smallest possible p "
+            f"is {resolution:.4f}")
     n_obs = getattr(cc, "n_null_observation", 0)
     if n_obs and n_obs < cc.n_null and any(o.startswith("observation") for o in cc.outcomes):
         line += (f" (eq. 8); eq. 9 (observation) uses {n_obs} draws per null, smallest p "
-                 f"{1.0 / (n_obs + 1):.3f}"
-                 + (f", which cannot reach level {cc.level:g}: raise [cage] n_null_observation"
-                    if 1.0 / (n_obs + 1) > cc.level else ""))
-    if resolution > cc.level:
-        return line + f"; that cannot reach level {cc.level:g}: raise [cage] n_null"
-    if tests > 1 and resolution > corrected:
-        need = int(1 / corrected)
-        return (line + f"; enough for level {cc.level:g} per test, not for a Bonferroni "
-                f"correction over the {tests} pairs x variants ({corrected:.4f}): that needs "
-                f"n_null >= {need}")
+                 f"{1.0 / (n_obs + 1):.4f}"
+                 + (f", which cannot reach {call:.4g}: raise [cage] n_null_observation"
+                    if 1.0 / (n_obs + 1) > call else ""))
+    if resolution > call:
+        need = auto_n_null(tests, cc.level, cc.correction)
+        return line + f"; that cannot reach {call:.4g}: no arrow is possible (n_null >= {need})"
+    if 2 * resolution > call:
+        need = auto_n_null(tests, cc.level, cc.correction)
+        return line + (f"; an arrow must beat every null draw, at the edge of the resolution "
+                       f"(n_null >= {need} would leave one draw of room)")
     return line
 
 

@@ -36,8 +36,12 @@ def test_generate_writes_a_complete_reproducible_run(tmp_path, cache):
     assert [line.split()[3] for line in table] == ["latent", "observation"]
     assert f"plots: {out / runs.PLOTS_DIR}/ (delta_tau__*, null__*, mmd__*)" in lines
     assert lines[-1].startswith("call rule (controlled): an arrow needs a significant GATE")
-    assert "p-values: 10 draws per null, so the smallest possible p is 0.091; that cannot " \
-           "reach level 0.05: raise [cage] n_null" in lines
+    assert ("p-values: level 0.05 for the study, Bonferroni-corrected over its 2 pairs x "
+            "variants: 0.025 per call; 10 draws per null, set in [cage] n_null, so the smallest "
+            "possible p is 0.0909; that cannot reach 0.025: no arrow is possible (n_null >= 79)"
+            ) in lines
+    assert any(line.startswith("calibration control: Δτ with each outcome recalibrated")
+               for line in lines)
     for line in table:
         call, paper = line.split("  ")[-1].rsplit(" ", 1)
         assert call in ("independent (⊥)", "m_c -> m_e", "m_e -> m_c") \

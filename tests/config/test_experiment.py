@@ -7,7 +7,9 @@ import pytest
 from cage.config.experiment import (
     DEFAULT_EXPERIMENT,
     CageConfig,
+    auto_n_null,
     builtin_experiments,
+    config_from_dict,
     load_experiment,
 )
 from cage_eval.errors import ConfigError
@@ -45,6 +47,7 @@ def test_overrides_and_seed(tmp_path):
     ("cage.nulls=['random']", r"\[cage\] null = 'permutation': must be one of"),
     ("cage.bogus=1", r"\[cage\] bogus: unknown field"),
     ("cage.n_null=0", r"n_null = 0"),
+    ("cage.correction=holm", r"\[cage\] correction = .holm.: choose one of bonferroni, none"),
 ])
 def test_invalid_fields_name_the_field(override, message):
     if message is None:
@@ -73,3 +76,40 @@ def test_files_unknown_names_and_malformed_toml(tmp_path):
                     "alphas = [1, 2]\n[flow]\nsteps = 10\n")
     cfg = load_experiment(good)
     assert cfg.name == "mine" and cfg.cage.alphas == (1.0, 2.0) and cfg.source == str(good)
+
+
+@pytest.mark.parametrize("pairs, outcomes, expected", [
+    (1, 1, 39), (1, 2, 79), (3, 2, 239), (8, 2, 639),
+])
+def test_auto_null_size_resolves_the_corrected_level(pairs, outcomes, expected):
+    names = [[f"a{i}", f"b{i}"] for i in range(pairs)]
+    kinds = ["latent", "observation"][:outcomes]
+    cfg = load_experiment("mog", overrides=[f"cage.pairs={names}", f"cage.outcomes={kinds}",
+                                            'cage.n_null="auto"'])
+    cc = cfg.cage
+    assert cc.n_null_auto and cc.n_null == expected and cc.tests == pairs * outcomes
+    assert cc.call_level() == pytest.approx(0.05 / (pairs * outcomes))
+    # The smallest attainable p is below the corrected level, with one null draw of room: a
+    # statistic beaten by one draw (p = 2 / (n + 1)) still reaches it; one draw fewer would not.
+    assert 1 / (cc.n_null + 1) < cc.call_level()
+    assert 2 / (cc.n_null + 1) <= cc.call_level() < 2 / cc.n_null
+    assert auto_n_null(cc.tests, 0.05) == cc.n_null
+
+
+def test_auto_is_the_default_and_a_number_overrides_it():
+    raw = {"experiment": {"name": "x", "kind": "mog"}, "cage": {"pairs": [["m_c", "m_e"]]}}
+    cc = config_from_dict(raw).cage
+    assert cc.n_null_auto and cc.n_null == 79 and cc.correction == "bonferroni"
+    raw["cage"].update({"n_null": 12, "correction": "none"})
+    cc = config_from_dict(raw).cage
+    assert not cc.n_null_auto and cc.n_null == 12 and cc.call_level() == 0.05
+    # Without a correction the auto size resolves the uncorrected level.
+    assert auto_n_null(2, 0.05, "none") == 39
+
+
+def test_falsified_is_a_sentence_and_defaults_to_empty():
+    assert load_experiment("mog").cage.falsified == ""
+    cfg = load_experiment("mog", overrides=['cage.falsified="the reversed data gave the same arrow"'])
+    assert cfg.cage.falsified == "the reversed data gave the same arrow"
+    with pytest.raises(ConfigError, match=r"\[cage\] falsified = 3: expected str"):
+        load_experiment("mog", overrides=["cage.falsified=3"])

@@ -46,10 +46,12 @@ def test_each_failed_control_gives_a_question_mark_and_its_reason(change, reason
 
 def test_every_failed_control_is_listed_in_order():
     ev = dataclasses.replace(PASS, latent_outcome=True, p_delta_tau_centred=0.5,
-                             balance_delta_tau=(0.1, -0.2, 0.1), sign_stable=False)
+                             balance_delta_tau=(0.1, -0.2, 0.1), sign_stable=False,
+                             calibration_delta_tau=(0.1, -0.1), falsified=True)
     call, reasons = decide_controlled(ev, LEVEL)
     assert call == "?" and reasons == tuple(r for r in REASONS[1:] if r != "rotation-null")
-    assert reason_text(reasons) == "geometry-only+not-significant+balance-driven+alpha-unstable"
+    assert reason_text(reasons) == ("geometry-only+not-significant+balance-driven+"
+                                    "calibration-driven+alpha-unstable+falsified")
 
 
 def test_eq9_names_the_rotation_null_not_the_geometry():
@@ -99,3 +101,22 @@ def test_centred_p_value_is_uniform_under_the_null():
     ps = np.array([centred_p_value(rng.normal(0.3, 1, 99), rng.normal(0.3, 1)) for _ in range(4000)])
     assert abs(np.mean(ps <= 0.05) - 0.05) < 0.012
     assert abs(np.mean(ps <= 0.2) - 0.2) < 0.02
+
+
+def test_a_calibration_sign_change_gives_its_reason():
+    ev = dataclasses.replace(PASS, calibration_delta_tau=(0.1, 0.02, -0.01))
+    assert decide_controlled(ev, LEVEL) == ("?", ("calibration-driven",))
+    kept = dataclasses.replace(PASS, calibration_delta_tau=(0.1, 0.02, 0.3))
+    assert decide_controlled(kept, LEVEL) == ("->", ())
+    # Not computed (an empty tuple): the check passes, as before the control existed.
+    assert decide_controlled(dataclasses.replace(PASS, calibration_delta_tau=()), LEVEL)[0] == "->"
+    # The paper's rule does not read it.
+    assert decide_paper(ev, LEVEL) == ("->", ())
+
+
+def test_a_falsified_experiment_reports_its_arrows_as_question_marks():
+    ev = dataclasses.replace(PASS, falsified=True)
+    assert decide_controlled(ev, LEVEL) == ("?", ("falsified",))
+    # No effect stays no effect, and the paper's reading is still reported beside it.
+    assert decide_controlled(dataclasses.replace(ev, p_gate_12=0.5, p_gate_21=0.5), LEVEL)[0] == "⊥"
+    assert decide_paper(ev, LEVEL) == ("->", ())

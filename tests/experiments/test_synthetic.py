@@ -20,7 +20,7 @@ def _raw(seed=0, *, dim=16, n=1500, cos=0.5, rates=(0.5, 0.5), mechanism="none",
          **cage):
     body = {"pairs": pairs or [["m1", "m2"]], "alphas": [0.5, 1.0, 1.5], "alpha": 1.0, "k": 1500,
             "n_null": 20, "k_null_observation": 800, "mmd_n": 40, "mmd_permutations": 5,
-            "baselines": False,
+            "baselines": False, "correction": "none",
             "outcomes": ["latent", "observation"]}
     body.update(cage)
     return {"experiment": {"name": "syn", "kind": "synthetic", "seed": seed}, "cage": body,

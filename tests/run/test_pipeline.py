@@ -134,12 +134,12 @@ def test_decision_rule_in_the_pipeline_needs_a_significant_delta_tau():
     result = run_cage(_setup(config), config)
     for d in result.directions:
         if d.direction in ("->", "<-"):
-            assert d.p_delta_tau <= config.cage.level and d.delta_tau_significant
-            assert min(d.p_gate_12, d.p_gate_21) <= config.cage.level
+            assert d.p_delta_tau <= config.cage.call_level() and d.delta_tau_significant
+            assert min(d.p_gate_12, d.p_gate_21) <= config.cage.call_level()
         elif d.direction == "?":
-            assert d.p_delta_tau > config.cage.level or d.delta_tau == 0
+            assert d.p_delta_tau > config.cage.call_level() or d.delta_tau == 0
         else:
-            assert d.direction == "⊥" and min(d.p_gate_12, d.p_gate_21) > config.cage.level
+            assert d.direction == "⊥" and min(d.p_gate_12, d.p_gate_21) > config.cage.call_level()
 
 
 def test_unknown_attribute_missing_observation_classifier_and_nan_latents():

@@ -11,6 +11,11 @@ Causal Models for Tractable Counterfactual Inference", NeurIPS 2020,
 * intensity ``i = 64 + 191 * sigmoid(2 * (t - 2.5) + intensity_noise * eps)``, ``eps ~ N(0, 1)``;
   DeepSCM's ``intensity_noise`` is 0.5; a larger value loosens the coupling (the mechanism stays
   ``t -> i``, the correlation drops);
+* ``mechanism`` (:data:`MECHANISMS`) changes only which variable causes which, keeping both
+  marginals exactly (:func:`sample_mechanism`): ``"forward"`` is DeepSCM's thickness -> intensity
+  above; ``"reversed"`` draws intensity first and thickness from it (intensity -> thickness, the
+  same strength of dependence); ``"none"`` permutes the intensities against the thicknesses (no
+  mechanism). They are the falsification variants of the real-image experiment;
 * the digit is set to thickness ``t`` with Morpho-MNIST's ``SetThickness``
   (:func:`cage.experiments.digits.morpho.set_thickness`), then rescaled so that its median foreground value
   (over the mask ``x >= min + (max - min) / 2``) equals ``i`` out of 255, and clipped to 0..255.
@@ -52,6 +57,14 @@ DATASET_VERSION = 1
 MEASURED = ("thickness", "area", "slant", "width", "height", "intensity")
 #: DeepSCM's intensity noise scale.
 DEEPSCM_NOISE = 0.5
+#: Which variable causes which (``[data] mechanism``): DeepSCM's thickness -> intensity, its
+#: reverse, or no mechanism (:func:`sample_mechanism`).
+MECHANISMS = ("forward", "reversed", "none")
+#: The causal order each mechanism generates (``()``: neither causes the other).
+CAUSAL_ORDER = {"forward": ("thickness", "intensity"), "reversed": ("intensity", "thickness"),
+                "none": ()}
+#: Variance of DeepSCM's thickness ``0.5 + Gamma(10, rate 5)``.
+THICKNESS_VARIANCE = 10.0 / 25.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ class MorphoMNISTConfig:
         Morpho-MNIST upsampling factor (measurements and SetThickness).
     intensity_noise : float
         Scale of ``eps`` in the intensity mechanism (DeepSCM: 0.5; larger = looser coupling).
+    mechanism : str
+        One of :data:`MECHANISMS` (:func:`sample_mechanism`); ``"forward"`` is DeepSCM's.
     thick_quantile, bright_quantile : float
         Label thresholds: ``thick = t > quantile(t, thick_quantile)``, likewise ``bright``.
     """
@@ -81,10 +96,19 @@ class MorphoMNISTConfig:
     intensity_noise: float = DEEPSCM_NOISE
     thick_quantile: float = 0.5
     bright_quantile: float = 0.5
+    mechanism: str = "forward"
+
+    def fields(self) -> dict[str, object]:
+        """Every field; ``mechanism`` only when it is not ``"forward"``, so that the keys of the
+        data and weights made before the mechanism variants existed stay valid."""
+        d = asdict(self)
+        if d["mechanism"] == "forward":
+            d.pop("mechanism")
+        return d
 
     def image_fields(self) -> dict[str, object]:
         """The fields that determine the images (not the label thresholds)."""
-        d = asdict(self)
+        d = self.fields()
         d.pop("thick_quantile")
         d.pop("bright_quantile")
         return {**d, "version": DATASET_VERSION}
@@ -95,7 +119,7 @@ class MorphoMNISTConfig:
 
     def key(self) -> str:
         """A short hash of the whole config, label thresholds included."""
-        return content_key({**asdict(self), "version": DATASET_VERSION})
+        return content_key({**self.fields(), "version": DATASET_VERSION})
 
 
 #: The data set record is the digits experiment's (images, labels, source, sampled thickness and
@@ -132,6 +156,74 @@ def sample_causes(n: int, rng: np.random.Generator,
     return t, i
 
 
+def reversed_noise(intensity_noise: float) -> float:
+    """Noise scale of the reversed mechanism, in intensity-logit units.
+
+    Forward: ``L = 2 (t - 2.5) + s eps`` with ``L = logit((i - 64) / 191)``, so
+    ``corr(t, L)^2 = 4 var(t) / (4 var(t) + s^2)``. Reversed: thickness is a monotone function of
+    ``L + s' eps'``; the same correlation needs ``s'^2 = var(L) (1 / corr^2 - 1)
+    = s^2 (1 + s^2 / (4 var t))``. For DeepSCM's ``s = 0.5``, ``s' = 0.54``: up to the monotone map
+    this is ``t = 2.5 + 0.45 L + 0.24 eps'``.
+    """
+    s = float(intensity_noise)
+    return s * float(np.sqrt(1.0 + s * s / (4.0 * THICKNESS_VARIANCE)))
+
+
+@dataclass(frozen=True)
+class Causes:
+    """The sampled causal variables of a dataset and how they were generated.
+
+    Attributes
+    ----------
+    t, i : np.ndarray, shape (n,)
+        Thickness and intensity.
+    order : tuple of str
+        ``(cause, effect)`` (:data:`CAUSAL_ORDER`); empty when neither causes the other.
+    noise : np.ndarray, shape (n,), or None
+        The effect's exogenous noise ``eps`` (standard normal, drawn independently of the cause):
+        forward ``logit((i - 64)/191) = 2 (t - 2.5) + s eps``; reversed
+        ``rank(t) = rank(logit((i - 64)/191) + s' eps)``. None for ``"none"``.
+    """
+
+    t: np.ndarray
+    i: np.ndarray
+    order: tuple[str, ...]
+    noise: np.ndarray | None
+
+
+def intensity_logit(i: np.ndarray) -> np.ndarray:
+    """``logit((i - 64) / 191)``, the intensity on the scale of DeepSCM's mechanism."""
+    u = np.clip((np.asarray(i, dtype=np.float64) - 64.0) / 191.0, 1e-12, 1 - 1e-12)
+    return np.log(u) - np.log1p(-u)
+
+
+def sample_mechanism(n: int, rng: np.random.Generator, intensity_noise: float = DEEPSCM_NOISE,
+                     mechanism: str = "forward") -> Causes:
+    """Thickness and intensity under ``mechanism``, with exactly the forward marginals.
+
+    All three first draw DeepSCM's ``(t_f, i_f)`` (:func:`sample_causes`, the same random numbers,
+    so ``"forward"`` is unchanged). ``"reversed"``: ``i = i_f``; thickness is the forward
+    thickness values reassigned by the rank of ``logit((i - 64)/191) + s' eps'``
+    (:func:`reversed_noise`), i.e. a monotone function of the intensity plus independent noise
+    whose marginal is exactly the forward sample's; ``"none"``: ``t = t_f``, ``i`` a random
+    permutation of ``i_f``. Every variant has the same multiset of ``t`` and of ``i`` values.
+    """
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism {mechanism!r}: expected one of {MECHANISMS}")
+    t, i = sample_causes(n, rng, intensity_noise)
+    order = CAUSAL_ORDER[mechanism]
+    if mechanism == "forward":
+        return Causes(t, i, order, (intensity_logit(i) - 2.0 * (t - 2.5)) / intensity_noise
+                      if intensity_noise > 0 else np.zeros(n))
+    if mechanism == "none":
+        return Causes(t, i[rng.permutation(n)], order, None)
+    eps = rng.standard_normal(n)
+    score = intensity_logit(i) + reversed_noise(intensity_noise) * eps
+    t_rev = np.empty(n)
+    t_rev[np.argsort(score, kind="stable")] = np.sort(t)
+    return Causes(t_rev, i, order, eps)
+
+
 def render(digit: np.ndarray, t: float, i: float, *, scale: int, current: float) -> np.ndarray:
     """One DeepSCM image: ``digit`` set to thickness ``t``, median foreground value ``i``.
 
@@ -152,7 +244,8 @@ def build(config: MorphoMNISTConfig) -> MorphoMNISTDataset:
     rng = np.random.default_rng(config.seed)
     n = len(base) * config.draws
     source = np.repeat(np.arange(len(base)), config.draws)
-    t, i = sample_causes(n, rng, config.intensity_noise)
+    causes = sample_mechanism(n, rng, config.intensity_noise, config.mechanism)
+    t, i = causes.t, causes.i
     current = [morpho.thickness(image, scale=config.scale) for image in base]
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     measured = {name: np.empty(n) for name in MEASURED}

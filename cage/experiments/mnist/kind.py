@@ -10,7 +10,8 @@ the ``digits`` kind does (:func:`cage.experiments.digits.kind.finish`).
 Kind-specific sections (all keys optional; defaults in the dataclasses)::
 
     [data]            draws, n_digits, seed, scale, intensity_noise, thick_quantile,
-                      bright_quantile                         (cage.experiments.mnist.data.MorphoMNISTConfig)
+                      bright_quantile, mechanism = "forward" | "reversed" | "none"
+                                              (cage.experiments.mnist.data.MorphoMNISTConfig)
     [flow]            levels, blocks, hidden, logit_alpha, steps, batch_size, lr, warmup,
                       grad_clip, test_fraction, seed          (cage.generators.flow_image.GlowConfig)
                       temperature (prior draws' standard deviation; not a training setting)
@@ -110,6 +111,8 @@ def parse_options(config: ExperimentConfig) -> MorphoOptions:
          data.n_digits, f"in 10..{mnist.N_MNIST}"),
         (data.scale >= 1, "data", "scale", data.scale, "at least 1"),
         (data.intensity_noise >= 0, "data", "intensity_noise", data.intensity_noise, ">= 0"),
+        (data.mechanism in mnist.MECHANISMS, "data", "mechanism", data.mechanism,
+         "one of " + ", ".join(repr(m) for m in mnist.MECHANISMS)),
         (0.05 <= data.thick_quantile <= 0.95, "data", "thick_quantile", data.thick_quantile,
          "in [0.05, 0.95]"),
         (0.05 <= data.bright_quantile <= 0.95, "data", "bright_quantile", data.bright_quantile,
@@ -173,6 +176,8 @@ def setup(config: ExperimentConfig, *, cache_dir: Path) -> MorphoSetup:
         "dataset": {
             "images": n, "mnist_digits": int(data.source.max()) + 1, "draws": cfg.draws,
             "image_key": cfg.image_key(), "intensity_noise": cfg.intensity_noise,
+            "mechanism": cfg.mechanism,
+            "causal_order": " -> ".join(mnist.CAUSAL_ORDER[cfg.mechanism]) or "none",
             "quantiles": {"thick": cfg.thick_quantile, "bright": cfg.bright_quantile},
             "positive_rate": {a: float(v.mean()) for a, v in data.attributes.items()},
             "corr_sampled_measured_thickness": float(np.corrcoef(

@@ -66,7 +66,7 @@ class MorphoModelConfigs:
                       "architecture_version": ARCHITECTURE_VERSION})
 
     def obs_key(self) -> str:
-        return _hash({"data": asdict(self.data), "obs": asdict(self.obs),
+        return _hash({"data": self.data.fields(), "obs": asdict(self.obs),
                       "attributes": list(mnist.ATTRIBUTES),
                       "dataset_version": mnist.DATASET_VERSION,
                       "architecture_version": ARCHITECTURE_VERSION})
@@ -177,7 +177,7 @@ def train_obs(configs: MorphoModelConfigs, data: mnist.MorphoMNISTDataset
     labels = {a: data.attributes[a] for a in mnist.ATTRIBUTES}
     psi, report = train_obs_classifier(x, x, labels, configs.obs)
     blob = state_to_bytes(psi.model)
-    meta = {"component": "obs", "key": configs.obs_key(), "data": asdict(configs.data),
+    meta = {"component": "obs", "key": configs.obs_key(), "data": configs.data.fields(),
             "obs": asdict(configs.obs), "attributes": list(mnist.ATTRIBUTES),
             "report": {"accuracy": report.accuracy_real, "steps": report.steps},
             "sha256": hashlib.sha256(blob).hexdigest(), "torch": torch.__version__}
