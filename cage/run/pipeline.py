@@ -28,7 +28,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,8 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig, *,
     """
     cc = config.cage
     names = _check_setup(setup, config)
-    seeds = {"master": config.seed, "prior_block_0": stage_seed(config.seed, "prior", "0")}
+    seeds = SeedLog(config.seed)
+    seeds.drawn["prior_block_0"] = stage_seed(config.seed, "prior", "0")
     z_data = np.asarray(setup.data_latents, dtype=np.float64)
     with progress.stage(f"latent classifiers ({len(names)} attributes, {z_data.shape[0]} "
                         "encoded samples)"):
@@ -178,19 +179,19 @@ def run_cage(setup: ExperimentSetup, config: ExperimentConfig, *,
                                    PriorBlocks(setup.generator, config.seed, drawn=z_prior),
                                    PRIOR_BLOCK, workers)
 
+    study = Study(config=config, setup=setup, names=names, z_data=z_data,
+                  classifiers=classifiers, masks=masks, z_prior=z_prior, logits=logits,
+                  scorer=scorer, seeds=seeds)
     out = _Collector()
-    mmd_cache: dict[tuple[str, bytes, float], tuple[float, float]] = {}
-    baseline_cache: dict[tuple[str, str, str], tuple] = {}
     for m1, m2 in cc.pairs:
         with progress.stage(f"{m1} / {m2}"):
-            _one_pair(m1, m2, names, classifiers, masks, setup, z_data, config, seeds, z_prior,
-                      logits, scorer, out, mmd_cache, baseline_cache)
+            _one_pair(study, m1, m2, out)
     return CageResult(config=config, classifiers=classifiers, directions=out.directions,
                       prior_latents=z_prior.numpy(), interventions=out.interventions,
                       null_directions=out.null_dirs, sweep_rows=out.sweep_rows,
                       null_rows=out.null_rows,
                       classifier_rows=_classifier_rows(setup, classifiers, names, cc),
-                      seeds=seeds, test_masks=masks,
+                      seeds=seeds.drawn, test_masks=masks,
                       decoded=_decoded(scorer))
 
 
@@ -202,24 +203,79 @@ def _decoded(scorer: ObservationScorer | None) -> int:
     return stats.decoded if stats is not None else 0
 
 
-def _one_pair(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentClassifier],
-              masks: dict[str, np.ndarray], setup: ExperimentSetup, z_data: np.ndarray,
-              config: ExperimentConfig, seeds: dict[str, int], z_prior: torch.Tensor,
-              logits: dict[str, np.ndarray], scorer: ObservationScorer | None, out: _Collector,
-              mmd_cache: dict, baseline_cache: dict) -> None:
+@dataclass
+class SeedLog:
+    """The stage seeds a run draws from its master seed (:func:`cage.engine.seeds.stage_seed`),
+    recorded under ``"a:b:c"`` for the manifest."""
+
+    master: int
+    drawn: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.drawn.setdefault("master", self.master)
+
+    def draw(self, *parts: str) -> int:
+        seed = stage_seed(self.master, *parts)
+        self.drawn[":".join(parts)] = seed
+        return seed
+
+
+@dataclass
+class Study:
+    """What every pair of one run shares, travelling as one object into each step (as
+    StyleGAN3's ``MetricOptions`` travels into every metric).
+
+    Attributes
+    ----------
+    config, setup : the run's experiment and what its kind set up
+    names : list of str
+        The attributes, in the experiment's order.
+    z_data : np.ndarray, shape (n, d)
+        Encoded annotated data the latent classifiers were fitted on.
+    classifiers, masks : dict
+        The latent classifier per attribute and its held-out mask.
+    z_prior : torch.Tensor, shape (k, d)
+        The prior latents.
+    logits : dict of np.ndarray, shape (k,)
+        Each latent classifier's logits of the prior latents.
+    scorer : ObservationScorer or None
+        Eq. 9's decoder-and-judge (None without an observation classifier).
+    seeds : SeedLog
+    mmd_cache, baseline_cache : dict
+        Results shared between the pairs that have an attribute in common.
+    """
+
+    config: ExperimentConfig
+    setup: ExperimentSetup
+    names: list[str]
+    z_data: np.ndarray
+    classifiers: dict[str, LatentClassifier]
+    masks: dict[str, np.ndarray]
+    z_prior: torch.Tensor
+    logits: dict[str, np.ndarray]
+    scorer: ObservationScorer | None
+    seeds: SeedLog
+    mmd_cache: dict[tuple, tuple] = field(default_factory=dict)
+    baseline_cache: dict[tuple[str, str, str], tuple] = field(default_factory=dict)
+
+    @property
+    def cc(self) -> Any:
+        return self.config.cage
+
+
+def _one_pair(study: Study, m1: str, m2: str, out: _Collector) -> None:
     """Every outcome variant of one pair: directions, nulls, MMD, baselines, controls."""
-    cc = config.cage
+    cc, classifiers, logits = study.cc, study.classifiers, study.logits
+    z_prior, scorer = study.z_prior, study.scorer
     with progress.stage(f"null directions ({cc.n_null} per kind: "
                         f"{', '.join(cc.nulls)}, rotation)"):
-        geo = _pair_geometry(m1, m2, names, classifiers, masks, setup, z_data, config, seeds)
+        geo = _pair_geometry(study, m1, m2)
     out.interventions[(m1, m2)] = geo.u
     for (attr, kind), dirs in geo.nulls.items():
         out.null_dirs[(m1, m2, attr, kind)] = dirs
     with progress.stage(f"MMD, conditioning vs intervening ({len(cc.alphas)} alphas)"):
-        mmd_rows = {a: [_mmd_for(a, geo.u[a], al, z_prior, classifiers[a], cc, config.seed,
-                                 mmd_cache) for al in cc.alphas] for a in (m1, m2)}
-        mmd_head = {a: _mmd_for(a, geo.u[a], cc.alpha, z_prior, classifiers[a], cc, config.seed,
-                                mmd_cache) for a in (m1, m2)}
+        mmd_rows = {a: [_mmd_for(study, a, geo.u[a], al) for al in cc.alphas] for a in (m1, m2)}
+        mmd_head = {a: _mmd_for(study, a, geo.u[a], cc.alpha) for a in (m1, m2)}
     for outcome in cc.outcomes:
         with progress.stage(f"{outcome} outcome ({_VARIANT_STAGE[outcome]})"):
             if outcome == "latent":
@@ -229,23 +285,21 @@ def _one_pair(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentC
             else:  # observation_conditional: hold the other attribute of the pair fixed
                 v = observation_variant(_pair_conditional(geo, classifiers, cc.nulls),
                                         classifiers, z_prior, scorer, cc)
-        baselines = _baselines(m1, m2, outcome, logits, scorer, z_prior, cc, config.seed,
-                               baseline_cache)
+        baselines = _baselines(study, m1, m2, outcome)
         out.add(m1, m2, outcome, v, classifiers, mmd_head, mmd_rows, cc, baselines)
 
 
 def _fit_classifiers(setup: ExperimentSetup, config: ExperimentConfig, names: list[str],
-                     z_data: np.ndarray, seeds: dict[str, int]
+                     z_data: np.ndarray, seeds: SeedLog
                      ) -> tuple[dict[str, LatentClassifier], dict[str, np.ndarray]]:
     """Step 2: one latent classifier per attribute with held-out accuracy (separability check)."""
     cc = config.cage
     classifiers: dict[str, LatentClassifier] = {}
     masks: dict[str, np.ndarray] = {}
     for a in names:
-        seeds[f"split:{a}"] = stage_seed(config.seed, "split", a)
         classifiers[a], masks[a] = fit_attribute_classifier(
             a, z_data, np.asarray(setup.attributes[a]), kind=cc.classifier, C=cc.C,
-            test_fraction=cc.test_fraction, seed=seeds[f"split:{a}"])
+            test_fraction=cc.test_fraction, seed=seeds.draw("split", a))
     return classifiers, masks
 
 
@@ -260,11 +314,10 @@ def _scaled_outcome(setup: ExperimentSetup) -> Callable[[torch.Tensor], dict[str
     return outcome
 
 
-def _pair_geometry(m1: str, m2: str, names: list[str], classifiers: dict[str, LatentClassifier],
-                   masks: dict[str, np.ndarray], setup: ExperimentSetup, z_data: np.ndarray,
-                   config: ExperimentConfig, seeds: dict[str, int]) -> PairGeometry:
+def _pair_geometry(study: Study, m1: str, m2: str) -> PairGeometry:
     """Intervention directions, null directions and rotated frames of one pair."""
-    cc = config.cage
+    cc, classifiers, z_data = study.cc, study.classifiers, study.z_data
+    names, masks, setup = study.names, study.masks, study.setup
     d = z_data.shape[1]
     others = [classifiers[a].normal_ for a in names if a not in (m1, m2)]
     inter = make_intervention(cc.intervention, conditions=np.asarray(others).reshape(-1, d))
@@ -272,8 +325,7 @@ def _pair_geometry(m1: str, m2: str, names: list[str], classifiers: dict[str, La
     nulls: dict[tuple[str, str], np.ndarray] = {}
     for a in (m1, m2):
         for kind in cc.nulls:
-            seed = stage_seed(config.seed, "null", kind, a)
-            seeds[f"null:{kind}:{a}"] = seed
+            seed = study.seeds.draw("null", kind, a)
             if kind == "random":
                 raw = random_directions(cc.n_null, d, seed)
             else:
@@ -282,8 +334,7 @@ def _pair_geometry(m1: str, m2: str, names: list[str], classifiers: dict[str, La
                                           cc.n_null, C=cc.C, seed=seed)
             nulls[(a, kind)] = raw if cc.intervention == "linear" else np.stack(
                 [inter.direction(_Normal(r)) for r in raw])
-    seed = stage_seed(config.seed, "null", "rotation", m1, m2)
-    seeds[f"null:rotation:{m1}:{m2}"] = seed
+    seed = study.seeds.draw("null", "rotation", m1, m2)
     frames = rotation_frames(classifiers[m1], classifiers[m2], u[m1], u[m2], cc.n_null, seed)
     return PairGeometry(m1=m1, m2=m2, u=u, nulls=nulls, frames=frames)
 
@@ -385,12 +436,12 @@ def _calibration_fields(m1: str, m2: str, dt_obs: float,
 BASELINE_SAMPLES = 5000
 
 
-def _baselines(m1: str, m2: str, outcome: str, logits: dict[str, np.ndarray],
-               scorer: ObservationScorer | None, z_prior: torch.Tensor, cc: Any, seed: int,
-               cache: dict[tuple[str, str, str], tuple]) -> tuple:
+def _baselines(study: Study, m1: str, m2: str, outcome: str) -> tuple:
     """LiNGAM, ANM and NOTEARS on the two attributes' probabilities of the first
     :data:`BASELINE_SAMPLES` prior samples: the latent classifiers' for eq. 8, the observation
     classifier's on the decoded samples for eq. 9 (paper Appendix D)."""
+    cc, logits, scorer, z_prior = study.cc, study.logits, study.scorer, study.z_prior
+    seed, cache = study.config.seed, study.baseline_cache
     if not cc.baselines:
         return ()
     space = "latent" if outcome == "latent" else "observation"
@@ -481,10 +532,11 @@ class _Normal:
         return 0.0
 
 
-def _mmd_for(attr: str, u: np.ndarray, alpha: float, z: torch.Tensor, clf: LatentClassifier,
-             cc: Any, seed: int, cache: dict) -> tuple[float, float]:
+def _mmd_for(study: Study, attr: str, u: np.ndarray, alpha: float) -> tuple[float, float]:
     """MMD^2 between p(z | m=1) (prior latents the classifier calls 1) and p(z | do(m=1))
     (other prior latents shifted by alpha u), with its permutation p-value."""
+    z, clf, cc = study.z_prior, study.classifiers[attr], study.cc
+    seed, cache = study.config.seed, study.mmd_cache
     key = (attr, np.asarray(u).tobytes(), float(alpha))
     if key in cache:
         return cache[key]
