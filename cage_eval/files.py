@@ -347,7 +347,7 @@ class Maker:
 GENERATE = Maker("cage-eval generate", frozenset(runs.RUN_ENTRIES), manifest=True)
 
 #: Hidden names of cage-eval's own temporary files and directories (an atomic write's
-#: ``.NAME.XXXX.tmp``, a stage's ``.NAME.partial-XXXX``, a replaced run's ``.NAME.old-XXXX``).
+#: ``.NAME.<random>.tmp``, a stage's ``.NAME.partial-<random>``, a replaced run's ``.NAME.old-<random>``).
 _OWN_TEMPORARY = re.compile(r"^\..+(\.tmp|\.partial-[A-Za-z0-9_]+|\.old-[A-Za-z0-9_]+)$")
 
 

@@ -109,8 +109,10 @@ def test_every_package_declares_what_it_offers():
 
 
 #: Documents that live outside this repository; the project must stand alone (docs/ instead).
-OUTSIDE_DOCUMENTS = ("cage_method.md", "crowdsourcing.md", "cage_core.md", "aesthetics.md",
-                     "STYLE.md", "../shared")
+#: (Spelled in two parts so that this file does not name them itself.)
+OUTSIDE_DOCUMENTS = tuple(stem + ext for stem, ext in (
+    ("cage_method", ".md"), ("crowdsourcing", ".md"), ("cage_core", ".md"), ("aesthetics", ".md"),
+    ("STYLE", ".md"), ("../sha", "red")))
 
 
 def test_no_source_file_names_a_document_outside_the_repository():
@@ -119,5 +121,5 @@ def test_no_source_file_names_a_document_outside_the_repository():
                if not any(part in {".venv", ".git", "mutants", "node_modules"} or part.startswith(".")
                           for part in p.relative_to(ROOT).parts)]
     bad = {str(p.relative_to(ROOT)): [d for d in OUTSIDE_DOCUMENTS if d in p.read_text(encoding="utf-8")]
-           for p in tracked if p.name != "test_layout.py"}
+           for p in tracked}
     assert {k: v for k, v in bad.items() if v} == {}

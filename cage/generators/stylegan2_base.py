@@ -15,6 +15,7 @@ is applied in ``decode`` only: the prior CAGE fits its classifiers on stays untr
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -31,7 +32,7 @@ SPACES = ("z", "w", "w+")
 GAN_LAYOUT = OutputLayout(value_range=(-1.0, 1.0), clamp=True)
 
 
-class StyleGAN2Base:
+class StyleGAN2Base(abc.ABC):
     """The spaces, prior, truncation and decoding of a StyleGAN2-family generator.
 
     Parameters
@@ -65,13 +66,13 @@ class StyleGAN2Base:
 
     # ------------------------------------------------------------------ the adapter's pieces
 
+    @abc.abstractmethod
     def _mapping(self, z: torch.Tensor) -> torch.Tensor:
         """``z -> ws`` (n, n_layers, w_dim), untruncated."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """``ws`` (n, n_layers, w_dim) -> images (n, C, H, W) in ``[-1, 1]``."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
 
