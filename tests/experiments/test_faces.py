@@ -103,8 +103,8 @@ def test_the_faces_experiment_end_to_end_at_a_tiny_budget(tmp_path):
     assert record["source"] == "declared"
     assert {k: v["pairs"] for k, v in record["difference"].items()} == {
         "same_source": 2, "same_destination": 2}
-    assert "p-values: 20 draws per null" in res.output
-    assert "eq. 9 (observation) uses 1 draws per null, smallest p 0.500" in res.output
+    assert "; 20 draws per null, set in [cage] n_null, so the smallest possible p is 0.0476" in res.output
+    assert "eq. 9 (observation) uses 1 draws per null, smallest p 0.5000, which cannot reach" in res.output
     assert (out / runs.REPORT).is_file()
     from PIL import Image
 
